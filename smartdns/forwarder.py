@@ -1,0 +1,473 @@
+"""Upstream pools: send a query to upstream resolvers and bring back one validated response.
+
+Poisoning defences (RFC 5452): a random 16-bit ID per query, source ports spread over a pool of
+UDP sockets bound to kernel-chosen random ports, and a reply is accepted only from the address
+and port queried, with the same ID and the same question; anything else is dropped and counted.
+Truncated UDP replies are retried over TCP.  TCP connections are reused and pipelined
+(RFC 7766).  An upstream that times out, answers SERVFAIL/REFUSED or sends garbage is marked
+down for a back-off interval and the query moves on; the whole attempt is bounded by
+``total_timeout`` and then fails with ``UpstreamError`` (the server answers SERVFAIL).
+"""
+from __future__ import annotations
+
+import random
+import secrets
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet import defer, error as ierror, protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import Int16StringReceiver
+from twisted.python.failure import Failure
+
+from smartdns import wire
+from smartdns.config import ForwardConfig, Upstream
+from smartdns.errors import UpstreamError
+
+log = Logger()
+
+UDP_SOCKET_POOL_SIZE = 16           # source ports to spread queries over
+UDP_SOCKET_REUSES = 256             # queries per socket before it is replaced by a new random port
+BACKOFF_INITIAL_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 30.0
+TCP_IDLE_SECONDS = 10.0
+TCP_MAX_PENDING = 128
+
+
+@dataclass
+class Stats:
+    """Counters kept for logs and metrics."""
+
+    sent: int = 0
+    dropped_replies: int = 0       # wrong source, ID or question
+    timeouts: int = 0
+    failures: int = 0
+    tcp_retries: int = 0
+
+
+class _Pending:
+    """One outstanding query on a socket or connection."""
+
+    __slots__ = ("deferred", "question", "address", "timer")
+
+    def __init__(self, deferred: defer.Deferred[wire.Message], question: tuple[bytes, int, int],
+                 address: tuple[str, int] | None, timer: Any) -> None:
+        self.deferred = deferred
+        self.question = question
+        self.address = address
+        self.timer = timer
+
+
+def _validate(message: wire.Message, question: tuple[bytes, int, int]) -> bool:
+    """The reply must be a response to exactly our question (name compared case-insensitively)."""
+    if not message.flags & wire.FLAG_QR or message.question is None:
+        return False
+    name, qtype, qclass = message.question
+    return name.lower() == question[0].lower() and qtype == question[1] and qclass == question[2]
+
+
+class _UDPSocket(protocol.DatagramProtocol):
+    """One source port; matches replies to pending queries by ID, source and question."""
+
+    noisy = False
+
+    def __init__(self, owner: "UDPClient") -> None:
+        self.owner = owner
+        self.pending: dict[int, _Pending] = {}
+        self.used = 0
+        self.port: Any = None
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802 (Twisted API)
+        if len(data) < 12:
+            self.owner.stats.dropped_replies += 1
+            return
+        (qid,) = struct.unpack_from("!H", data)
+        pending = self.pending.get(qid)
+        if pending is None or pending.address != (addr[0], addr[1]):
+            self.owner.stats.dropped_replies += 1
+            return
+        try:
+            message = wire.parse_message(data)
+        except wire.FormError:
+            self.owner.stats.dropped_replies += 1
+            return
+        if not _validate(message, pending.question):
+            self.owner.stats.dropped_replies += 1
+            return
+        del self.pending[qid]
+        if pending.timer.active():
+            pending.timer.cancel()
+        pending.deferred.callback(message)
+        self.owner.release(self)
+
+
+class UDPClient:
+    """Queries over UDP from a pool of sockets on random source ports."""
+
+    def __init__(self, reactor: Any, stats: Stats, pool_size: int = UDP_SOCKET_POOL_SIZE) -> None:
+        self.reactor = reactor
+        self.stats = stats
+        self.pool_size = pool_size
+        self.sockets: list[_UDPSocket] = []
+
+    def _socket(self, family_v6: bool) -> _UDPSocket:
+        """A socket from the pool, chosen at random; replaced after a number of uses."""
+        candidates = [s for s in self.sockets if s.v6 == family_v6]  # type: ignore[attr-defined]
+        if len(candidates) < self.pool_size:
+            sock = _UDPSocket(self)
+            sock.v6 = family_v6  # type: ignore[attr-defined]
+            sock.port = self.reactor.listenUDP(0, sock, interface="::" if family_v6 else "0.0.0.0")
+            self.sockets.append(sock)
+            return sock
+        return secrets.choice(candidates)
+
+    def release(self, sock: _UDPSocket) -> None:
+        """Retire a socket that has served its share once it has nothing pending."""
+        if sock.used >= UDP_SOCKET_REUSES and not sock.pending and sock in self.sockets:
+            self.sockets.remove(sock)
+            sock.port.stopListening()
+
+    def query(self, upstream: Upstream, qname: bytes, qtype: int, qclass: int, timeout: float,
+              *, edns_payload: int | None, do: bool, cd: bool) -> defer.Deferred[wire.Message]:
+        """Send one query; the Deferred fires with the validated reply or fails on timeout."""
+        sock = self._socket(":" in upstream.host)
+        sock.used += 1
+        qid = secrets.randbits(16)
+        while qid in sock.pending:
+            qid = secrets.randbits(16)
+        d: defer.Deferred[wire.Message] = defer.Deferred()
+        address = (upstream.host, upstream.port)
+        question = (qname, qtype, qclass)
+
+        def expire() -> None:
+            sock.pending.pop(qid, None)
+            self.stats.timeouts += 1
+            d.errback(UpstreamError(f"{upstream}: no answer in {timeout:g}s"))
+            self.release(sock)
+
+        timer = self.reactor.callLater(timeout, expire)
+        sock.pending[qid] = _Pending(d, question, address, timer)
+        packet = wire.encode_query(qid, qname, qtype, qclass, edns_payload=edns_payload, do=do, cd=cd)
+        try:
+            sock.port.write(packet, address)
+        except (OSError, ierror.MessageLengthError) as e:
+            del sock.pending[qid]
+            timer.cancel()
+            return defer.fail(UpstreamError(f"{upstream}: send failed: {e}"))
+        self.stats.sent += 1
+        return d
+
+    def close(self) -> None:
+        """Stop every socket and fail what is pending."""
+        for sock in self.sockets:
+            for pending in sock.pending.values():
+                if pending.timer.active():
+                    pending.timer.cancel()
+                pending.deferred.errback(UpstreamError("forwarder stopped"))
+            sock.pending.clear()
+            sock.port.stopListening()
+        self.sockets.clear()
+
+
+class _StreamConnection(Int16StringReceiver):
+    """A pipelined DNS-over-TCP (or TLS) client connection (RFC 7766 §6.2.1)."""
+
+    def __init__(self, owner: "StreamClient") -> None:
+        self.owner = owner
+        self.pending: dict[int, _Pending] = {}
+        self.idle_timer: Any = None
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self.idle_timer is not None and self.idle_timer.active():
+            self.idle_timer.cancel()
+        self.idle_timer = None
+        if not self.pending:
+            self.idle_timer = self.owner.reactor.callLater(TCP_IDLE_SECONDS, self.transport.loseConnection)
+
+    def send(self, qid: int, packet: bytes, pending: _Pending) -> None:
+        """Write one query onto the connection."""
+        self.pending[qid] = pending
+        if self.idle_timer is not None and self.idle_timer.active():
+            self.idle_timer.cancel()
+        self.idle_timer = None
+        self.sendString(packet)
+
+    def stringReceived(self, data: bytes) -> None:  # noqa: N802
+        if len(data) < 12:
+            self.owner.stats.dropped_replies += 1
+            return
+        (qid,) = struct.unpack_from("!H", data)
+        pending = self.pending.get(qid)
+        if pending is None:
+            self.owner.stats.dropped_replies += 1
+            return
+        try:
+            message = wire.parse_message(data)
+        except wire.FormError:
+            self.owner.stats.dropped_replies += 1
+            return
+        if not _validate(message, pending.question):
+            self.owner.stats.dropped_replies += 1
+            return
+        del self.pending[qid]
+        if pending.timer.active():
+            pending.timer.cancel()
+        pending.deferred.callback(message)
+        self._arm_idle()
+
+    def forget(self, qid: int) -> None:
+        """A query timed out: stop waiting for it here."""
+        self.pending.pop(qid, None)
+        self._arm_idle()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        if self.idle_timer is not None and self.idle_timer.active():
+            self.idle_timer.cancel()
+        self.owner.lost(self)
+        pending, self.pending = self.pending, {}
+        for item in pending.values():
+            if item.timer.active():
+                item.timer.cancel()
+            item.deferred.errback(UpstreamError(f"connection lost: {reason.getErrorMessage()}"))
+
+
+class StreamClient:
+    """One reused, pipelined stream connection to one upstream; reconnects on demand."""
+
+    def __init__(self, reactor: Any, upstream: Upstream, stats: Stats,
+                 connect: Callable[["StreamClient"], defer.Deferred[_StreamConnection]]) -> None:
+        self.reactor = reactor
+        self.upstream = upstream
+        self.stats = stats
+        self._connect = connect
+        self.connection: _StreamConnection | None = None
+        self._connecting: defer.Deferred[_StreamConnection] | None = None
+        self._waiters: list[defer.Deferred[_StreamConnection]] = []
+
+    def lost(self, conn: _StreamConnection) -> None:
+        """Forget a connection that went away."""
+        if self.connection is conn:
+            self.connection = None
+
+    def _get_connection(self) -> defer.Deferred[_StreamConnection]:
+        """The live connection, or one shared connection attempt for every caller."""
+        if self.connection is not None and len(self.connection.pending) < TCP_MAX_PENDING:
+            return defer.succeed(self.connection)
+        waiter: defer.Deferred[_StreamConnection] = defer.Deferred()
+        self._waiters.append(waiter)
+        if self._connecting is None:
+            self._connecting = self._connect(self)
+
+            def done(result: Any) -> None:
+                self._connecting = None
+                waiters, self._waiters = self._waiters, []
+                if isinstance(result, Failure):
+                    for w in waiters:
+                        w.errback(result)
+                else:
+                    self.connection = result
+                    for w in waiters:
+                        w.callback(result)
+
+            self._connecting.addBoth(done)
+        return waiter
+
+    def query(self, qname: bytes, qtype: int, qclass: int, timeout: float,
+              *, edns_payload: int | None, do: bool, cd: bool) -> defer.Deferred[wire.Message]:
+        """Send one query over the connection; bounded by ``timeout`` including the connect."""
+        result: defer.Deferred[wire.Message] = defer.Deferred()
+        qid = secrets.randbits(16)
+        state: dict[str, Any] = {}
+
+        def expire() -> None:
+            conn = state.get("conn")
+            if conn is not None:
+                conn.forget(qid)
+            self.stats.timeouts += 1
+            if not result.called:
+                result.errback(UpstreamError(f"{self.upstream}: no answer in {timeout:g}s"))
+
+        timer = self.reactor.callLater(timeout, expire)
+
+        def connected(conn: _StreamConnection) -> None:
+            if result.called:
+                return
+            state["conn"] = conn
+            nonlocal qid
+            while qid in conn.pending:
+                qid = secrets.randbits(16)
+            packet = wire.encode_query(qid, qname, qtype, qclass, edns_payload=edns_payload, do=do, cd=cd)
+            inner: defer.Deferred[wire.Message] = defer.Deferred()
+            inner.addCallbacks(lambda m: None if result.called else result.callback(m),
+                               lambda f: None if result.called else result.errback(f))
+            conn.send(qid, packet, _Pending(inner, (qname, qtype, qclass), None, timer))
+            self.stats.sent += 1
+
+        def failed(reason: Failure) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.errback(UpstreamError(f"{self.upstream}: {reason.getErrorMessage()}"))
+
+        self._get_connection().addCallbacks(connected, failed)
+        return result
+
+    def close(self) -> None:
+        """Drop the connection."""
+        if self.connection is not None:
+            self.connection.transport.loseConnection()
+
+
+def tcp_connector(reactor: Any, timeout: float) -> Callable[[StreamClient], defer.Deferred[_StreamConnection]]:
+    """Plain TCP connections (``tcp://`` upstreams and UDP truncation fallback)."""
+    def connect(client: StreamClient) -> defer.Deferred[_StreamConnection]:
+        creator = protocol.ClientCreator(reactor, _StreamConnection, client)
+        return creator.connectTCP(client.upstream.host, client.upstream.port, timeout=timeout)
+    return connect
+
+
+@dataclass
+class Health:
+    """Back-off state of one upstream."""
+
+    down_until: float = 0.0
+    backoff: float = BACKOFF_INITIAL_SECONDS
+    failures: int = 0
+
+    def fail(self, now: float) -> None:
+        """Mark down for the current back-off, then double it (capped)."""
+        self.failures += 1
+        self.down_until = now + self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_SECONDS)
+
+    def succeed(self) -> None:
+        """Back to healthy."""
+        self.failures = 0
+        self.down_until = 0.0
+        self.backoff = BACKOFF_INITIAL_SECONDS
+
+
+@dataclass
+class Pool:
+    """Upstreams for one forwarding scope (the default, or a ``[[forward.zone]]``)."""
+
+    index: int
+    name: bytes                     # key form; ROOT for the default pool
+    upstreams: tuple[Upstream, ...]
+    policy: str
+    next_start: int = 0
+    health: dict[Upstream, Health] = field(default_factory=dict)
+
+    def order(self, now: float) -> list[Upstream]:
+        """Upstreams in the order to try: by policy, healthy ones first, down ones as a last resort."""
+        ups = list(self.upstreams)
+        if self.policy == "round_robin" and ups:
+            start = self.next_start % len(ups)
+            self.next_start += 1
+            ups = ups[start:] + ups[:start]
+        elif self.policy == "random":
+            random.shuffle(ups)
+        healthy = [u for u in ups if self.health.setdefault(u, Health()).down_until <= now]
+        down = [u for u in ups if u not in healthy]
+        return healthy + down
+
+
+class Forwarder:
+    """Chooses the pool for a name and walks its upstreams until one gives a usable answer."""
+
+    def __init__(self, reactor: Any, config: ForwardConfig, *, tls_connector: Any = None) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.stats = Stats()
+        self.udp = UDPClient(reactor, self.stats)
+        self.streams: dict[Upstream, StreamClient] = {}
+        self._tls_connector = tls_connector
+        self.pools = [Pool(0, wire.ROOT, config.upstreams, config.policy)]
+        for i, zone in enumerate(config.zones, start=1):
+            self.pools.append(Pool(i, wire.from_text(zone.name).lower(), zone.upstreams, zone.policy))
+        self._by_name = {p.name: p for p in self.pools}
+
+    def pool_for(self, qkey: bytes) -> Pool:
+        """The pool of the longest ``[[forward.zone]]`` suffix of the name, else the default."""
+        name = qkey
+        while True:
+            pool = self._by_name.get(name)
+            if pool is not None:
+                return pool
+            if name == wire.ROOT:
+                return self.pools[0]
+            name = name[1 + name[0]:]
+
+    def _stream(self, upstream: Upstream) -> StreamClient:
+        client = self.streams.get(upstream)
+        if client is None:
+            if upstream.scheme == "tls":
+                if self._tls_connector is None:
+                    raise UpstreamError(f"{upstream}: TLS upstreams are not available")
+                connect = self._tls_connector
+            else:
+                connect = tcp_connector(self.reactor, self.config.timeout)
+            client = self.streams[upstream] = StreamClient(self.reactor, upstream, self.stats, connect)
+        return client
+
+    def _try(self, upstream: Upstream, qname: bytes, qtype: int, qclass: int, timeout: float,
+             do: bool, cd: bool) -> defer.Deferred[wire.Message]:
+        """One upstream: UDP (then TCP if truncated), or its stream transport."""
+        edns = self.config.edns_udp_size
+        if upstream.scheme != "udp":
+            try:
+                return self._stream(upstream).query(qname, qtype, qclass, timeout, edns_payload=edns, do=do, cd=cd)
+            except UpstreamError as e:
+                return defer.fail(e)
+        d = self.udp.query(upstream, qname, qtype, qclass, timeout, edns_payload=edns, do=do, cd=cd)
+
+        def maybe_tcp(message: wire.Message) -> Any:
+            if message.flags & wire.FLAG_TC:
+                self.stats.tcp_retries += 1
+                tcp = Upstream("tcp", upstream.host, upstream.port, None)
+                return self._stream(tcp).query(qname, qtype, qclass, timeout, edns_payload=edns, do=do, cd=cd)
+            return message
+
+        return d.addCallback(maybe_tcp)
+
+    @defer.inlineCallbacks
+    def query(self, qname: bytes, qtype: int, qclass: int = wire.IN, *, do: bool = False,
+              cd: bool = False, pool: Pool | None = None) -> Any:
+        """The first usable upstream answer; ``UpstreamError`` when every upstream failed in time."""
+        pool = pool or self.pool_for(qname.lower())
+        start = self.reactor.seconds()
+        deadline = start + self.config.total_timeout
+        last_error = "no upstreams configured"
+        for upstream in pool.order(start):
+            now = self.reactor.seconds()
+            left = deadline - now
+            if left <= 0:
+                last_error = f"gave up after {self.config.total_timeout:g}s"
+                break
+            health = pool.health.setdefault(upstream, Health())
+            try:
+                message = yield self._try(upstream, qname, qtype, qclass, min(self.config.timeout, left), do, cd)
+            except UpstreamError as e:
+                health.fail(self.reactor.seconds())
+                last_error = str(e)
+                log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=last_error)
+                continue
+            rcode = message.rcode
+            if rcode in (wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR):
+                health.fail(self.reactor.seconds())
+                last_error = f"{upstream} answered rcode {rcode}"
+                continue
+            health.succeed()
+            return message
+        self.stats.failures += 1
+        raise UpstreamError(last_error)
+
+    def close(self) -> None:
+        """Release sockets and connections."""
+        self.udp.close()
+        for client in self.streams.values():
+            client.close()

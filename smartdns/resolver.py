@@ -1,0 +1,172 @@
+"""Forwarded answers: the cache in front of the forwarder.
+
+Turns an upstream response into a cache entry — keeping only records at or below the question's
+name and the CNAME chain the answer walks (bailiwick), clamping TTLs, caching negative answers
+by their SOA (RFC 2308 §5) and failures briefly (RFC 9520) — and makes concurrent identical
+misses share one upstream query.  Serve-stale (RFC 8767) and prefetch live here too.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smartdns import wire
+from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry
+from smartdns.config import CacheConfig
+from smartdns.errors import UpstreamError
+from smartdns.forwarder import Forwarder
+
+log = Logger()
+
+STALE_TTL_SECONDS = 30          # RFC 8767 §4: TTL of records served stale
+PREFETCH_FRACTION = 0.1         # refresh an entry asked for in the last 10% of its TTL
+PREFETCH_MIN_TTL_SECONDS = 10   # entries shorter than this are not worth prefetching
+
+
+def _group(records: tuple[wire.Record, ...], keep: Any) -> tuple[wire.RRset, ...]:
+    """Records → RRsets in order of first appearance, keeping those ``keep`` accepts."""
+    order: list[tuple[bytes, int, int]] = []
+    groups: dict[tuple[bytes, int, int], tuple[int, list[bytes]]] = {}
+    for rec in records:
+        if not keep(rec):
+            continue
+        k = (rec.name.lower(), rec.rtype, rec.rclass)
+        if k not in groups:
+            order.append(k)
+            groups[k] = (rec.ttl, [])
+        ttl, rdatas = groups[k]
+        groups[k] = (min(ttl, rec.ttl), rdatas)
+        if rec.rdata not in rdatas:
+            rdatas.append(rec.rdata)
+    return tuple(wire.make_rrset(name, rtype, groups[(name, rtype, rclass)][0], groups[(name, rtype, rclass)][1],
+                                 rclass) for name, rtype, rclass in order)
+
+
+def sanitize(message: wire.Message, qkey: bytes) -> tuple[tuple[wire.RRset, ...], ...]:
+    """The sections worth caching (RFC 5452 §6 bailiwick): answer records on the CNAME/DNAME chain
+    from the question, SOA/NS/DS authority records of zones enclosing the chain, and additional
+    addresses only for names the kept records point at.  Everything else is dropped."""
+    chain = {qkey}
+    for rec in message.answer:
+        if rec.name.lower() in chain and rec.rtype == wire.CNAME and rec.target:
+            chain.add(rec.target)
+    answer = _group(message.answer, lambda r: r.name.lower() in chain or (
+        r.rtype == wire.DNAME and any(wire.is_subdomain(n, r.name.lower()) for n in chain)))
+    # Authority data must be about a zone that encloses the name the chain ended at.
+    tail = list(chain)
+    authority = _group(message.authority, lambda r: r.rtype in (wire.SOA, wire.NS, wire.DS)
+                       and any(wire.is_subdomain(n, r.name.lower()) for n in tail))
+    targets = {r for rr in answer + authority for r in _targets(rr)}
+    additional = _group(message.additional, lambda r: r.rtype in (wire.A, wire.AAAA) and r.name.lower() in targets)
+    return answer, authority, additional
+
+
+def _targets(rrset: wire.RRset) -> list[bytes]:
+    """Names an NS/MX/SRV RRset points at (key form)."""
+    out = []
+    for parts in rrset.rdatas:
+        raw = b"".join(parts)
+        if rrset.rtype == wire.NS:
+            out.append(raw.lower())
+        elif rrset.rtype == wire.MX:
+            out.append(raw[2:].lower())
+        elif rrset.rtype == wire.SRV:
+            out.append(raw[6:].lower())
+    return out
+
+
+class ForwardResolver:
+    """Cache lookups, shared misses and cache fills for forwarded names."""
+
+    def __init__(self, reactor: Any, cache: AnswerCache, forwarder: Forwarder, config: CacheConfig) -> None:
+        self.reactor = reactor
+        self.cache = cache
+        self.forwarder = forwarder
+        self.config = config
+        self._inflight: dict[CacheKey, defer.Deferred[Entry]] = {}
+
+    def key(self, qkey: bytes, qtype: int, qclass: int, do: bool) -> CacheKey:
+        """Everything that changes a forwarded answer."""
+        return (qkey, qtype, qclass, do, self.forwarder.pool_for(qkey).index)
+
+    def cached(self, key: CacheKey) -> Entry | None:
+        """A fresh entry; also starts a background refresh when it is close to expiry."""
+        entry = self.cache.get(key)
+        if entry is not None and self.config.prefetch and not entry.prefetching and entry.rcode != wire.SERVFAIL:
+            lifetime = entry.expires_at - entry.stored_at
+            left = entry.expires_at - self.reactor.seconds()
+            if lifetime >= PREFETCH_MIN_TTL_SECONDS and left < lifetime * PREFETCH_FRACTION:
+                entry.prefetching = True
+                self.resolve(key).addErrback(lambda f: None)
+        return entry
+
+    def resolve(self, key: CacheKey) -> defer.Deferred[Entry]:
+        """Ask upstream (one query per key at a time) and cache what comes back."""
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            shared: defer.Deferred[Entry] = defer.Deferred()
+            inflight.addBoth(lambda r: (shared.errback(r) if isinstance(r, Failure) else shared.callback(r)) or r)
+            return shared
+        qkey, qtype, qclass, do, pool_index = key
+        d = self.forwarder.query(qkey, qtype, qclass, do=do, pool=self.forwarder.pools[pool_index])
+        d.addCallbacks(self._store, self._failed, callbackArgs=(key,), errbackArgs=(key,))
+        self._inflight[key] = d
+
+        def done(result: Any) -> Any:
+            self._inflight.pop(key, None)
+            return result
+
+        d.addBoth(done)
+        return d
+
+    def _store(self, message: wire.Message, key: CacheKey) -> Entry:
+        """Turn a validated upstream response into an entry and cache it where cacheable."""
+        qkey, qtype, qclass = key[0], key[1], key[2]
+        now = self.reactor.seconds()
+        answer, authority, additional = sanitize(message, qkey)
+        clamp = self.cache.clamp_ttl
+        rcode = message.rcode
+        soa = next((r for r in authority if r.rtype == wire.SOA), None)
+        lifetime: int | None
+        if rcode == wire.NOERROR and any(r.rtype == qtype or qtype == wire.ANY for r in answer) or (
+                rcode == wire.NOERROR and answer and answer[-1].rtype in (wire.CNAME, wire.DNAME) and not soa):
+            answer = tuple(r.with_ttl(clamp(r.ttl)) for r in answer)
+            authority = tuple(r.with_ttl(clamp(r.ttl)) for r in authority)
+            additional = tuple(r.with_ttl(clamp(r.ttl)) for r in additional)
+            lifetime = min(r.ttl for r in answer)
+        elif rcode in (wire.NOERROR, wire.NXDOMAIN) and soa is not None:
+            minimum = struct.unpack("!I", b"".join(soa.rdatas[0])[-4:])[0]
+            negative = min(soa.ttl, minimum, self.config.negative_max_ttl)
+            authority = tuple(r.with_ttl(min(r.ttl, negative)) for r in authority)
+            answer = tuple(r.with_ttl(clamp(r.ttl)) for r in answer)
+            lifetime = negative
+        else:
+            lifetime = None       # negative without SOA, or an odd rcode: pass through, do not cache
+        question = qkey + struct.pack("!HH", qtype, qclass)
+        entry = make_entry(rcode, (answer, authority, additional), question, lifetime or 0, now,
+                           self.config.serve_stale)
+        if lifetime:
+            self.cache.put(key, entry)
+        return entry
+
+    def _failed(self, reason: Failure, key: CacheKey) -> Entry:
+        """Every upstream failed: serve stale if allowed, else remember SERVFAIL briefly."""
+        reason.trap(UpstreamError)
+        current = self.cache.peek(key)
+        if current is not None and current.rcode != wire.SERVFAIL and self.reactor.seconds() < current.expires_at:
+            return current      # a failed prefetch leaves the still-fresh entry alone
+        log.info("forwarding {qname} type {qtype} failed: {error}", qname=wire.to_text(key[0]), qtype=key[1],
+                 error=reason.getErrorMessage())
+        stale = self.cache.get_stale(key)
+        if stale is not None:
+            return stale
+        now = self.reactor.seconds()
+        question = key[0] + struct.pack("!HH", key[1], key[2])
+        entry = make_entry(wire.SERVFAIL, ((), (), ()), question, self.config.servfail_ttl, now, 0)
+        if self.config.servfail_ttl > 0:
+            self.cache.put(key, entry)
+        return entry

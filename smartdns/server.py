@@ -1,0 +1,292 @@
+"""The query path: bytes in, bytes out.  Every rcode the server sends is decided here.
+
+Order per query (fixed in one place, ``QueryHandler.handle``):
+  header checks (QR, opcode) → parse (FORMERR) → EDNS version (BADVERS) → class and meta-types
+  → client line → policy → local zones (aa=1) → recursion check (REFUSED) → cache → upstream.
+The client's line is chosen from the peer address of the datagram or connection; it only ever
+selects zone views.  Local answers are rendered fresh per query and never stored, so one line's
+answer cannot reach another line's client.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable
+
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.basic import Int16StringReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from smartdns import policy as policy_mod
+from smartdns import wire
+from smartdns.authority import Authority, negative_soa
+from smartdns.cache import Entry
+from smartdns.resolver import STALE_TTL_SECONDS, ForwardResolver
+from smartdns.snapshot import Snapshot
+
+log = Logger()
+
+TCP_LIMIT = 65535
+CHAOS_NAMES = frozenset(wire.from_text(n) for n in ("version.bind", "version.server", "id.server", "hostname.bind"))
+TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
+RESPONSE_COPY_MASK = 0x7800 | wire.FLAG_RD | wire.FLAG_CD    # opcode, RD and CD are echoed
+
+
+class Stats:
+    """Counters by outcome, for logs now and metrics later."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+        self.dropped = 0
+        self.by_source: dict[str, int] = {"local": 0, "cache": 0, "upstream": 0, "policy": 0, "error": 0}
+        self.by_rcode: dict[int, int] = {}
+
+
+class QueryHandler:
+    """Answers one query message for one client address."""
+
+    def __init__(self, reactor: Any, snapshot: Callable[[], Snapshot], resolver: ForwardResolver,
+                 max_udp_payload: int, chaos_version: str = "") -> None:
+        self.reactor = reactor
+        self.snapshot = snapshot
+        self.resolver = resolver
+        self.authority = Authority()
+        self.max_udp_payload = max_udp_payload
+        self.chaos_version = chaos_version
+        self.stats = Stats()
+
+    # -- entry point -----------------------------------------------------------------------------
+
+    def handle(self, data: bytes, client: str, tcp: bool) -> bytes | defer.Deferred[bytes | None] | None:
+        """The response to ``data`` from ``client``: bytes, a Deferred of bytes, or None to drop."""
+        self.stats.queries += 1
+        if len(data) < wire.HEADER.size:
+            self.stats.dropped += 1
+            return None                                    # no header: nothing to answer to
+        qid, flags = struct.unpack_from("!HH", data)
+        if flags & wire.FLAG_QR:
+            self.stats.dropped += 1
+            return None                                    # never answer a response (reflection loops)
+        reply_flags = wire.FLAG_QR | (flags & RESPONSE_COPY_MASK)
+        if (flags >> 11) & 0xF != wire.OPCODE_QUERY:
+            return self._count(wire.header_only(qid, reply_flags | wire.NOTIMP), wire.NOTIMP, "error")
+        try:
+            query = wire.parse_query(data)
+        except wire.QueryError as e:
+            return self._count(wire.header_only(qid, reply_flags | wire.FORMERR, e.question), wire.FORMERR, "error")
+        except wire.FormError:
+            self.stats.dropped += 1
+            return None
+        snap = self.snapshot()
+        edns = query.edns
+        opt = None
+        limit = TCP_LIMIT
+        if edns is not None:
+            if edns.version > 0:
+                opt = wire.opt_record(self.max_udp_payload, edns.do, ext_rcode=wire.BADVERS >> 4)
+                return self._count(wire.header_only(qid, reply_flags, query.question, opt), wire.BADVERS, "error")
+            opt = wire.opt_record(self.max_udp_payload, edns.do)
+            if not tcp:
+                limit = min(max(edns.payload, wire.CLASSIC_UDP_LIMIT), self.max_udp_payload)
+        elif not tcp:
+            limit = wire.CLASSIC_UDP_LIMIT
+        recursion = snap.recursion.contains(client)
+        if recursion:
+            reply_flags |= wire.FLAG_RA
+        return self._answer(snap, query, client, reply_flags, opt, limit, recursion)
+
+    def _count(self, response: bytes, rcode: int, source: str) -> bytes:
+        self.stats.by_rcode[rcode] = self.stats.by_rcode.get(rcode, 0) + 1
+        self.stats.by_source[source] += 1
+        return response
+
+    def _simple(self, query: wire.Query, flags: int, rcode: int, opt: bytes | None, source: str = "error") -> bytes:
+        return self._count(wire.header_only(query.id, flags | rcode, query.question, opt), rcode, source)
+
+    # -- deciding ----------------------------------------------------------------------------------
+
+    def _answer(self, snap: Snapshot, query: wire.Query, client: str, flags: int, opt: bytes | None,
+                limit: int, recursion: bool) -> bytes | defer.Deferred[bytes | None] | None:
+        qtype, qclass = query.qtype, query.qclass
+        if qclass == wire.CH:
+            return self._chaos(query, flags, opt, limit)
+        if qclass != wire.IN:
+            return self._simple(query, flags, wire.REFUSED, opt)
+        if qtype in TRANSFER_TYPES:
+            return self._simple(query, flags, wire.REFUSED, opt)    # transfers would leak every line's data
+        if qtype == wire.OPT:
+            return self._simple(query, flags, wire.FORMERR, opt)
+        qkey = query.qkey
+        line = snap.lines.lookup(client)
+        action = snap.policies.match(qkey, qtype, line)
+        if action is not None:
+            return self._policy(snap, query, flags, opt, action)
+        local = self.authority.lookup(snap, line, qkey, qtype, bool(query.flags & wire.FLAG_RD))
+        if local is not None:
+            if local.aa:
+                flags |= wire.FLAG_AA
+            message, _ = wire.render(query.id, flags | local.rcode, query.question, local.sections,
+                                     opt=opt, limit=limit)
+            return self._count(message, local.rcode, "local")
+        if not recursion:
+            return self._simple(query, flags, wire.REFUSED, opt)
+        do = bool(query.edns and query.edns.do)
+        key = self.resolver.key(qkey, qtype, qclass, do)
+        entry = self.resolver.cached(key)
+        if entry is not None:
+            return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "cache")
+        d = self.resolver.resolve(key)
+        return d.addCallback(self._resolved, query, flags, opt, limit)
+
+    def _resolved(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int) -> bytes:
+        return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "upstream")
+
+    def _from_entry(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int) -> bytes:
+        """A cached entry as this client's response: ID, flags, its question bytes, TTLs counted down."""
+        now = self.reactor.seconds()
+        stale = STALE_TTL_SECONDS if now >= entry.expires_at and entry.rcode != wire.SERVFAIL else None
+        flags |= entry.rcode
+        buf = entry.patched(now, stale)
+        if len(buf) + (wire.OPT_SIZE if opt else 0) > limit:
+            message, _ = wire.render(query.id, flags, query.question, entry.sections_at(now, stale),
+                                     opt=opt, limit=limit)
+            return message
+        struct.pack_into("!HH", buf, 0, query.id, flags)
+        qlen = len(query.question)
+        buf[12:12 + qlen] = query.question       # the client's own spelling (0x20)
+        if opt:
+            buf += opt
+            (arcount,) = struct.unpack_from("!H", buf, 10)
+            struct.pack_into("!H", buf, 10, arcount + 1)
+        return bytes(buf)
+
+    def _policy(self, snap: Snapshot, query: wire.Query, flags: int, opt: bytes | None,
+                action: str) -> bytes | None:
+        """Apply a ``[[policy]]`` or deny action."""
+        if action == policy_mod.DROP:
+            self.stats.by_source["policy"] += 1
+            return None
+        if action == policy_mod.REFUSE:
+            return self._simple(query, flags, wire.REFUSED, opt, "policy")
+        rcode = wire.NXDOMAIN if action == policy_mod.NXDOMAIN else wire.NOERROR
+        authority: list[wire.RRset] = []
+        origin = snap.find_zone(query.qkey)
+        if origin is not None:
+            authority.append(negative_soa(snap.view(origin, None)))
+            flags |= wire.FLAG_AA
+        message, _ = wire.render(query.id, flags | rcode, query.question, ((), authority, ()), opt=opt)
+        return self._count(message, rcode, "policy")
+
+    def _chaos(self, query: wire.Query, flags: int, opt: bytes | None, limit: int) -> bytes:
+        """CH TXT version.bind and friends: the configured string, else REFUSED; never IN data."""
+        if not self.chaos_version or query.qkey not in CHAOS_NAMES or query.qtype not in (wire.TXT, wire.ANY):
+            return self._simple(query, flags, wire.REFUSED, opt)
+        text = self.chaos_version.encode("utf-8")[:255]
+        rrset = wire.make_rrset(query.qkey, wire.TXT, 0, [bytes([len(text)]) + text], wire.CH)
+        message, _ = wire.render(query.id, flags | wire.FLAG_AA, query.question, ((rrset,), (), ()),
+                                 opt=opt, limit=limit)
+        return self._count(message, wire.NOERROR, "local")
+
+
+def _servfail(reason: Failure, query_data: bytes) -> bytes | None:
+    """Last resort for a bug on the forwarding path: log it and answer SERVFAIL, never hang."""
+    log.failure("unexpected error answering a query", reason)
+    try:
+        query = wire.parse_query(query_data)
+    except wire.FormError:
+        return None
+    flags = wire.FLAG_QR | (query.flags & RESPONSE_COPY_MASK) | wire.SERVFAIL
+    return wire.header_only(query.id, flags, query.question)
+
+
+def dispatch(handler: QueryHandler, data: bytes, client: str, tcp: bool,
+             send: Callable[[bytes], None]) -> None:
+    """Run the handler and send its answer now or when it is ready; nothing escapes."""
+    try:
+        result = handler.handle(data, client, tcp)
+    except Exception:
+        log.failure("unexpected error answering a query from {client}", client=client)
+        result = _servfail(Failure(), data)
+    if result is None:
+        return
+    if isinstance(result, bytes):
+        send(result)
+        return
+    result.addErrback(_servfail, data)
+    result.addCallback(lambda r: send(r) if r else None)
+    result.addErrback(lambda f: log.failure("sending an answer failed", f))
+
+
+def _normalise(host: str) -> str:
+    """``::ffff:1.2.3.4`` → ``1.2.3.4`` is done by the line table; here only strip a scope."""
+    return host.split("%", 1)[0]
+
+
+class DNSDatagramProtocol(protocol.DatagramProtocol):
+    """UDP listener: the client's address is the datagram's source."""
+
+    noisy = False
+
+    def __init__(self, handler: QueryHandler) -> None:
+        self.handler = handler
+
+    def datagramReceived(self, data: bytes, addr: tuple[Any, ...]) -> None:  # noqa: N802 (Twisted API)
+        transport = self.transport
+
+        def send(response: bytes) -> None:
+            try:
+                transport.write(response, addr[:2])
+            except OSError as e:
+                log.debug("UDP send to {addr} failed: {error}", addr=addr, error=e)
+
+        dispatch(self.handler, data, _normalise(addr[0]), False, send)
+
+
+class DNSStreamProtocol(Int16StringReceiver, TimeoutMixin):
+    """TCP listener (RFC 7766): pipelined queries answered as they complete, idle timeout."""
+
+    MAX_LENGTH = 65535
+
+    def __init__(self, factory: "SmartDNSServerFactory") -> None:
+        self.factory = factory
+        self.client = ""
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.client = _normalise(self.transport.getPeer().host)
+        self.factory.connections += 1
+        if self.factory.connections > self.factory.max_connections:
+            log.info("TCP connection limit {limit} reached; closing {client}",
+                     limit=self.factory.max_connections, client=self.client)
+            self.transport.loseConnection()
+            return
+        self.setTimeout(self.factory.idle_timeout)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self.factory.connections -= 1
+        self.setTimeout(None)
+
+    def stringReceived(self, data: bytes) -> None:  # noqa: N802
+        self.resetTimeout()
+        dispatch(self.factory.handler, data, self.client, True, self._send)
+
+    def _send(self, response: bytes) -> None:
+        if self.transport is not None and self.connected:
+            self.sendString(response)
+            self.resetTimeout()
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self.transport.loseConnection()
+
+
+class SmartDNSServerFactory(protocol.ServerFactory):
+    """Builds TCP connections that share one query handler; caps concurrent connections."""
+
+    def __init__(self, handler: QueryHandler, idle_timeout: float, max_connections: int) -> None:
+        self.handler = handler
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.connections = 0
+
+    def buildProtocol(self, addr: Any) -> DNSStreamProtocol:  # noqa: N802
+        return DNSStreamProtocol(self)

@@ -1,0 +1,226 @@
+"""Everything a query needs, loaded and validated into one immutable snapshot.
+
+A snapshot is built completely (config, lines, zones, overlays, JSON sources, policies) or not
+at all: any problem raises ``ZoneError`` listing every ``file:line: message`` found, and the
+caller keeps serving its previous snapshot.  Queries read one snapshot reference, so a reload is
+one assignment and a query in flight finishes on the data it started with.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from smartdns import articlejson, wire
+from smartdns.config import Config, LineConfig
+from smartdns.errors import Problem, ZoneError
+from smartdns.lines import AddressSet, LineTable
+from smartdns.policy import REFUSE, PolicyTable, compile_rules
+from smartdns.zones import Zone, ZoneView, make_view, read_zone_file, scan_zone_directory, zone_from_records
+
+# records.json names outside every zone file get a zone of their own with this SOA.
+SYNTHETIC_SOA_TTL_SECONDS = 60
+SYNTHETIC_SOA_TIMERS = (1, 3600, 600, 86400, 60)   # serial, refresh, retry, expire, minimum
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One generation of served data; never mutated, only replaced."""
+
+    generation: int
+    config: Config
+    lines: LineTable
+    line_names: tuple[str, ...]
+    recursion: AddressSet
+    zones: Mapping[bytes, Zone]                       # origin key → base zone
+    views: Mapping[tuple[bytes, str], ZoneView]       # (origin, line) → that line's view, where it differs
+    base_views: Mapping[bytes, ZoneView]              # origin → the view of clients in no line
+    policies: PolicyTable
+
+    def find_zone(self, qkey: bytes) -> bytes | None:
+        """The origin of the closest enclosing local zone, or None (one probe per label)."""
+        zones = self.zones
+        name = qkey
+        while True:
+            if name in zones:
+                return name
+            if name == wire.ROOT:
+                return None
+            name = name[1 + name[0]:]
+
+    def view(self, origin: bytes, line: str | None) -> ZoneView:
+        """The zone ``origin`` as clients of ``line`` see it."""
+        if line is not None:
+            found = self.views.get((origin, line))
+            if found is not None:
+                return found
+        return self.base_views[origin]
+
+
+def _parse_lines(config: Config, problems: list[Problem]) -> list[LineConfig]:
+    """[lines] from the config, then lines from lines_json (same name: CIDRs appended)."""
+    lines = list(config.lines)
+    path = config.zones.lines_json
+    if not path:
+        return lines
+    entries, found = articlejson.read_lines_json(path)
+    problems.extend(found)
+    index = {line.name: i for i, line in enumerate(lines)}
+    for name, cidrs in entries:
+        nets = []
+        for cidr in cidrs:
+            try:
+                nets.append(ipaddress.ip_network(cidr, strict=True))
+            except ValueError as e:
+                problems.append(Problem(path, 0, f"line {name!r}: {e}"))
+        if name in index:
+            old = lines[index[name]]
+            lines[index[name]] = LineConfig(name, old.networks + tuple(nets))
+        else:
+            index[name] = len(lines)
+            lines.append(LineConfig(name, tuple(nets)))
+    return lines
+
+
+def _synthetic_soa(origin: bytes) -> tuple[bytes, int, int, bytes]:
+    """An SOA for a zone made only of records.json names, so negative answers carry one."""
+    import struct
+    rdata = b"\x0ahostmaster" + origin
+    rdata = origin + rdata + struct.pack("!5I", *SYNTHETIC_SOA_TIMERS)
+    return origin, wire.SOA, SYNTHETIC_SOA_TTL_SECONDS, rdata
+
+
+def _check_cname(rows: list[articlejson.JsonRecord], zone: Zone | None, problems: list[Problem]) -> None:
+    """RFC 1034 §3.6.2 for JSON records: a CNAME owns its name alone (file data included)."""
+    types: dict[bytes, set[int]] = {}
+    for rec in rows:
+        types.setdefault(rec.name, set()).add(rec.rtype)
+    for rec in rows:
+        present = set(types[rec.name])
+        if zone is not None and rec.name in zone.nodes:
+            present |= set(zone.nodes[rec.name])
+        if wire.CNAME in present and len(present) > 1:
+            where = rec.where
+            problems.append(Problem(where.path, where.line,
+                                    f"{where.message}: CNAME and other data at {wire.to_text(rec.name)}"))
+
+
+def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
+    """Load and validate everything; raise ZoneError with every problem, or return the snapshot."""
+    problems: list[Problem] = []
+    line_configs = _parse_lines(config, problems)
+    line_names = tuple(line.name for line in line_configs)
+    table = LineTable([(line.name, line.networks) for line in line_configs])
+
+    bases, overlays, found = scan_zone_directory(config.zones.directory, line_names)
+    problems.extend(found)
+    zones: dict[bytes, Zone] = {}
+    for origin_text, path in bases.items():
+        zone, found = read_zone_file(path, origin_text)
+        problems.extend(found)
+        if zone is not None:
+            zones[zone.origin] = zone
+    overlay_zones: dict[str, dict[bytes, Zone]] = {}
+    for line, files in overlays.items():
+        for origin_text, path in files.items():
+            zone, found = read_zone_file(path, origin_text, overlay=True)
+            problems.extend(found)
+            if zone is None:
+                continue
+            if zone.origin not in zones and origin_text not in bases:
+                problems.append(Problem(path, 0, f"overlay for zone {origin_text} which has no base zone file"))
+                continue
+            overlay_zones.setdefault(line, {})[zone.origin] = zone
+
+    # records.json: records join the zone file that encloses them, or a zone of their own.
+    json_records: list[articlejson.JsonRecord] = []
+    denies: list[articlejson.JsonDeny] = []
+    for path in config.zones.records_json:
+        records, deny, found = articlejson.read_records_json(path)
+        problems.extend(found)
+        json_records.extend(records)
+        denies.extend(deny)
+    for rec in json_records:
+        for label in rec.labels:
+            if label not in line_names:
+                problems.append(Problem(rec.where.path, rec.where.line,
+                                        f"{rec.where.message}: label {label!r} is not a configured line"))
+    if json_records:
+        _merge_json(json_records, line_names, zones, overlay_zones, problems)
+
+    rules = [(p.names, p.action, p.lines, p.types) for p in config.policies]
+    for policy in config.policies:
+        for line in policy.lines:
+            if line not in line_names:
+                problems.append(Problem(config.path or "<default>", 0,
+                                        f"[[policy]] names line {line!r}, which is not configured"))
+    rules += [([wire.to_text(d.name)], REFUSE, d.labels, (d.rtype,)) for d in denies]
+    if problems:
+        raise ZoneError(problems)
+
+    base_views = {origin: make_view(zone, None) for origin, zone in zones.items()}
+    views = {(origin, line): make_view(zones[origin], overlay)
+             for line, by_origin in overlay_zones.items() for origin, overlay in by_origin.items()}
+    return Snapshot(
+        generation=generation,
+        config=config,
+        lines=table,
+        line_names=line_names,
+        recursion=AddressSet(config.access.recursion),
+        zones=zones,
+        views=views,
+        base_views=base_views,
+        policies=compile_rules(rules),
+    )
+
+
+def _merge_json(records: list[articlejson.JsonRecord], line_names: tuple[str, ...], zones: dict[bytes, Zone],
+                overlay_zones: dict[str, dict[bytes, Zone]], problems: list[Problem]) -> None:
+    """Fold records.json into base zones and line overlays (see articlejson's module docstring)."""
+    file_origins = set(zones)
+    by_origin: dict[bytes, list[articlejson.JsonRecord]] = {}
+    synthetic: set[bytes] = set()
+    for rec in sorted(records, key=lambda r: wire.label_count(r.name)):
+        name = rec.name
+        origin = None
+        while True:
+            if name in file_origins or name in synthetic:
+                origin = name
+                break
+            if name == wire.ROOT:
+                break
+            name = wire.parent(name)
+        if origin is None:
+            origin = rec.name
+            synthetic.add(origin)
+        by_origin.setdefault(origin, []).append(rec)
+    for origin, rows in by_origin.items():
+        base_zone = zones.get(origin)
+        _check_cname(rows, base_zone, problems)
+        base_rows, per_line = articlejson.group_for_lines(rows, list(line_names))
+        existing = [] if base_zone is None else [
+            (rrset.name, rrset.rtype, rrset.ttl, b"".join(rdata))
+            for node in base_zone.nodes.values() for rrset in node.values() for rdata in rrset.rdatas]
+        if base_zone is None:
+            existing.append(_synthetic_soa(origin))
+        sources = (base_zone.sources if base_zone else ()) + tuple(sorted({r.where.path for r in rows}))
+        zones[origin] = zone_from_records(origin, existing + [(r.name, r.rtype, r.ttl, r.rdata) for r in base_rows],
+                                          sources)
+        for line, line_rows in per_line.items():
+            prior = overlay_zones.get(line, {}).get(origin)
+            prior_rows = [] if prior is None else [
+                (rrset.name, rrset.rtype, rrset.ttl, b"".join(rdata))
+                for node in prior.nodes.values() for rrset in node.values() for rdata in rrset.rdatas]
+            overlay_zones.setdefault(line, {})[origin] = zone_from_records(
+                origin, prior_rows + [(r.name, r.rtype, r.ttl, r.rdata) for r in line_rows], sources)
+
+
+def watched_paths(config: Config) -> list[str]:
+    """Files and directories whose change should trigger a reload."""
+    paths = [config.zones.directory, *config.zones.records_json]
+    if config.zones.lines_json:
+        paths.append(config.zones.lines_json)
+    if config.path:
+        paths.append(config.path)
+    return [os.path.abspath(p) for p in paths]

@@ -1,0 +1,574 @@
+"""DNS wire format: parse queries and responses, render answers with name compression.
+
+Twisted's ``dns.Message`` is correct for ordinary messages, but smartdns needs things it does not
+give: truncation at RRset boundaries (RFC 2181 §9), EDNS (RFC 6891), byte-exact copies of the
+client's question (0x20 case), TTL offsets for countdown without re-encoding, and a query parse
+cheap enough for the hot path.  This module is the one codec used for every packet; names travel
+as uncompressed wire bytes (``b"\\x03www\\x07example\\x00"``), and the *key* form of a name is the
+same bytes ASCII-lowercased, so dictionary lookups are case-insensitive (RFC 4343).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+# RR types and classes used by name in the code (RFC 1035 §3.2.2 and later registrations).
+A = 1
+NS = 2
+CNAME = 5
+SOA = 6
+PTR = 12
+MX = 15
+TXT = 16
+AAAA = 28
+SRV = 33
+DNAME = 39
+OPT = 41
+DS = 43
+IXFR = 251
+AXFR = 252
+MAILB = 253
+MAILA = 254
+ANY = 255
+
+IN = 1
+CH = 3
+HS = 4
+CLASS_ANY = 255
+
+# Response codes (RFC 1035 §4.1.1, RFC 6891 §9).
+NOERROR = 0
+FORMERR = 1
+SERVFAIL = 2
+NXDOMAIN = 3
+NOTIMP = 4
+REFUSED = 5
+BADVERS = 16
+
+OPCODE_QUERY = 0
+
+# Header flag bits (second and third byte of the header as one 16-bit word).
+FLAG_QR = 0x8000
+FLAG_AA = 0x0400
+FLAG_TC = 0x0200
+FLAG_RD = 0x0100
+FLAG_RA = 0x0080
+FLAG_AD = 0x0020
+FLAG_CD = 0x0010
+
+EDNS_DO = 0x8000
+HEADER = struct.Struct("!HHHHHH")
+RR_FIXED = struct.Struct("!HHIH")
+MAX_POINTER_JUMPS = 64
+MAX_NAME_LENGTH = 255
+CLASSIC_UDP_LIMIT = 512
+
+ROOT = b"\x00"
+
+# Types whose RDATA names may be compressed on output (RFC 3597 §4) and, on input, may arrive
+# compressed (RFC 3597 §4 plus §7's list of types receivers must decompress).
+COMPRESSIBLE_OUT = frozenset({NS, 3, 4, CNAME, SOA, 7, 8, 9, PTR, 14, MX})
+# type → layout of its RDATA: "n" a domain name, "2"/"4" fixed bytes, "*" the rest as raw.
+RDATA_LAYOUTS: dict[int, str] = {
+    NS: "n", 3: "n", 4: "n", CNAME: "n", 7: "n", 8: "n", 9: "n", PTR: "n", DNAME: "n",
+    SOA: "nn44444", 14: "nn", MX: "2n", 17: "nn", 18: "2n", 21: "2n", SRV: "222n", 26: "2nn",
+}
+
+
+class FormError(Exception):
+    """The packet is not a well-formed DNS message."""
+
+
+class CompressedName(bytes):
+    """An RDATA part that is a domain name the renderer may compress (RFC 1035 §4.1.4)."""
+
+    __slots__ = ()
+
+
+def key(name: bytes) -> bytes:
+    """The case-insensitive lookup key of a wire name (RFC 4343: ASCII only)."""
+    return name.lower()
+
+
+def parent(name: bytes) -> bytes:
+    """The wire name with its first label removed (the root is its own parent)."""
+    if name == ROOT:
+        return ROOT
+    return name[1 + name[0]:]
+
+
+def label_count(name: bytes) -> int:
+    """The number of labels in a wire name, not counting the root."""
+    count, pos = 0, 0
+    while name[pos]:
+        count += 1
+        pos += 1 + name[pos]
+    return count
+
+
+def is_subdomain(name: bytes, ancestor: bytes) -> bool:
+    """Whether ``name`` is ``ancestor`` or below it (both key form), checked label by label."""
+    if len(name) < len(ancestor):
+        return False
+    while True:
+        if name == ancestor:
+            return True
+        if name == ROOT:
+            return False
+        name = name[1 + name[0]:]
+        if len(name) < len(ancestor):
+            return False
+
+
+def from_text(text: str) -> bytes:
+    """Wire form of a presentation name (absolute; the trailing dot is optional)."""
+    text = text.strip()
+    if text in ("", "."):
+        return ROOT
+    out = bytearray()
+    for label in text.rstrip(".").split("."):
+        raw = label.encode("idna") if not label.isascii() else label.encode("ascii")
+        if not raw or len(raw) > 63:
+            raise ValueError(f"bad label in name {text!r}")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    if len(out) > MAX_NAME_LENGTH:
+        raise ValueError(f"name too long: {text!r}")
+    return bytes(out)
+
+
+def to_text(name: bytes) -> str:
+    """Presentation form of a wire name, with a trailing dot."""
+    if name == ROOT:
+        return "."
+    labels = []
+    pos = 0
+    while name[pos]:
+        length = name[pos]
+        raw = name[pos + 1:pos + 1 + length]
+        labels.append("".join(chr(c) if 0x21 <= c <= 0x7E and c not in (0x2E, 0x5C) else f"\\{c:03d}"
+                              for c in raw))
+        pos += 1 + length
+    return ".".join(labels) + "."
+
+
+def read_name(buf: bytes, offset: int) -> tuple[bytes, int]:
+    """Read a possibly compressed name at ``offset``; return (uncompressed wire name, end offset).
+
+    Pointers must point backwards (so no loop is possible) and the name must fit 255 bytes.
+    """
+    out = bytearray()
+    end = -1
+    pos = offset
+    jumps = 0
+    limit = len(buf)
+    while True:
+        if pos >= limit:
+            raise FormError("name runs past the end of the message")
+        length = buf[pos]
+        if length == 0:
+            out.append(0)
+            if end < 0:
+                end = pos + 1
+            break
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= limit:
+                raise FormError("truncated compression pointer")
+            target = ((length & 0x3F) << 8) | buf[pos + 1]
+            if end < 0:
+                end = pos + 2
+            if target >= pos or jumps >= MAX_POINTER_JUMPS:
+                raise FormError("bad compression pointer")
+            jumps += 1
+            pos = target
+            continue
+        if length & 0xC0:
+            raise FormError("unknown label type")
+        if pos + 1 + length > limit:
+            raise FormError("label runs past the end of the message")
+        out += buf[pos:pos + 1 + length]
+        if len(out) > MAX_NAME_LENGTH - 1:
+            raise FormError("name longer than 255 bytes")
+        pos += 1 + length
+    return bytes(out), end
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    """The EDNS(0) parameters of a message's OPT record (RFC 6891 §6.1.3)."""
+
+    payload: int
+    version: int
+    do: bool
+    ext_rcode: int = 0
+    options: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed client query: just what answering needs, plus the raw question bytes."""
+
+    id: int
+    flags: int
+    qname: bytes          # wire, as the client wrote it
+    qtype: int
+    qclass: int
+    question: bytes       # the raw question section (name, type, class) for echoing
+    edns: Edns | None
+
+    @property
+    def opcode(self) -> int:
+        """The header opcode."""
+        return (self.flags >> 11) & 0xF
+
+    @property
+    def qkey(self) -> bytes:
+        """The query name in key form."""
+        return self.qname.lower()
+
+
+class QueryError(FormError):
+    """A query whose header was readable but whose body is malformed: answer FORMERR."""
+
+    def __init__(self, message: str, id: int, flags: int, question: bytes = b"") -> None:
+        super().__init__(message)
+        self.id = id
+        self.flags = flags
+        self.question = question
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse a client query.
+
+    Raises ``FormError`` when not even the header is readable (drop the packet) and
+    ``QueryError`` when the header is readable but the rest is not (answer FORMERR).
+    QR and opcode are not judged here; the server decides what to do with them.
+    """
+    if len(data) < HEADER.size:
+        raise FormError("shorter than a DNS header")
+    id_, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    if flags & FLAG_QR:
+        raise FormError("a response, not a query")
+    if qdcount != 1:
+        raise QueryError(f"QDCOUNT is {qdcount}, not 1", id_, flags)
+    try:
+        qname, pos = read_name(data, HEADER.size)
+    except FormError as e:
+        raise QueryError(str(e), id_, flags) from None
+    if pos + 4 > len(data):
+        raise QueryError("question cut short", id_, flags)
+    qtype, qclass = struct.unpack_from("!HH", data, pos)
+    question = data[HEADER.size:pos + 4]
+    pos += 4
+    edns: Edns | None = None
+    try:
+        for index in range(ancount + nscount + arcount):
+            name, pos = read_name(data, pos)
+            if pos + RR_FIXED.size > len(data):
+                raise FormError("record cut short")
+            rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+            pos += RR_FIXED.size
+            if pos + rdlen > len(data):
+                raise FormError("record data cut short")
+            if rtype == OPT:
+                if index < ancount + nscount or edns is not None or name != ROOT:
+                    raise FormError("misplaced, duplicate or named OPT record")
+                edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & EDNS_DO),
+                            ext_rcode=ttl >> 24, options=data[pos:pos + rdlen])
+                _check_options(edns.options)
+            pos += rdlen
+    except FormError as e:
+        raise QueryError(str(e), id_, flags, question) from None
+    if pos != len(data):
+        raise QueryError("trailing bytes after the last record", id_, flags, question)
+    return Query(id_, flags, qname, qtype, qclass, question, edns)
+
+
+def _check_options(options: bytes) -> None:
+    """EDNS options must tile the OPT RDATA exactly (RFC 6891 §6.1.2)."""
+    pos = 0
+    while pos < len(options):
+        if pos + 4 > len(options):
+            raise FormError("EDNS option header cut short")
+        (length,) = struct.unpack_from("!H", options, pos + 2)
+        pos += 4 + length
+        if pos > len(options):
+            raise FormError("EDNS option data cut short")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resource record with uncompressed RDATA (``parts`` keeps names apart for compression)."""
+
+    name: bytes            # wire, original case
+    rtype: int
+    rclass: int
+    ttl: int
+    rdata: bytes           # uncompressed wire RDATA
+    target: bytes | None   # first RDATA name for name-bearing types (key form), else None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A parsed response from an upstream."""
+
+    id: int
+    flags: int
+    question: tuple[bytes, int, int] | None
+    answer: tuple[Record, ...]
+    authority: tuple[Record, ...]
+    additional: tuple[Record, ...]
+    edns: Edns | None
+
+    @property
+    def rcode(self) -> int:
+        """The full response code, including EDNS extended bits."""
+        extended = self.edns.ext_rcode << 4 if self.edns else 0
+        return extended | (self.flags & 0xF)
+
+
+def _read_rdata(data: bytes, pos: int, rdlen: int, rtype: int) -> tuple[bytes, bytes | None]:
+    """Decompress the RDATA of types known to carry names; other types are copied as they are."""
+    layout = RDATA_LAYOUTS.get(rtype)
+    end = pos + rdlen
+    if layout is None:
+        return data[pos:end], None
+    out = bytearray()
+    target: bytes | None = None
+    for part in layout:
+        if part == "n":
+            name, pos = read_name(data, pos)
+            if target is None:
+                target = name.lower()
+            out += name
+        else:
+            size = int(part)
+            out += data[pos:pos + size]
+            pos += size
+        if pos > end:
+            raise FormError("record data shorter than its type needs")
+    if pos != end:
+        raise FormError("record data length does not match its contents")
+    return bytes(out), target
+
+
+def parse_message(data: bytes) -> Message:
+    """Parse a whole message (an upstream response), decompressing every name."""
+    if len(data) < HEADER.size:
+        raise FormError("shorter than a DNS header")
+    id_, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    pos = HEADER.size
+    question = None
+    for _ in range(qdcount):
+        qname, pos = read_name(data, pos)
+        if pos + 4 > len(data):
+            raise FormError("question cut short")
+        qtype, qclass = struct.unpack_from("!HH", data, pos)
+        pos += 4
+        if question is None:
+            question = (qname, qtype, qclass)
+    sections: list[list[Record]] = [[], [], []]
+    edns: Edns | None = None
+    for section, count in zip(sections, (ancount, nscount, arcount)):
+        for _ in range(count):
+            name, pos = read_name(data, pos)
+            if pos + RR_FIXED.size > len(data):
+                raise FormError("record cut short")
+            rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+            pos += RR_FIXED.size
+            if pos + rdlen > len(data):
+                raise FormError("record data cut short")
+            if rtype == OPT:
+                edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & EDNS_DO),
+                            ext_rcode=ttl >> 24, options=data[pos:pos + rdlen])
+                pos += rdlen
+                continue
+            rdata, target = _read_rdata(data, pos, rdlen, rtype)
+            pos += rdlen
+            section.append(Record(name, rtype, rclass, ttl & 0x7FFFFFFF, rdata, target))
+    return Message(id_, flags, question, tuple(sections[0]), tuple(sections[1]),
+                   tuple(sections[2]), edns)
+
+
+def rdata_parts(rtype: int, rdata: bytes) -> tuple[bytes, ...]:
+    """Split uncompressed RDATA into raw bytes and ``CompressedName`` parts for rendering."""
+    if rtype not in COMPRESSIBLE_OUT:
+        return (rdata,)
+    layout = RDATA_LAYOUTS[rtype]
+    parts: list[bytes] = []
+    pos = 0
+    for part in layout:
+        if part == "n":
+            name, pos = read_name(rdata, pos)
+            parts.append(CompressedName(name))
+        else:
+            size = int(part)
+            parts.append(rdata[pos:pos + size])
+            pos += size
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RRset:
+    """Records sharing owner, type and class: the unit of answers and of truncation."""
+
+    name: bytes                      # wire; key form for zone data
+    rtype: int
+    ttl: int
+    rdatas: tuple[tuple[bytes, ...], ...]   # each rdata as parts (see ``rdata_parts``)
+    rclass: int = IN
+
+    def with_name(self, name: bytes) -> "RRset":
+        """The same data under another owner (wildcard synthesis, RFC 4592 §3.3.1)."""
+        return RRset(name, self.rtype, self.ttl, self.rdatas, self.rclass)
+
+    def with_ttl(self, ttl: int) -> "RRset":
+        """The same data with another TTL (negative-answer SOA, RFC 2308 §3)."""
+        return RRset(self.name, self.rtype, ttl, self.rdatas, self.rclass)
+
+
+def make_rrset(name: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], rclass: int = IN) -> RRset:
+    """Build an RRset from uncompressed RDATA blobs."""
+    return RRset(name, rtype, ttl, tuple(rdata_parts(rtype, r) for r in rdatas), rclass)
+
+
+def opt_record(payload: int, do: bool, ext_rcode: int = 0) -> bytes:
+    """An OPT pseudo-record for a response (version 0, no options)."""
+    ttl = (ext_rcode << 24) | (EDNS_DO if do else 0)
+    return ROOT + RR_FIXED.pack(OPT, payload, ttl, 0)
+
+
+OPT_SIZE = 11
+
+
+class Renderer:
+    """Builds one message: header, the client's question, then RRsets with compression."""
+
+    __slots__ = ("buf", "comp", "counts", "ttl_offsets")
+
+    def __init__(self, question: bytes) -> None:
+        self.buf = bytearray(12)
+        self.comp: dict[bytes, int] = {}
+        self.counts = [1 if question else 0, 0, 0, 0]
+        self.ttl_offsets: list[int] = []
+        if question:
+            self.buf += question
+            self._remember(question[:-4].lower(), 12)
+
+    def _remember(self, name: bytes, offset: int) -> None:
+        """Register each suffix of a key-form name written at ``offset``, up to one already known."""
+        comp = self.comp
+        while name != ROOT and offset < 0x4000:
+            if name in comp:
+                return
+            comp[name] = offset
+            step = 1 + name[0]
+            offset += step
+            name = name[step:]
+
+    def name(self, name: bytes, compress: bool = True) -> None:
+        """Write a name, pointing at an earlier copy of its longest known suffix."""
+        buf = self.buf
+        if not compress:
+            buf += name
+            return
+        lowered = name.lower()
+        comp = self.comp
+        start = len(buf)
+        pos = 0
+        while lowered[pos:] != ROOT:
+            pointer = comp.get(lowered[pos:])
+            if pointer is not None:
+                buf += name[:pos]
+                buf += struct.pack("!H", 0xC000 | pointer)
+                self._remember(lowered, start)
+                return
+            pos += 1 + lowered[pos]
+        buf += name
+        self._remember(lowered, start)
+
+    def rrset(self, section: int, rrset: RRset) -> None:
+        """Append every record of an RRset to section 1 (answer), 2 (authority) or 3 (additional)."""
+        buf = self.buf
+        for parts in rrset.rdatas:
+            self.name(rrset.name)
+            self.ttl_offsets.append(len(buf) + 4)
+            buf += RR_FIXED.pack(rrset.rtype, rrset.rclass, rrset.ttl, 0)
+            start = len(buf)
+            for part in parts:
+                if type(part) is CompressedName:
+                    self.name(part)
+                else:
+                    buf += part
+            struct.pack_into("!H", buf, start - 2, len(buf) - start)
+        self.counts[section] += len(rrset.rdatas)
+
+    def mark(self) -> tuple[int, list[int], int]:
+        """A point to roll back to if the next RRset does not fit."""
+        return len(self.buf), list(self.counts), len(self.ttl_offsets)
+
+    def rollback(self, mark: tuple[int, list[int], int]) -> None:
+        """Forget everything written since ``mark``."""
+        length, counts, ttls = mark
+        del self.buf[length:]
+        self.counts = counts
+        del self.ttl_offsets[ttls:]
+        self.comp = {k: v for k, v in self.comp.items() if v < length}
+
+    def finish(self, id_: int, flags: int) -> bytes:
+        """Write the header and return the message."""
+        HEADER.pack_into(self.buf, 0, id_, flags, *self.counts)
+        return bytes(self.buf)
+
+
+def render(
+    id_: int,
+    flags: int,
+    question: bytes,
+    sections: Sequence[Sequence[RRset]],
+    *,
+    opt: bytes | None = None,
+    limit: int = 65535,
+) -> tuple[bytes, tuple[int, ...]]:
+    """Render a response no longer than ``limit``, truncating at RRset boundaries.
+
+    RFC 2181 §9: if answer or authority RRsets do not fit, the rest of the message is dropped and
+    TC is set; additional RRsets that do not fit are dropped without TC.  The OPT record always
+    fits because its size is reserved up front.  Returns the message and its TTL offsets.
+    """
+    r = Renderer(question)
+    budget = limit - (len(opt) if opt else 0)
+    truncated = False
+    for index, section in enumerate(sections, start=1):
+        for rrset in section:
+            mark = r.mark()
+            r.rrset(index, rrset)
+            if len(r.buf) > budget:
+                r.rollback(mark)
+                if index < 3:
+                    truncated = True
+                break
+        if truncated:
+            break
+    if opt:
+        r.buf += opt
+        r.counts[3] += 1
+    if truncated:
+        flags |= FLAG_TC
+    return r.finish(id_, flags), tuple(r.ttl_offsets)
+
+
+def header_only(id_: int, flags: int, question: bytes = b"", opt: bytes | None = None) -> bytes:
+    """A response with no records: errors, refusals and TC stubs."""
+    return render(id_, flags, question, (), opt=opt)[0]
+
+
+def encode_query(id_: int, qname: bytes, qtype: int, qclass: int = IN, *, rd: bool = True,
+                 edns_payload: int | None = None, do: bool = False, cd: bool = False) -> bytes:
+    """A query message, as sent to upstreams and by tests."""
+    flags = (FLAG_RD if rd else 0) | (FLAG_CD if cd else 0)
+    question = qname + struct.pack("!HH", qtype, qclass)
+    opt = opt_record(edns_payload, do) if edns_payload else None
+    return render(id_, flags, question, (), opt=opt)[0]

@@ -1,0 +1,250 @@
+"""Zone files (BIND master format, via dnspython) → immutable in-memory zones and line views.
+
+Layout on disk: ``<dir>/<origin>.zone`` is a base zone, ``<dir>/<line>/<origin>.zone`` is that
+line's overlay holding only what differs.  dnspython does the parsing ($ORIGIN, $TTL, $INCLUDE,
+parentheses, quoted TXT, every type it knows); this module turns its output into wire-ready
+RRsets and checks what dnspython lets through (CNAME beside other data, missing SOA/NS).
+"""
+from __future__ import annotations
+
+import builtins
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.tokenizer
+import dns.zone
+import dns.zonefile
+
+from smartdns import wire
+from smartdns.errors import Problem
+
+Node = Mapping[int, wire.RRset]
+
+ZONE_SUFFIX = ".zone"
+
+_include_base = threading.local()
+
+
+def _open_relative(file: Any, *args: Any, **kwargs: Any) -> Any:
+    """``open`` for dnspython's $INCLUDE: relative names resolve against the including zone's
+    directory, like BIND's ``directory`` option, instead of the process's working directory."""
+    base = getattr(_include_base, "directory", None)
+    if base and isinstance(file, str) and not os.path.isabs(file):
+        file = os.path.join(base, file)
+    return builtins.open(file, *args, **kwargs)
+
+
+# dnspython opens $INCLUDE files with the module-global name ``open``; point it at ours.
+dns.zonefile.open = _open_relative  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """One zone's data: nodes by name (key form), every existing name, and where it came from."""
+
+    origin: bytes
+    nodes: Mapping[bytes, Node]
+    names: frozenset[bytes]           # names with data plus empty non-terminals
+    sources: tuple[str, ...] = ()
+
+    @property
+    def soa(self) -> wire.RRset | None:
+        """The SOA RRset at the apex, if any."""
+        node = self.nodes.get(self.origin)
+        return node.get(wire.SOA) if node else None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneView:
+    """A zone as one line sees it: the line's overlay nodes win per (name, type) over the base."""
+
+    origin: bytes
+    base: Zone
+    merged: Mapping[bytes, Node] = field(default_factory=dict)   # names the overlay touches
+    extra_names: frozenset[bytes] = frozenset()                   # names only the overlay has
+
+    def node(self, name: bytes) -> Node | None:
+        """The node at ``name`` for this line, or None."""
+        node = self.merged.get(name)
+        return node if node is not None else self.base.nodes.get(name)
+
+    def exists(self, name: bytes) -> bool:
+        """Whether ``name`` exists for this line (data or empty non-terminal, RFC 4592 §2.2.2)."""
+        return name in self.base.names or name in self.extra_names
+
+    @property
+    def soa(self) -> wire.RRset:
+        """The SOA this line sees (an overlay may carry its own)."""
+        node = self.node(self.origin)
+        assert node is not None and wire.SOA in node
+        return node[wire.SOA]
+
+
+def all_names(origin: bytes, names: Iterable[bytes]) -> frozenset[bytes]:
+    """Every name with data plus each ancestor up to the origin (the empty non-terminals)."""
+    out: set[bytes] = {origin}
+    for name in names:
+        while name not in out and len(name) > len(origin):
+            out.add(name)
+            name = wire.parent(name)
+    return frozenset(out)
+
+
+def merge_nodes(base: Node | None, overlay: Node) -> Node:
+    """Overlay rule per (name, type); a CNAME on either side takes the whole name (RFC 1034 §3.6.2)."""
+    if base is None or wire.CNAME in overlay or wire.CNAME in base:
+        return overlay
+    merged = dict(base)
+    merged.update(overlay)
+    return merged
+
+
+def make_view(base: Zone, overlay: Zone | None) -> ZoneView:
+    """The view of ``base`` for a line with ``overlay`` (None: the base itself)."""
+    if overlay is None:
+        return ZoneView(base.origin, base)
+    merged = {name: merge_nodes(base.nodes.get(name), node) for name, node in overlay.nodes.items()}
+    extra = frozenset(n for n in overlay.names if n not in base.names)
+    return ZoneView(base.origin, base, merged, extra)
+
+
+def origin_from_filename(filename: str) -> str:
+    """``example.com.zone`` → ``example.com.``; ``root.zone`` → ``.``."""
+    stem = filename[: -len(ZONE_SUFFIX)]
+    return "." if stem in ("root", ".") else stem.rstrip(".") + "."
+
+
+class _Reader(dns.zonefile.Reader):
+    """dnspython's reader, remembering where each record starts so errors name its first line
+    (dnspython reports the line after the one it has just consumed)."""
+
+    rr_where: tuple[str, int] | None = None
+
+    def _rr_line(self) -> None:
+        self.rr_where = self.tok.where()
+        super()._rr_line()  # type: ignore[misc]
+        self.rr_where = None
+
+    def where(self) -> tuple[str, int]:
+        """File and line of the record being read, else of the tokenizer."""
+        file, line = self.rr_where or self.tok.where()
+        return str(file), int(line)
+
+
+def read_zone_file(path: str, origin_text: str, *, overlay: bool = False) -> tuple[Zone | None, list[Problem]]:
+    """Parse one zone file; return the zone or the problems (``file:line: message``)."""
+    try:
+        origin = dns.name.from_text(origin_text)
+    except dns.exception.DNSException as e:
+        return None, [Problem(path, 0, f"file name does not give a valid origin: {e}")]
+    zone = dns.zone.Zone(origin, rdclass=dns.rdataclass.IN, relativize=False)
+    _include_base.directory = os.path.dirname(os.path.abspath(path))
+    reader: _Reader | None = None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            with zone.writer(replacement=True) as txn:
+                tok = dns.tokenizer.Tokenizer(handle, path)
+                reader = _Reader(tok, dns.rdataclass.IN, txn, allow_include=True)
+                reader.read()
+    except dns.exception.SyntaxError as e:
+        problem = _syntax_problem(path, str(e))
+        if reader is not None and reader.rr_where is not None:
+            problem = Problem(*reader.where(), problem.message)
+        return None, [problem]
+    except dns.zonefile.CNAMEAndOtherData:
+        where = reader.where() if reader else (path, 0)
+        return None, [Problem(*where, "CNAME and other data at the same name")]
+    except (dns.exception.DNSException, UnicodeDecodeError, ValueError) as e:
+        where = reader.where() if reader else (path, 0)
+        return None, [Problem(*where, str(e) or type(e).__name__)]
+    except OSError as e:
+        where = reader.where() if reader else (path, 0)
+        return None, [Problem(*where, f"{e.strerror or e}: {e.filename or path}")]
+    finally:
+        _include_base.directory = None
+    return convert_zone(zone, path, overlay=overlay)
+
+
+def _syntax_problem(path: str, text: str) -> Problem:
+    """dnspython writes ``file:line: detail``; split it back into a Problem."""
+    head, sep, detail = text.partition(": ")
+    file_part, _, line_part = head.rpartition(":")
+    if sep and line_part.isdigit():
+        return Problem(file_part, int(line_part), detail)
+    return Problem(path, 0, text)
+
+
+def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False) -> tuple[Zone | None, list[Problem]]:
+    """dnspython zone → our immutable Zone with wire-ready RRsets."""
+    origin = zone.origin.to_wire().lower()
+    nodes: dict[bytes, dict[int, wire.RRset]] = {}
+    for name, dnode in zone.nodes.items():
+        key = name.to_wire().lower()
+        node: dict[int, wire.RRset] = {}
+        for rds in dnode.rdatasets:
+            if rds.rdclass != dns.rdataclass.IN or rds.rdtype == dns.rdatatype.RRSIG:
+                continue  # IN only; RRSIGs are per covered type and signing is out of scope
+            node[int(rds.rdtype)] = wire.make_rrset(key, int(rds.rdtype), rds.ttl, [rd.to_wire() for rd in rds])
+        if node:
+            nodes[key] = node
+    problems: list[Problem] = []
+    apex = nodes.get(origin, {})
+    if not overlay:
+        if wire.SOA not in apex:
+            problems.append(Problem(path, 0, f"zone {zone.origin} has no SOA record at its origin"))
+        if wire.NS not in apex:
+            problems.append(Problem(path, 0, f"zone {zone.origin} has no NS records at its origin"))
+    if problems:
+        return None, problems
+    return Zone(origin, nodes, all_names(origin, nodes), (path,)), []
+
+
+def zone_from_records(origin: bytes, records: Iterable[tuple[bytes, int, int, bytes]], sources: tuple[str, ...]) -> Zone:
+    """A zone from (name key, type, ttl, rdata) rows, grouped into RRsets (first TTL wins, RFC 2181 §5.2)."""
+    grouped: dict[bytes, dict[int, tuple[int, list[bytes]]]] = {}
+    for name, rtype, ttl, rdata in records:
+        entry = grouped.setdefault(name, {}).setdefault(rtype, (ttl, []))
+        if rdata not in entry[1]:
+            entry[1].append(rdata)
+    nodes = {
+        name: {rtype: wire.make_rrset(name, rtype, ttl, rdatas) for rtype, (ttl, rdatas) in types.items()}
+        for name, types in grouped.items()
+    }
+    return Zone(origin, nodes, all_names(origin, nodes), sources)
+
+
+def scan_zone_directory(directory: str, line_names: Iterable[str]) -> tuple[
+        dict[str, str], dict[str, dict[str, str]], list[Problem]]:
+    """Find base zone files and per-line overlay files.
+
+    Returns ({origin text: path}, {line: {origin text: path}}, problems).  A subdirectory that is
+    not a configured line is an error: its data would otherwise silently never be served.
+    """
+    bases: dict[str, str] = {}
+    overlays: dict[str, dict[str, str]] = {}
+    problems: list[Problem] = []
+    lines = set(line_names)
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as e:
+        return bases, overlays, [Problem(directory, 0, f"cannot read zones directory: {e.strerror}")]
+    for entry in entries:
+        if entry.startswith("."):
+            continue
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path):
+            if entry not in lines:
+                problems.append(Problem(path, 0, f"overlay directory for unknown line {entry!r}"))
+                continue
+            for sub in sorted(os.listdir(path)):
+                if sub.endswith(ZONE_SUFFIX) and not sub.startswith("."):
+                    overlays.setdefault(entry, {})[origin_from_filename(sub)] = os.path.join(path, sub)
+        elif entry.endswith(ZONE_SUFFIX):
+            bases[origin_from_filename(entry)] = path
+    return bases, overlays, problems

@@ -6,10 +6,13 @@ the service tree.  ``SmartDNSService`` owns the current snapshot and the listene
 """
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -19,9 +22,13 @@ from smartdns.errors import LoadError
 from smartdns.forwarder import Forwarder
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory
-from smartdns.snapshot import Snapshot, build_snapshot
+from smartdns.reload import Reloader, ReloadResult, ZoneFileCache, changed_origins
+from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
+from smartdns.watch import ControlFactory, Watcher
 
 log = Logger()
+
+PORT_PAIR_ATTEMPTS = 20
 
 
 class Options(usage.Options):
@@ -33,25 +40,28 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:  # noqa: N802 (Twisted API)
         try:
-            self.loaded = load(self["config"])
+            self.files = ZoneFileCache()
+            self.loaded = load(self["config"], self.files)
         except LoadError as e:
             raise usage.UsageError("configuration is invalid:\n" + str(e)) from None
 
 
-def load(path: str | None) -> tuple[Config, Snapshot]:
+def load(path: str | None, files: ZoneFileCache | None = None) -> tuple[Config, Snapshot]:
     """Config and first snapshot, or LoadError listing every problem."""
     config = load_config(path)
-    return config, build_snapshot(config, generation=1)
+    return config, build_snapshot(config, generation=1, read_zone=(files or ZoneFileCache()).read)
 
 
 class SmartDNSService(service.MultiService):
     """The running server: current snapshot, cache, forwarder, and UDP+TCP listeners."""
 
-    def __init__(self, config: Config, snapshot: Snapshot, reactor: Any) -> None:
+    def __init__(self, config: Config, snapshot: Snapshot, reactor: Any, *,
+                 files: ZoneFileCache | None = None, install_signals: bool = False) -> None:
         super().__init__()
         self.reactor = reactor
         self.config = config
         self.current = snapshot
+        self.install_signals = install_signals
         self.cache = AnswerCache(reactor, config.cache)
         self.forwarder = Forwarder(reactor, config.forward, tls_connector=_tls_connector(reactor, config))
         self.resolver = ForwardResolver(reactor, self.cache, self.forwarder, config.cache)
@@ -59,17 +69,33 @@ class SmartDNSService(service.MultiService):
                                     config.server.max_udp_payload, config.server.chaos_version)
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
+        self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files)
+        self.watcher = Watcher(reactor, self.reload)
         self.ports: list[Any] = []
+        self.control_port: Any = None
+        self._old_sighup: Any = None
 
     def privilegedStartService(self) -> None:  # noqa: N802
         """Bind every listener before twistd drops privileges (port 53)."""
         super().privilegedStartService()
         for host, port in self.config.server.listen:
-            udp = self.reactor.listenUDP(port, DNSDatagramProtocol(self.handler), interface=host)
-            bound = udp.getHost().port
-            tcp = self.reactor.listenTCP(bound, self.tcp_factory, interface=host, backlog=1024)
+            udp, tcp = self._listen_pair(host, port)
             self.ports += [udp, tcp]
-            log.info("smartdns listening on {host} port {port} (UDP and TCP)", host=host, port=bound)
+            log.info("smartdns listening on {host} port {port} (UDP and TCP)", host=host, port=udp.getHost().port)
+
+    def _listen_pair(self, host: str, port: int) -> tuple[Any, Any]:
+        """UDP and TCP on the same port; for port 0, retry until one number is free for both."""
+        for _ in range(PORT_PAIR_ATTEMPTS):
+            udp = self.reactor.listenUDP(port, DNSDatagramProtocol(self.handler), interface=host)
+            try:
+                tcp = self.reactor.listenTCP(udp.getHost().port, self.tcp_factory, interface=host, backlog=1024)
+            except CannotListenError:
+                udp.stopListening()
+                if port != 0:
+                    raise
+                continue
+            return udp, tcp
+        raise CannotListenError(host, port, OSError("no port free for both UDP and TCP"))
 
     def startService(self) -> None:  # noqa: N802
         if not self.ports:
@@ -78,10 +104,75 @@ class SmartDNSService(service.MultiService):
         snap = self.current
         log.info("serving generation {generation}: {zones} zones, {lines} lines",
                  generation=snap.generation, zones=len(snap.zones), lines=len(snap.line_names))
+        if self.install_signals:
+            # Work never runs inside the handler: it only wakes the reactor (notes §7).
+            self._old_sighup = signal.signal(
+                signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload, "SIGHUP"))
+        control = self.config.server.control_socket
+        if control:
+            self._start_control(control)
+        if self.config.zones.watch:
+            self._watch_paths()
+            self.watcher.start()
+
+    def _start_control(self, path: str) -> None:
+        """The local control socket for ``smartdns reload`` (owner-only permissions)."""
+        try:
+            if os.path.exists(path):
+                os.unlink(path)
+            self.control_port = self.reactor.listenUNIX(path, ControlFactory(self.reload), mode=0o600)
+        except (OSError, CannotListenError) as e:
+            log.warn("control socket {path} unavailable, `smartdns reload` will not work: {error}",
+                     path=path, error=e)
+
+    def _watch_paths(self) -> None:
+        paths = watched_paths(self.config)
+        self.watcher.set_paths([p for p in paths if os.path.isdir(p)], [p for p in paths if not os.path.isdir(p)])
+
+    def reload(self, reason: str = "request") -> defer.Deferred[ReloadResult]:
+        """Reload config and zones; the old data keeps serving if anything is wrong."""
+        return self.reloader.reload(reason)
+
+    def apply(self, config: Config, snapshot: Snapshot) -> None:
+        """Swap in a validated snapshot (one assignment) and make local overrides win at once."""
+        old = self.current
+        if config.server.listen != self.config.server.listen:
+            log.warn("[server] listen changed to {new}: listeners are only bound at start, restart to apply; "
+                     "still listening on {old}", new=config.server.listen, old=self.config.server.listen)
+        if config.forward != self.config.forward or config.cache != self.config.cache:
+            self._replace_forwarding(config)
+        self.handler.max_udp_payload = config.server.max_udp_payload
+        self.handler.chaos_version = config.server.chaos_version
+        self.tcp_factory.idle_timeout = config.server.tcp_idle_timeout
+        self.tcp_factory.max_connections = config.server.tcp_max_connections
+        self.current = snapshot
+        flushed = self.cache.flush_below(changed_origins(old, snapshot))
+        if flushed:
+            log.info("flushed {count} cached answers under changed local zones", count=flushed)
+        self.config = config
+        if config.zones.watch:
+            self._watch_paths()
+
+    def _replace_forwarding(self, config: Config) -> None:
+        """New upstreams or cache settings: a fresh forwarder and cache; the old forwarder is closed
+        once its in-flight queries have had their time."""
+        old = self.forwarder
+        self.cache = AnswerCache(self.reactor, config.cache)
+        self.forwarder = Forwarder(self.reactor, config.forward, tls_connector=_tls_connector(self.reactor, config))
+        self.resolver = ForwardResolver(self.reactor, self.cache, self.forwarder, config.cache)
+        self.handler.resolver = self.resolver
+        self.reactor.callLater(old.config.total_timeout + 1, old.close)
 
     def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        self.watcher.stop()
+        if self._old_sighup is not None:
+            signal.signal(signal.SIGHUP, self._old_sighup)
+            self._old_sighup = None
         self.forwarder.close()
         ports, self.ports = self.ports, []
+        if self.control_port is not None:
+            ports.append(self.control_port)
+            self.control_port = None
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports]).addCallback(
             lambda _: super(SmartDNSService, self).stopService())
 
@@ -100,5 +191,5 @@ def makeService(options: Options) -> SmartDNSService:  # noqa: N802
     from twisted.internet import reactor
 
     config, snapshot = options.loaded
-    return SmartDNSService(config, snapshot, reactor)
+    return SmartDNSService(config, snapshot, reactor, files=options.files, install_signals=True)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from smartdns import articlejson, wire
 from smartdns.config import Config, LineConfig
@@ -18,6 +18,8 @@ from smartdns.errors import Problem, ZoneError
 from smartdns.lines import AddressSet, LineTable
 from smartdns.policy import REFUSE, PolicyTable, compile_rules
 from smartdns.zones import Zone, ZoneView, make_view, read_zone_file, scan_zone_directory, zone_from_records
+
+ZoneReader = Callable[..., "tuple[Zone | None, list[Problem]]"]
 
 # records.json names outside every zone file get a zone of their own with this SOA.
 SYNTHETIC_SOA_TTL_SECONDS = 60
@@ -106,8 +108,10 @@ def _check_cname(rows: list[articlejson.JsonRecord], zone: Zone | None, problems
                                     f"{where.message}: CNAME and other data at {wire.to_text(rec.name)}"))
 
 
-def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
-    """Load and validate everything; raise ZoneError with every problem, or return the snapshot."""
+def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = read_zone_file) -> Snapshot:
+    """Load and validate everything; raise ZoneError with every problem, or return the snapshot.
+
+    ``read_zone`` lets a reload reuse zones whose files did not change."""
     problems: list[Problem] = []
     line_configs = _parse_lines(config, problems)
     line_names = tuple(line.name for line in line_configs)
@@ -117,14 +121,14 @@ def build_snapshot(config: Config, generation: int = 1) -> Snapshot:
     problems.extend(found)
     zones: dict[bytes, Zone] = {}
     for origin_text, path in bases.items():
-        zone, found = read_zone_file(path, origin_text)
+        zone, found = read_zone(path, origin_text)
         problems.extend(found)
         if zone is not None:
             zones[zone.origin] = zone
     overlay_zones: dict[str, dict[bytes, Zone]] = {}
     for line, files in overlays.items():
         for origin_text, path in files.items():
-            zone, found = read_zone_file(path, origin_text, overlay=True)
+            zone, found = read_zone(path, origin_text, overlay=True)
             problems.extend(found)
             if zone is None:
                 continue

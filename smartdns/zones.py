@@ -37,6 +37,9 @@ def _open_relative(file: Any, *args: Any, **kwargs: Any) -> Any:
     base = getattr(_include_base, "directory", None)
     if base and isinstance(file, str) and not os.path.isabs(file):
         file = os.path.join(base, file)
+    opened = getattr(_include_base, "opened", None)
+    if opened is not None and isinstance(file, str):
+        opened.append(os.path.abspath(file))
     return builtins.open(file, *args, **kwargs)
 
 
@@ -68,6 +71,7 @@ class ZoneView:
     base: Zone
     merged: Mapping[bytes, Node] = field(default_factory=dict)   # names the overlay touches
     extra_names: frozenset[bytes] = frozenset()                   # names only the overlay has
+    overlay_sources: tuple[str, ...] = ()
 
     def node(self, name: bytes) -> Node | None:
         """The node at ``name`` for this line, or None."""
@@ -111,7 +115,7 @@ def make_view(base: Zone, overlay: Zone | None) -> ZoneView:
         return ZoneView(base.origin, base)
     merged = {name: merge_nodes(base.nodes.get(name), node) for name, node in overlay.nodes.items()}
     extra = frozenset(n for n in overlay.names if n not in base.names)
-    return ZoneView(base.origin, base, merged, extra)
+    return ZoneView(base.origin, base, merged, extra, overlay.sources)
 
 
 def origin_from_filename(filename: str) -> str:
@@ -145,6 +149,7 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False) -> tup
         return None, [Problem(path, 0, f"file name does not give a valid origin: {e}")]
     zone = dns.zone.Zone(origin, rdclass=dns.rdataclass.IN, relativize=False)
     _include_base.directory = os.path.dirname(os.path.abspath(path))
+    _include_base.opened = []
     reader: _Reader | None = None
     try:
         with open(path, encoding="utf-8") as handle:
@@ -168,7 +173,8 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False) -> tup
         return None, [Problem(*where, f"{e.strerror or e}: {e.filename or path}")]
     finally:
         _include_base.directory = None
-    return convert_zone(zone, path, overlay=overlay)
+        included, _include_base.opened = _include_base.opened, None
+    return convert_zone(zone, path, overlay=overlay, included=tuple(included))
 
 
 def _syntax_problem(path: str, text: str) -> Problem:
@@ -180,7 +186,8 @@ def _syntax_problem(path: str, text: str) -> Problem:
     return Problem(path, 0, text)
 
 
-def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False) -> tuple[Zone | None, list[Problem]]:
+def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False,
+                 included: tuple[str, ...] = ()) -> tuple[Zone | None, list[Problem]]:
     """dnspython zone → our immutable Zone with wire-ready RRsets."""
     origin = zone.origin.to_wire().lower()
     nodes: dict[bytes, dict[int, wire.RRset]] = {}
@@ -202,7 +209,7 @@ def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False) -> tu
             problems.append(Problem(path, 0, f"zone {zone.origin} has no NS records at its origin"))
     if problems:
         return None, problems
-    return Zone(origin, nodes, all_names(origin, nodes), (path,)), []
+    return Zone(origin, nodes, all_names(origin, nodes), (path, *included)), []
 
 
 def zone_from_records(origin: bytes, records: Iterable[tuple[bytes, int, int, bytes]], sources: tuple[str, ...]) -> Zone:
@@ -223,8 +230,9 @@ def scan_zone_directory(directory: str, line_names: Iterable[str]) -> tuple[
         dict[str, str], dict[str, dict[str, str]], list[Problem]]:
     """Find base zone files and per-line overlay files.
 
-    Returns ({origin text: path}, {line: {origin text: path}}, problems).  A subdirectory that is
-    not a configured line is an error: its data would otherwise silently never be served.
+    Returns ({origin text: path}, {line: {origin text: path}}, problems).  A subdirectory holding
+    zone files that is not a configured line is an error: its data would otherwise silently never
+    be served.
     """
     bases: dict[str, str] = {}
     overlays: dict[str, dict[str, str]] = {}
@@ -239,12 +247,18 @@ def scan_zone_directory(directory: str, line_names: Iterable[str]) -> tuple[
             continue
         path = os.path.join(directory, entry)
         if os.path.isdir(path):
-            if entry not in lines:
-                problems.append(Problem(path, 0, f"overlay directory for unknown line {entry!r}"))
+            try:
+                files = [sub for sub in sorted(os.listdir(path)) if sub.endswith(ZONE_SUFFIX) and not sub.startswith(".")]
+            except OSError as e:
+                problems.append(Problem(path, 0, f"cannot read overlay directory: {e.strerror}"))
                 continue
-            for sub in sorted(os.listdir(path)):
-                if sub.endswith(ZONE_SUFFIX) and not sub.startswith("."):
-                    overlays.setdefault(entry, {})[origin_from_filename(sub)] = os.path.join(path, sub)
+            if entry not in lines:
+                # Directories without zone files ($INCLUDE fragments, say) are not overlays.
+                if files:
+                    problems.append(Problem(path, 0, f"overlay directory for unknown line {entry!r}"))
+                continue
+            for sub in files:
+                overlays.setdefault(entry, {})[origin_from_filename(sub)] = os.path.join(path, sub)
         elif entry.endswith(ZONE_SUFFIX):
             bases[origin_from_filename(entry)] = path
     return bases, overlays, problems

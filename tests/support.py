@@ -15,6 +15,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 from twisted.internet import defer, protocol, reactor, threads, utils
+from twisted.internet.error import CannotListenError
 from twisted.protocols.basic import Int16StringReceiver
 from twisted.trial import unittest
 
@@ -89,8 +90,13 @@ class FakeUpstream:
         factory = protocol.ServerFactory()
         factory.protocol = TCP
         factory.noisy = False
-        self.udp = reactor.listenUDP(0, UDP(), interface="127.0.0.1")
-        self.tcp = reactor.listenTCP(self.port, factory, interface="127.0.0.1")
+        for _ in range(20):     # one port number free for both UDP and TCP
+            self.udp = reactor.listenUDP(0, UDP(), interface="127.0.0.1")
+            try:
+                self.tcp = reactor.listenTCP(self.port, factory, interface="127.0.0.1")
+                break
+            except CannotListenError:
+                self.udp.stopListening()
         testcase.addCleanup(self.udp.stopListening)
         testcase.addCleanup(self.tcp.stopListening)
         return self
@@ -107,7 +113,7 @@ def start_server(testcase: unittest.TestCase, config: str, files: dict[str, str]
         tree[os.path.join("zones", rel)] = text
     text = textwrap.dedent(config)
     if "[server]" not in text:
-        text = '[server]\nlisten = ["127.0.0.1:0"]\n' + text
+        text = '[server]\nlisten = ["127.0.0.1:0"]\ncontrol_socket = ""\n' + text
     tree["smartdns.toml"] = text
     write_tree(base, tree)
     path = os.path.join(base, "smartdns.toml")

@@ -1,0 +1,173 @@
+"""Hot reload: build a new snapshot off the reactor thread, validate it, swap it in at once.
+
+A reload re-reads the config and every data source, re-parsing only zone files whose content
+fingerprint (size, mtime, inode of the file and of each ``$INCLUDE``) changed.  Any problem keeps
+the old snapshot serving and logs every ``file:line: message``.  Reloads never overlap: a
+trigger during a reload schedules exactly one more afterwards.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from smartdns.config import Config, load_config
+from smartdns.errors import LoadError, Problem
+from smartdns.snapshot import Snapshot, build_snapshot
+from smartdns.zones import Zone, read_zone_file
+
+log = Logger()
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+def fingerprint(paths: tuple[str, ...]) -> Fingerprint:
+    """(path, size, mtime_ns, inode) of each file; a missing file reads as (-1, -1, -1)."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((path, st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            out.append((path, -1, -1, -1))
+    return tuple(out)
+
+
+class ZoneFileCache:
+    """Parsed zones by file, reused while none of their source files changed."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, bool], tuple[Fingerprint, Zone]] = {}
+        self.parsed: list[str] = []       # files parsed by the current build (the changed ones)
+
+    def read(self, path: str, origin_text: str, *, overlay: bool = False) -> tuple[Zone | None, list[Problem]]:
+        """Like ``read_zone_file``, from cache when unchanged."""
+        key = (path, origin_text, overlay)
+        cached = self._entries.get(key)
+        if cached is not None and fingerprint(cached[1].sources or (path,)) == cached[0]:
+            return cached[1], []
+        before = fingerprint((path,))
+        zone, problems = read_zone_file(path, origin_text, overlay=overlay)
+        self.parsed.append(path)
+        if zone is not None:
+            sources = zone.sources or (path,)
+            stamp = fingerprint(sources)
+            if stamp[0] == before[0]:          # unchanged while we read it: safe to reuse later
+                self._entries[key] = (stamp, zone)
+        else:
+            self._entries.pop(key, None)
+        return zone, problems
+
+    def prune(self, live: set[str]) -> None:
+        """Forget files that are no longer part of the data."""
+        for key in [k for k in self._entries if k[0] not in live]:
+            del self._entries[key]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """What one reload did."""
+
+    ok: bool
+    generation: int
+    changed: tuple[str, ...]
+    seconds: float
+    problems: tuple[Problem, ...] = ()
+
+    def summary(self) -> str:
+        """One line for the log and the ``smartdns reload`` command."""
+        if self.ok:
+            files = ", ".join(self.changed) if self.changed else "no zone files"
+            return f"reload OK: generation {self.generation}, re-parsed {files}, {self.seconds * 1000:.0f} ms"
+        return "reload FAILED, still serving generation {}:\n{}".format(
+            self.generation, "\n".join(str(p) for p in self.problems))
+
+
+def changed_origins(old: Snapshot, new: Snapshot) -> set[bytes]:
+    """Origins whose data any client could see differently after the swap."""
+    origins = set(old.zones) ^ set(new.zones)
+    for origin in set(old.zones) & set(new.zones):
+        if old.zones[origin] is not new.zones[origin]:
+            origins.add(origin)
+    old_views = {k: v.merged for k, v in old.views.items()}
+    new_views = {k: v.merged for k, v in new.views.items()}
+    for key in set(old_views) | set(new_views):
+        if old_views.get(key) is not new_views.get(key) and old_views.get(key) != new_views.get(key):
+            origins.add(key[0])
+    return origins
+
+
+class Reloader:
+    """Runs reloads for a service: one at a time, off the reactor thread."""
+
+    def __init__(self, reactor: Any, config_path: str | None, apply: Callable[[Config, Snapshot], None],
+                 current: Callable[[], Snapshot],
+                 files: ZoneFileCache | None = None,
+                 run: Callable[..., defer.Deferred[Any]] | None = None) -> None:
+        self.reactor = reactor
+        self.config_path = config_path
+        self.apply = apply
+        self.current = current
+        self.files = files or ZoneFileCache()
+        self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
+        self._running: defer.Deferred[ReloadResult] | None = None
+        self._again: defer.Deferred[ReloadResult] | None = None
+        self.last: ReloadResult | None = None
+
+    def _build(self, generation: int) -> tuple[Config, Snapshot, list[str]]:
+        self.files.parsed = []
+        config = load_config(self.config_path)
+        snapshot = build_snapshot(config, generation, read_zone=self.files.read)
+        live = {p for zone in snapshot.zones.values() for p in zone.sources}
+        live |= {p for view in snapshot.views.values() for p in view.overlay_sources}
+        self.files.prune(live)
+        return config, snapshot, list(self.files.parsed)
+
+    def reload(self, reason: str = "request") -> defer.Deferred[ReloadResult]:
+        """Start a reload (or queue one behind the running one); fires with its result."""
+        if self._running is not None:
+            if self._again is None:
+                self._again = defer.Deferred()
+            waiter: defer.Deferred[ReloadResult] = defer.Deferred()
+            self._again.addBoth(lambda r: (waiter.callback(r) if not isinstance(r, Failure) else waiter.errback(r)) or r)
+            return waiter
+        started = self.reactor.seconds()
+        generation = self.current().generation + 1
+        log.info("reload ({reason}) started", reason=reason)
+        d = self._run(self._build, generation)
+        d.addCallbacks(self._swap, self._failed, callbackArgs=(started,), errbackArgs=(started, generation))
+        self._running = d
+
+        def finished(result: ReloadResult) -> ReloadResult:
+            self._running = None
+            self.last = result
+            again, self._again = self._again, None
+            if again is not None:
+                self.reload("queued").chainDeferred(again)
+            return result
+
+        d.addCallback(finished)
+        return d
+
+    def _swap(self, built: tuple[Config, Snapshot, list[str]], started: float) -> ReloadResult:
+        config, snapshot, parsed = built
+        self.apply(config, snapshot)
+        result = ReloadResult(True, snapshot.generation, tuple(parsed), self.reactor.seconds() - started)
+        log.info("{summary}", summary=result.summary())
+        return result
+
+    def _failed(self, reason: Failure, started: float, generation: int) -> ReloadResult:
+        if not reason.check(LoadError):
+            log.failure("reload crashed; keeping the old data", reason)
+            problems: tuple[Problem, ...] = (Problem(self.config_path or "<defaults>", 0,
+                                                     f"internal error: {reason.getErrorMessage()}"),)
+        else:
+            problems = reason.value.problems
+        result = ReloadResult(False, self.current().generation, (), self.reactor.seconds() - started, problems)
+        for problem in problems:
+            log.error("reload rejected: {problem}", problem=str(problem))
+        return result

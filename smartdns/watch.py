@@ -1,0 +1,200 @@
+"""Reload triggers: file changes (inotify on directories, polling elsewhere) and a local control
+socket for ``smartdns reload``.
+
+Directories are watched, never single files: editors and ``mv`` replace files, and Twisted's
+``INotify`` drops every watch when a watched file is deleted (IN_DELETE_SELF).  Events are
+debounced so a burst of writes makes one reload.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.internet import defer, protocol, task
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.filepath import FilePath
+
+log = Logger()
+
+DEBOUNCE_SECONDS = 0.2
+POLL_INTERVAL_SECONDS = 1.0
+IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".bak", ".dpkg-new", ".sock")
+
+
+def interesting(name: str) -> bool:
+    """Editor droppings and dotfiles do not trigger reloads (Kubernetes' ``..data`` does)."""
+    if name == "..data":
+        return True
+    return not name.startswith(".") and not name.startswith("#") and not name.endswith(IGNORED_SUFFIXES)
+
+
+def snapshot_tree(directories: list[str], files: list[str]) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime_ns, inode) of every interesting file in ``directories`` (one level of
+    subdirectories: line overlays) and of ``files``."""
+    out: dict[str, tuple[int, int, int]] = {}
+
+    def add(path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        out[path] = (st.st_size, st.st_mtime_ns, st.st_ino)
+
+    for directory in directories:
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for entry in entries:
+            if not interesting(entry):
+                continue
+            path = os.path.join(directory, entry)
+            if os.path.isdir(path):
+                for sub in os.listdir(path) if os.access(path, os.R_OK) else ():
+                    if interesting(sub):
+                        add(os.path.join(path, sub))
+            add(path)
+    for path in files:
+        add(path)
+    return out
+
+
+class Watcher:
+    """Calls ``trigger`` (debounced) when anything under the watched paths changes."""
+
+    def __init__(self, reactor: Any, trigger: Callable[[str], Any], *, use_inotify: bool = True) -> None:
+        self.reactor = reactor
+        self.trigger = trigger
+        self.use_inotify = use_inotify
+        self.directories: list[str] = []
+        self.files: list[str] = []
+        self._notifier: Any = None
+        self._watched: set[str] = set()
+        self._poller: task.LoopingCall | None = None
+        self._state: dict[str, tuple[int, int, int]] = {}
+        self._pending: Any = None
+
+    def set_paths(self, directories: list[str], files: list[str]) -> None:
+        """Watch these directories (and their line subdirectories) and these files."""
+        self.directories = [os.path.abspath(d) for d in directories]
+        self.files = [os.path.abspath(f) for f in files]
+        self._sync()
+
+    def start(self) -> None:
+        """Begin watching; inotify where available, else polling."""
+        if self.use_inotify:
+            try:
+                from twisted.internet import inotify
+                self._inotify = inotify
+                self._sync()
+                return
+            except (ImportError, OSError, NotImplementedError) as e:
+                log.info("inotify unavailable ({error}); polling every {interval}s", error=e,
+                         interval=POLL_INTERVAL_SECONDS)
+                self.use_inotify = False
+        self._state = snapshot_tree(self.directories, self.files)
+        self._poller = task.LoopingCall(self._poll)
+        self._poller.clock = self.reactor
+        self._poller.start(POLL_INTERVAL_SECONDS, now=False)
+
+    def stop(self) -> None:
+        """Stop every watch and timer."""
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        if self._notifier is not None:
+            self._notifier.loseConnection()
+            self._notifier = None
+        self._watched.clear()
+
+    def _dirs_to_watch(self) -> set[str]:
+        dirs = set(self.directories) | {os.path.dirname(f) for f in self.files}
+        for directory in self.directories:
+            try:
+                for entry in os.listdir(directory):
+                    path = os.path.join(directory, entry)
+                    if interesting(entry) and os.path.isdir(path):
+                        dirs.add(path)
+            except OSError:
+                continue
+        return {d for d in dirs if os.path.isdir(d)}
+
+    def _sync(self) -> None:
+        """(Re)create inotify watches for the current set of directories."""
+        if not self.use_inotify or not hasattr(self, "_inotify"):
+            return
+        if self._notifier is not None and not self._notifier.connected:
+            self._notifier = None          # a watched directory went away and took the watches with it
+            self._watched.clear()
+        if self._notifier is None:
+            self._notifier = self._inotify.INotify(reactor=self.reactor)
+            self._notifier.startReading()
+        mask = (self._inotify.IN_CLOSE_WRITE | self._inotify.IN_MOVED_TO | self._inotify.IN_MOVED_FROM
+                | self._inotify.IN_DELETE | self._inotify.IN_CREATE | self._inotify.IN_ATTRIB)
+        for directory in self._dirs_to_watch() - self._watched:
+            try:
+                self._notifier.watch(FilePath(directory), mask, callbacks=[self._event])
+                self._watched.add(directory)
+            except Exception as e:  # an unreadable or vanished directory must not stop serving
+                log.warn("cannot watch {directory}: {error}", directory=directory, error=e)
+
+    def _event(self, _watch: Any, path: FilePath[Any], _mask: int) -> None:
+        name = path.asTextMode().basename()
+        if interesting(name):
+            self._schedule(f"change to {path.asTextMode().path}")
+
+    def _poll(self) -> None:
+        state = snapshot_tree(self.directories, self.files)
+        if state != self._state:
+            self._state = state
+            self._schedule("files changed (poll)")
+
+    def _schedule(self, reason: str) -> None:
+        """Debounce: one reload for a burst of events."""
+        if self._pending is not None and self._pending.active():
+            self._pending.reset(DEBOUNCE_SECONDS)
+            return
+        self._pending = self.reactor.callLater(DEBOUNCE_SECONDS, self._fire, reason)
+
+    def _fire(self, reason: str) -> None:
+        self._pending = None
+        d = defer.maybeDeferred(self.trigger, reason)
+        d.addBoth(lambda r: self._sync() or r)
+
+
+class ControlProtocol(LineOnlyReceiver):
+    """``reload`` → one line ``ok ...`` or ``error ...`` followed by the problems, then close."""
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+        command = line.strip().decode("ascii", "replace")
+        if command != "reload":
+            self.sendLine(b"error unknown command (try: reload)")
+            self.transport.loseConnection()
+            return
+        d = defer.maybeDeferred(self.factory.reload, "smartdns reload")
+
+        def reply(result: Any) -> None:
+            status = "ok" if result.ok else "error"
+            for text in [f"{status} {result.summary()}"]:
+                self.sendLine(text.encode("utf-8"))
+            self.transport.loseConnection()
+
+        def crashed(reason: Any) -> None:
+            self.sendLine(f"error {reason.getErrorMessage()}".encode("utf-8"))
+            self.transport.loseConnection()
+
+        d.addCallbacks(reply, crashed)
+
+
+class ControlFactory(protocol.ServerFactory):
+    """The local control socket's factory."""
+
+    protocol = ControlProtocol
+    noisy = False
+
+    def __init__(self, reload: Callable[[str], Any]) -> None:
+        self.reload = reload

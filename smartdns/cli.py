@@ -1,7 +1,11 @@
-"""The ``smartdns`` command: ``smartdns check --config FILE`` validates without serving."""
+"""The ``smartdns`` command: ``check`` validates without serving, ``reload`` asks a running
+server to reload and prints whether it worked."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
 
 from smartdns.errors import LoadError
@@ -24,15 +28,69 @@ def check(config_path: str | None) -> int:
     return 0
 
 
+RELOAD_TIMEOUT_SECONDS = 60.0
+
+
+def reload(config_path: str | None, pidfile: str | None) -> int:
+    """Ask the running server to reload: over its control socket (and print the result), or with
+    SIGHUP to the pid in ``pidfile`` when no control socket is configured."""
+    from smartdns.config import load_config
+
+    try:
+        config = load_config(config_path)
+    except LoadError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    path = config.server.control_socket
+    if path:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(RELOAD_TIMEOUT_SECONDS)
+                sock.connect(path)
+                sock.sendall(b"reload\n")
+                chunks = []
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    chunks.append(data)
+        except OSError as e:
+            print(f"cannot reach the server's control socket {path}: {e.strerror or e}", file=sys.stderr)
+            return 1
+        reply = b"".join(chunks).decode("utf-8", "replace").strip()
+        status, _, text = reply.partition(" ")
+        print(text, file=sys.stdout if status == "ok" else sys.stderr)
+        return 0 if status == "ok" else 1
+    if pidfile:
+        try:
+            with open(pidfile, encoding="ascii") as handle:
+                pid = int(handle.read().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError) as e:
+            print(f"cannot signal the server from {pidfile}: {e}", file=sys.stderr)
+            return 1
+        print(f"sent SIGHUP to {pid}; the server log says whether the reload succeeded "
+              "(set [server] control_socket to get the result here)")
+        return 0
+    print("no [server] control_socket in the config and no --pidfile given", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = argparse.ArgumentParser(prog="smartdns", description="smartdns DNS server tools")
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="validate the config and zones, then exit")
     p_check.add_argument("--config", "-c", default=None, help="path to smartdns.toml")
+    p_reload = sub.add_parser("reload", help="make the running server reload and print the result")
+    p_reload.add_argument("--config", "-c", default=None, help="path to smartdns.toml (finds the control socket)")
+    p_reload.add_argument("--pidfile", default=None, help="send SIGHUP to this twistd pidfile's process instead")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.config)
+    if args.command == "reload":
+        return reload(args.config, args.pidfile)
     parser.error(f"unknown command {args.command}")
     return 2
 

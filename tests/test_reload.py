@@ -281,3 +281,46 @@ class LiveReloadTests(unittest.TestCase):
         yield worker
         self.assertGreaterEqual(len(seen), 20)
         self.assertEqual(set(seen) - {("192.0.2.10",), ("192.0.2.20",)}, set())
+
+
+class ReloadCommandTests(unittest.TestCase):
+    """``smartdns reload`` over the control socket."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_reload_command_prints_the_result(self):
+        """The command reports success with the generation, and failure with file:line."""
+        import io
+        import tempfile
+        from contextlib import redirect_stderr, redirect_stdout
+
+        from smartdns import cli
+
+        short = tempfile.mkdtemp(prefix="sd")          # AF_UNIX paths must stay short
+        self.addCleanup(lambda: __import__("shutil").rmtree(short, ignore_errors=True))
+        base = os.path.abspath(self.mktemp())
+        sock = os.path.join(short, "ctl.sock")
+        write_tree(base, {"smartdns.toml": CONFIG.replace('control_socket = ""', f'control_socket = "{sock}"'),
+                          "zones/example.test.zone": ZONE_V1})
+        path = os.path.join(base, "smartdns.toml")
+        files = ZoneFileCache()
+        config, snapshot = load(path, files)
+        service = SmartDNSService(config, snapshot, reactor, files=files)
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def run() -> tuple[int, str, str]:
+            out, err = io.StringIO(), io.StringIO()
+            with redirect_stdout(out), redirect_stderr(err):
+                code = cli.main(["reload", "--config", path])
+            return code, out.getvalue(), err.getvalue()
+
+        code, out, _ = yield threads.deferToThread(run)
+        self.assertEqual(code, 0)
+        self.assertIn("reload OK: generation 2", out)
+        write_tree(base, {"zones/example.test.zone": ZONE_V1 + "oops A not-an-address\n"})
+        code, _, err = yield threads.deferToThread(run)
+        self.assertEqual(code, 1)
+        self.assertIn("reload FAILED, still serving generation 2", err)
+        self.assertIn("zones/example.test.zone:6:", err)

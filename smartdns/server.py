@@ -30,6 +30,7 @@ log = Logger()
 TCP_LIMIT = 65535
 CHAOS_NAMES = frozenset(wire.from_text(n) for n in ("version.bind", "version.server", "id.server", "hostname.bind"))
 TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
+MEMO_MAX_ENTRIES = 100_000        # rendered local answers kept per snapshot
 RESPONSE_COPY_MASK = 0x7800 | wire.FLAG_RD | wire.FLAG_CD    # opcode, RD and CD are echoed
 
 
@@ -41,6 +42,7 @@ class Stats:
         self.dropped = 0
         self.by_source: dict[str, int] = {"local": 0, "cache": 0, "upstream": 0, "policy": 0, "error": 0}
         self.by_rcode: dict[int, int] = {}
+        self.memo_hits = 0
 
 
 class QueryHandler:
@@ -55,12 +57,42 @@ class QueryHandler:
         self.max_udp_payload = max_udp_payload
         self.chaos_version = chaos_version
         self.stats = Stats()
+        # Rendered local answers by everything that shapes them (name, type/class, RD, CD, line,
+        # recursion, size limit, EDNS, DO), valid for one snapshot only.  Keyed by line, so a
+        # line's answer is only ever replayed to clients of the same line.
+        self._memo: dict[tuple[Any, ...], bytes] = {}
+        self._memo_snapshot: Snapshot | None = None
 
     # -- entry point -----------------------------------------------------------------------------
 
     def handle(self, data: bytes, client: str, tcp: bool) -> bytes | defer.Deferred[bytes | None] | None:
         """The response to ``data`` from ``client``: bytes, a Deferred of bytes, or None to drop."""
         self.stats.queries += 1
+        snap = self.snapshot()
+        if snap is not self._memo_snapshot:
+            self._memo.clear()
+            self._memo_snapshot = snap
+        sniffed = wire.sniff(data)
+        memo_key = None
+        if sniffed is not None:
+            # Fast path: a local answer already rendered for everything that shapes it.
+            qend, payload, do = sniffed
+            limit = TCP_LIMIT if tcp else (min(max(payload, wire.CLASSIC_UDP_LIMIT), self.max_udp_payload)
+                                           if payload else wire.CLASSIC_UDP_LIMIT)
+            memo_key = (data[12:qend - 4].lower(), data[qend - 4:qend], data[2] & 0x01, data[3] & 0x10,
+                        snap.lines.lookup(client), snap.recursion.contains(client), limit, bool(payload), do)
+            template = self._memo.get(memo_key)
+            if template is not None:
+                buf = bytearray(template)
+                buf[0:2] = data[0:2]
+                buf[12:qend] = data[12:qend]          # the client's own spelling (0x20)
+                self.stats.memo_hits += 1
+                return bytes(buf)
+        return self._handle_full(data, client, tcp, snap, memo_key)
+
+    def _handle_full(self, data: bytes, client: str, tcp: bool, snap: Snapshot,
+                     memo_key: tuple[Any, ...] | None) -> bytes | defer.Deferred[bytes | None] | None:
+        """Everything the fast path does not cover, and filling it."""
         if len(data) < wire.HEADER.size:
             self.stats.dropped += 1
             return None                                    # no header: nothing to answer to
@@ -78,7 +110,6 @@ class QueryHandler:
         except wire.FormError:
             self.stats.dropped += 1
             return None
-        snap = self.snapshot()
         edns = query.edns
         opt = None
         limit = TCP_LIMIT
@@ -94,7 +125,7 @@ class QueryHandler:
         recursion = snap.recursion.contains(client)
         if recursion:
             reply_flags |= wire.FLAG_RA
-        return self._answer(snap, query, client, reply_flags, opt, limit, recursion)
+        return self._answer(snap, query, client, reply_flags, opt, limit, recursion, memo_key)
 
     def _count(self, response: bytes, rcode: int, source: str) -> bytes:
         self.stats.by_rcode[rcode] = self.stats.by_rcode.get(rcode, 0) + 1
@@ -107,7 +138,8 @@ class QueryHandler:
     # -- deciding ----------------------------------------------------------------------------------
 
     def _answer(self, snap: Snapshot, query: wire.Query, client: str, flags: int, opt: bytes | None,
-                limit: int, recursion: bool) -> bytes | defer.Deferred[bytes | None] | None:
+                limit: int, recursion: bool, memo_key: tuple[Any, ...] | None = None,
+                ) -> bytes | defer.Deferred[bytes | None] | None:
         qtype, qclass = query.qtype, query.qclass
         if qclass == wire.CH:
             return self._chaos(query, flags, opt, limit)
@@ -128,6 +160,10 @@ class QueryHandler:
                 flags |= wire.FLAG_AA
             message, _ = wire.render(query.id, flags | local.rcode, query.question, local.sections,
                                      opt=opt, limit=limit)
+            if memo_key is not None:
+                if len(self._memo) >= MEMO_MAX_ENTRIES:
+                    self._memo.clear()
+                self._memo[memo_key] = message
             return self._count(message, local.rcode, "local")
         if not recursion:
             return self._simple(query, flags, wire.REFUSED, opt)

@@ -22,7 +22,7 @@ from smartdns import policy as policy_mod
 from smartdns import wire
 from smartdns.authority import Authority, negative_soa
 from smartdns.cache import Entry
-from smartdns.resolver import STALE_TTL_SECONDS, ForwardResolver
+from smartdns.resolver import PREFETCH_FRACTION, STALE_TTL_SECONDS, ForwardResolver
 from smartdns.snapshot import Snapshot
 
 log = Logger()
@@ -82,12 +82,21 @@ class QueryHandler:
             memo_key = (data[12:qend - 4].lower(), data[qend - 4:qend], data[2] & 0x01, data[3] & 0x10,
                         snap.lines.lookup(client), snap.recursion.contains(client), limit, bool(payload), do)
             template = self._memo.get(memo_key)
-            if template is not None:
+            if type(template) is bytes:
                 buf = bytearray(template)
                 buf[0:2] = data[0:2]
                 buf[12:qend] = data[12:qend]          # the client's own spelling (0x20)
                 self.stats.memo_hits += 1
                 return bytes(buf)
+            if template is not None:                   # a forwarded answer: fresh and not due a prefetch?
+                lifetime = template.expires_at - template.stored_at
+                if self.reactor.seconds() < template.expires_at - lifetime * PREFETCH_FRACTION:
+                    self.stats.memo_hits += 1
+                    self.stats.by_source["cache"] += 1
+                    flags = (wire.FLAG_QR | wire.FLAG_RA | ((data[2] << 8 | data[3]) & RESPONSE_COPY_MASK))
+                    opt = wire.opt_record(self.max_udp_payload, do) if payload else None
+                    return self._serve_entry(template, data[0:2], data[12:qend], flags, opt, limit)
+                del self._memo[memo_key]
         return self._handle_full(data, client, tcp, snap, memo_key)
 
     def _handle_full(self, data: bytes, client: str, tcp: bool, snap: Snapshot,
@@ -171,26 +180,42 @@ class QueryHandler:
         key = self.resolver.key(qkey, qtype, qclass, do)
         entry = self.resolver.cached(key)
         if entry is not None:
+            self._remember(snap, memo_key, entry)
             return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "cache")
         d = self.resolver.resolve(key)
-        return d.addCallback(self._resolved, query, flags, opt, limit)
+        return d.addCallback(self._resolved, query, flags, opt, limit, snap, memo_key)
 
-    def _resolved(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int) -> bytes:
+    def _remember(self, snap: Snapshot, memo_key: tuple[Any, ...] | None, entry: Entry) -> None:
+        """Let the fast path find a cached forwarded answer, if the key was made under this snapshot."""
+        if memo_key is not None and snap is self._memo_snapshot and entry.rcode != wire.SERVFAIL \
+                and entry.expires_at > self.reactor.seconds():
+            if len(self._memo) >= MEMO_MAX_ENTRIES:
+                self._memo.clear()
+            self._memo[memo_key] = entry
+
+    def _resolved(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int,
+                  snap: Snapshot, memo_key: tuple[Any, ...] | None) -> bytes:
+        self._remember(snap, memo_key, entry)
         return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "upstream")
 
     def _from_entry(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int) -> bytes:
-        """A cached entry as this client's response: ID, flags, its question bytes, TTLs counted down."""
+        """A cached entry as this client's response."""
+        return self._serve_entry(entry, struct.pack("!H", query.id), query.question, flags, opt, limit)
+
+    def _serve_entry(self, entry: Entry, qid: bytes, question: bytes, flags: int, opt: bytes | None,
+                     limit: int) -> bytes:
+        """An entry with this client's ID, flags and question bytes (0x20), TTLs counted down."""
         now = self.reactor.seconds()
         stale = STALE_TTL_SECONDS if now >= entry.expires_at and entry.rcode != wire.SERVFAIL else None
         flags |= entry.rcode
         buf = entry.patched(now, stale)
         if len(buf) + (wire.OPT_SIZE if opt else 0) > limit:
-            message, _ = wire.render(query.id, flags, query.question, entry.sections_at(now, stale),
-                                     opt=opt, limit=limit)
+            message, _ = wire.render(struct.unpack("!H", qid)[0], flags, question,
+                                     entry.sections_at(now, stale), opt=opt, limit=limit)
             return message
-        struct.pack_into("!HH", buf, 0, query.id, flags)
-        qlen = len(query.question)
-        buf[12:12 + qlen] = query.question       # the client's own spelling (0x20)
+        buf[0:2] = qid
+        struct.pack_into("!H", buf, 2, flags)
+        buf[12:12 + len(question)] = question       # the client's own spelling (0x20)
         if opt:
             buf += opt
             (arcount,) = struct.unpack_from("!H", buf, 10)

@@ -107,12 +107,14 @@ class Reloader:
     def __init__(self, reactor: Any, config_path: str | None, apply: Callable[[Config, Snapshot], None],
                  current: Callable[[], Snapshot],
                  files: ZoneFileCache | None = None,
-                 run: Callable[..., defer.Deferred[Any]] | None = None) -> None:
+                 run: Callable[..., defer.Deferred[Any]] | None = None,
+                 transform: Callable[[Config], Config] = lambda config: config) -> None:
         self.reactor = reactor
         self.config_path = config_path
         self.apply = apply
         self.current = current
         self.files = files or ZoneFileCache()
+        self.transform = transform          # e.g. a worker process pinning its listeners
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
         self._running: defer.Deferred[ReloadResult] | None = None
         self._again: defer.Deferred[ReloadResult] | None = None
@@ -120,7 +122,7 @@ class Reloader:
 
     def _build(self, generation: int) -> tuple[Config, Snapshot, list[str]]:
         self.files.parsed = []
-        config = load_config(self.config_path)
+        config = self.transform(load_config(self.config_path))
         snapshot = build_snapshot(config, generation, read_zone=self.files.read)
         live = {p for zone in snapshot.zones.values() for p in zone.sources}
         live |= {p for view in snapshot.views.values() for p in view.overlay_sources}

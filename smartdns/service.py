@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import defer
@@ -24,7 +24,9 @@ from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory
 from smartdns.reload import Reloader, ReloadResult, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
+from smartdns import reuseport
 from smartdns.watch import ControlFactory, Watcher
+from smartdns.workers import Supervisor
 
 log = Logger()
 
@@ -56,8 +58,10 @@ class SmartDNSService(service.MultiService):
     """The running server: current snapshot, cache, forwarder, and UDP+TCP listeners."""
 
     def __init__(self, config: Config, snapshot: Snapshot, reactor: Any, *,
-                 files: ZoneFileCache | None = None, install_signals: bool = False) -> None:
+                 files: ZoneFileCache | None = None, install_signals: bool = False,
+                 worker: bool = False, transform: Callable[[Config], Config] | None = None) -> None:
         super().__init__()
+        self.worker = worker                # a process started by the first one for [server] workers
         self.reactor = reactor
         self.config = config
         self.current = snapshot
@@ -69,7 +73,10 @@ class SmartDNSService(service.MultiService):
                                     config.server.max_udp_payload, config.server.chaos_version)
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
-        self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files)
+        self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files,
+                                 transform=transform or (lambda c: c))
+        self.reuse_port = config.server.workers > 1
+        self.supervisor: Any = None
         self.watcher = Watcher(reactor, self.reload)
         self.ports: list[Any] = []
         self.control_port: Any = None
@@ -86,9 +93,15 @@ class SmartDNSService(service.MultiService):
     def _listen_pair(self, host: str, port: int) -> tuple[Any, Any]:
         """UDP and TCP on the same port; for port 0, retry until one number is free for both."""
         for _ in range(PORT_PAIR_ATTEMPTS):
-            udp = self.reactor.listenUDP(port, DNSDatagramProtocol(self.handler), interface=host)
+            if self.reuse_port:
+                udp = reuseport.listen_udp(self.reactor, host, port, DNSDatagramProtocol(self.handler))
+            else:
+                udp = self.reactor.listenUDP(port, DNSDatagramProtocol(self.handler), interface=host)
             try:
-                tcp = self.reactor.listenTCP(udp.getHost().port, self.tcp_factory, interface=host, backlog=1024)
+                if self.reuse_port:
+                    tcp = reuseport.listen_tcp(self.reactor, host, udp.getHost().port, self.tcp_factory)
+                else:
+                    tcp = self.reactor.listenTCP(udp.getHost().port, self.tcp_factory, interface=host, backlog=1024)
             except CannotListenError:
                 udp.stopListening()
                 if port != 0:
@@ -114,6 +127,9 @@ class SmartDNSService(service.MultiService):
         if self.config.zones.watch:
             self._watch_paths()
             self.watcher.start()
+        if self.config.server.workers > 1 and not self.worker:
+            self.supervisor = Supervisor(self.reactor, self.config, [p.getHost().port for p in self.ports[::2]])
+            self.supervisor.start()
 
     def _start_control(self, path: str) -> None:
         """The local control socket for ``smartdns reload`` (owner-only permissions)."""
@@ -130,8 +146,12 @@ class SmartDNSService(service.MultiService):
         self.watcher.set_paths([p for p in paths if os.path.isdir(p)], [p for p in paths if not os.path.isdir(p)])
 
     def reload(self, reason: str = "request") -> defer.Deferred[ReloadResult]:
-        """Reload config and zones; the old data keeps serving if anything is wrong."""
-        return self.reloader.reload(reason)
+        """Reload config and zones; the old data keeps serving if anything is wrong.  Worker
+        processes are told to reload too (each validates the same files itself)."""
+        d = self.reloader.reload(reason)
+        if self.supervisor is not None:
+            d.addCallback(lambda result: self.supervisor.signal_all(signal.SIGHUP) or result)
+        return d
 
     def apply(self, config: Config, snapshot: Snapshot) -> None:
         """Swap in a validated snapshot (one assignment) and make local overrides win at once."""
@@ -164,6 +184,10 @@ class SmartDNSService(service.MultiService):
         self.reactor.callLater(old.config.total_timeout + 1, old.close)
 
     def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+        stopping = []
+        if self.supervisor is not None:
+            stopping.append(self.supervisor.stop())
+            self.supervisor = None
         self.watcher.stop()
         if self._old_sighup is not None:
             signal.signal(signal.SIGHUP, self._old_sighup)
@@ -173,7 +197,7 @@ class SmartDNSService(service.MultiService):
         if self.control_port is not None:
             ports.append(self.control_port)
             self.control_port = None
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports]).addCallback(
+        return defer.gatherResults(stopping + [defer.maybeDeferred(p.stopListening) for p in ports]).addCallback(
             lambda _: super(SmartDNSService, self).stopService())
 
     def addresses(self) -> list[tuple[str, int]]:

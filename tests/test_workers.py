@@ -40,6 +40,12 @@ class WorkerTests(unittest.TestCase):
     timeout = 60
 
     def setUp(self) -> None:
+        # The worker must be able to import smartdns from this checkout.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = root + os.pathsep + (old or "")
+        self.addCleanup(lambda: os.environ.__setitem__("PYTHONPATH", old) if old is not None
+                        else os.environ.pop("PYTHONPATH", None))
         self.base = os.path.abspath(self.mktemp())
         write_tree(self.base, {"smartdns.toml": CONFIG, "zones/example.test.zone": ZONE.format(last=10)})
         files = ZoneFileCache()
@@ -48,12 +54,6 @@ class WorkerTests(unittest.TestCase):
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.host, self.port = self.service.addresses()[0]
-        # The worker must be able to import smartdns from this checkout.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        old = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = root + os.pathsep + (old or "")
-        self.addCleanup(lambda: os.environ.__setitem__("PYTHONPATH", old) if old is not None
-                        else os.environ.pop("PYTHONPATH", None))
 
     def ask_many(self, count: int) -> defer.Deferred[list[str]]:
         """``count`` queries, each from a fresh source port (so the kernel spreads them)."""

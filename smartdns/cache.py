@@ -107,6 +107,15 @@ class AnswerCache:
         """The entry under ``key`` whatever its age, without touching LRU order or counters."""
         return self._entries.get(key)
 
+    def touch(self, key: CacheKey, entry: Entry) -> bool:
+        """For the fast path: whether ``entry`` is still the one cached under ``key`` (not evicted,
+        replaced or flushed); if so it counts as a hit and becomes most recently used."""
+        if self._entries.get(key) is not entry:
+            return False
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return True
+
     def get_stale(self, key: CacheKey) -> Entry | None:
         """An expired entry still inside its serve-stale window (RFC 8767), or None."""
         entry = self._entries.get(key)

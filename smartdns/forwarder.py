@@ -33,6 +33,7 @@ BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 TCP_IDLE_SECONDS = 10.0
 TCP_MAX_PENDING = 128
+FAILED_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR})
 
 
 @dataclass
@@ -337,6 +338,8 @@ class Health:
     down_until: float = 0.0
     backoff: float = BACKOFF_INITIAL_SECONDS
     failures: int = 0
+    probe: Any = None               # the pending health probe while down
+    probes: int = 0
 
     def fail(self, now: float) -> None:
         """Mark down for the current back-off, then double it (capped)."""
@@ -426,6 +429,9 @@ class Forwarder:
         d = self.udp.query(upstream, qname, qtype, qclass, timeout, edns_payload=edns, do=do, cd=cd)
 
         def maybe_tcp(message: wire.Message) -> Any:
+            if message.rcode == wire.FORMERR and message.edns is None:
+                # An upstream that does not speak EDNS (RFC 6891 §7): ask again without OPT.
+                return self.udp.query(upstream, qname, qtype, qclass, timeout, edns_payload=None, do=False, cd=cd)
             if message.flags & wire.FLAG_TC:
                 self.stats.tcp_retries += 1
                 tcp = Upstream("tcp", upstream.host, upstream.port, None)
@@ -452,13 +458,13 @@ class Forwarder:
             try:
                 message = yield self._try(upstream, qname, qtype, qclass, min(self.config.timeout, left), do, cd)
             except UpstreamError as e:
-                health.fail(self.reactor.seconds())
+                self._mark_down(upstream, health)
                 last_error = str(e)
                 log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=last_error)
                 continue
             rcode = message.rcode
-            if rcode in (wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR):
-                health.fail(self.reactor.seconds())
+            if rcode in FAILED_RCODES:
+                self._mark_down(upstream, health)
                 last_error = f"{upstream} answered rcode {rcode}"
                 continue
             health.succeed()
@@ -466,8 +472,33 @@ class Forwarder:
         self.stats.failures += 1
         raise UpstreamError(last_error)
 
+    def _mark_down(self, upstream: Upstream, health: Health) -> None:
+        """Back the upstream off and probe it until it answers again."""
+        health.fail(self.reactor.seconds())
+        if health.probe is None or not health.probe.active():
+            health.probe = self.reactor.callLater(health.backoff, self._probe, upstream, health)
+
+    def _probe(self, upstream: Upstream, health: Health) -> None:
+        """Ask the root NS of a down upstream; any sane answer brings it back."""
+        health.probe = None
+        health.probes += 1
+        d = self._try(upstream, wire.ROOT, wire.NS, wire.IN, self.config.timeout, False, False)
+
+        def answered(message: wire.Message) -> None:
+            if message.rcode in FAILED_RCODES:
+                self._mark_down(upstream, health)
+            else:
+                log.info("upstream {upstream} is answering again", upstream=str(upstream))
+                health.succeed()
+
+        d.addCallbacks(answered, lambda f: self._mark_down(upstream, health))
+
     def close(self) -> None:
-        """Release sockets and connections."""
+        """Release sockets, connections and probes."""
+        for pool in self.pools:
+            for health in pool.health.values():
+                if health.probe is not None and health.probe.active():
+                    health.probe.cancel()
         self.udp.close()
         for client in self.streams.values():
             client.close()

@@ -87,7 +87,7 @@ class ForwardResolver:
         self.cache = cache
         self.forwarder = forwarder
         self.config = config
-        self._inflight: dict[CacheKey, defer.Deferred[Entry]] = {}
+        self._inflight: dict[CacheKey, list[defer.Deferred[Entry]]] = {}
 
     def key(self, qkey: bytes, qtype: int, qclass: int, do: bool) -> CacheKey:
         """Everything that changes a forwarded answer."""
@@ -106,22 +106,27 @@ class ForwardResolver:
 
     def resolve(self, key: CacheKey) -> defer.Deferred[Entry]:
         """Ask upstream (one query per key at a time) and cache what comes back."""
-        inflight = self._inflight.get(key)
-        if inflight is not None:
-            shared: defer.Deferred[Entry] = defer.Deferred()
-            inflight.addBoth(lambda r: (shared.errback(r) if isinstance(r, Failure) else shared.callback(r)) or r)
-            return shared
+        waiter: defer.Deferred[Entry] = defer.Deferred()
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._inflight[key] = waiters = [waiter]
         qkey, qtype, qclass, do, pool_index = key
         d = self.forwarder.query(qkey, qtype, qclass, do=do, pool=self.forwarder.pools[pool_index])
         d.addCallbacks(self._store, self._failed, callbackArgs=(key,), errbackArgs=(key,))
-        self._inflight[key] = d
 
-        def done(result: Any) -> Any:
-            self._inflight.pop(key, None)
-            return result
+        def done(result: Any) -> None:
+            # Every caller gets its own Deferred, so no caller's callbacks change what others see.
+            del self._inflight[key]
+            for w in waiters:
+                if isinstance(result, Failure):
+                    w.errback(result)
+                else:
+                    w.callback(result)
 
         d.addBoth(done)
-        return d
+        return waiter
 
     def _store(self, message: wire.Message, key: CacheKey) -> Entry:
         """Turn a validated upstream response into an entry and cache it where cacheable."""

@@ -60,7 +60,7 @@ class QueryHandler:
         # Rendered local answers by everything that shapes them (name, type/class, RD, CD, line,
         # recursion, size limit, EDNS, DO), valid for one snapshot only.  Keyed by line, so a
         # line's answer is only ever replayed to clients of the same line.
-        self._memo: dict[tuple[Any, ...], bytes] = {}
+        self._memo: dict[tuple[Any, ...], Any] = {}     # bytes (local) or (cache key, Entry) (forwarded)
         self._memo_snapshot: Snapshot | None = None
 
     # -- entry point -----------------------------------------------------------------------------
@@ -88,9 +88,11 @@ class QueryHandler:
                 buf[12:qend] = data[12:qend]          # the client's own spelling (0x20)
                 self.stats.memo_hits += 1
                 return bytes(buf)
-            if template is not None:                   # a forwarded answer: fresh and not due a prefetch?
+            if template is not None:                   # a forwarded answer: still cached, fresh, no prefetch due?
+                cache_key, template = template
                 lifetime = template.expires_at - template.stored_at
-                if self.reactor.seconds() < template.expires_at - lifetime * PREFETCH_FRACTION:
+                if self.resolver.cache.touch(cache_key, template) \
+                        and self.reactor.seconds() < template.expires_at - lifetime * PREFETCH_FRACTION:
                     self.stats.memo_hits += 1
                     self.stats.by_source["cache"] += 1
                     flags = (wire.FLAG_QR | wire.FLAG_RA | ((data[2] << 8 | data[3]) & RESPONSE_COPY_MASK))
@@ -180,22 +182,22 @@ class QueryHandler:
         key = self.resolver.key(qkey, qtype, qclass, do)
         entry = self.resolver.cached(key)
         if entry is not None:
-            self._remember(snap, memo_key, entry)
+            self._remember(snap, memo_key, key, entry)
             return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "cache")
         d = self.resolver.resolve(key)
-        return d.addCallback(self._resolved, query, flags, opt, limit, snap, memo_key)
+        return d.addCallback(self._resolved, query, flags, opt, limit, snap, memo_key, key)
 
-    def _remember(self, snap: Snapshot, memo_key: tuple[Any, ...] | None, entry: Entry) -> None:
+    def _remember(self, snap: Snapshot, memo_key: tuple[Any, ...] | None, cache_key: Any, entry: Entry) -> None:
         """Let the fast path find a cached forwarded answer, if the key was made under this snapshot."""
         if memo_key is not None and snap is self._memo_snapshot and entry.rcode != wire.SERVFAIL \
                 and entry.expires_at > self.reactor.seconds():
             if len(self._memo) >= MEMO_MAX_ENTRIES:
                 self._memo.clear()
-            self._memo[memo_key] = entry
+            self._memo[memo_key] = (cache_key, entry)
 
     def _resolved(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int,
-                  snap: Snapshot, memo_key: tuple[Any, ...] | None) -> bytes:
-        self._remember(snap, memo_key, entry)
+                  snap: Snapshot, memo_key: tuple[Any, ...] | None, cache_key: Any) -> bytes:
+        self._remember(snap, memo_key, cache_key, entry)
         return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "upstream")
 
     def _from_entry(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int) -> bytes:

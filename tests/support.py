@@ -48,6 +48,17 @@ def answer_a(query: wire.Query, addresses: list[str], ttl: int = 300, rcode: int
                        query.question, sections, opt=opt)[0]
 
 
+def answer_negative(query: wire.Query, rcode: int, soa_ttl: int = 3600, minimum: int = 60,
+                    zone: str = "example.net") -> bytes:
+    """NXDOMAIN or NODATA with the zone's SOA in the authority section (RFC 2308)."""
+    origin = wire.from_text(zone)
+    soa = wire.make_rrset(origin, wire.SOA, soa_ttl, [
+        wire.from_text("ns." + zone) + wire.from_text("host." + zone) + struct.pack("!5I", 1, 2, 3, 4, minimum)])
+    opt = wire.opt_record(1232, False) if query.edns else None
+    return wire.render(query.id, wire.FLAG_QR | wire.FLAG_RA | (query.flags & wire.FLAG_RD) | rcode,
+                       query.question, ((), (soa,), ()), opt=opt)[0]
+
+
 class FakeUpstream:
     """A real UDP+TCP DNS server on a loopback port whose replies a test decides."""
 
@@ -56,6 +67,8 @@ class FakeUpstream:
         self.queries: list[tuple[str, wire.Query]] = []   # (transport, query)
         self.udp: Any = None
         self.tcp: Any = None
+        self.tcp_connections = 0
+        self.last_client: Any = None                       # (host, port) of the last UDP query
 
     @property
     def port(self) -> int:
@@ -77,11 +90,15 @@ class FakeUpstream:
             noisy = False
 
             def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+                upstream.last_client = addr
                 reply = upstream._respond(data, "udp")
                 if reply is not None:
                     self.transport.write(reply, addr)
 
         class TCP(Int16StringReceiver):
+            def connectionMade(self) -> None:  # noqa: N802
+                upstream.tcp_connections += 1
+
             def stringReceived(self, data: bytes) -> None:  # noqa: N802
                 reply = upstream._respond(data, "tcp")
                 if reply is not None:
@@ -102,8 +119,25 @@ class FakeUpstream:
         return self
 
 
+class ShiftedReactor:
+    """The real reactor with a clock a test can move forward (TTLs, expiry); sockets and timers are
+    the real reactor's, so nothing waits for the shifted time."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def seconds(self) -> float:
+        return float(reactor.seconds()) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
 def start_server(testcase: unittest.TestCase, config: str, files: dict[str, str] | None = None,
-                 zones: dict[str, str] | None = None) -> tuple[SmartDNSService, str, int]:
+                 zones: dict[str, str] | None = None, clock: Any = None) -> tuple[SmartDNSService, str, int]:
     """Write a config (``listen`` on 127.0.0.1 port 0 is added when absent) and zone files into a
     temp dir, start the real service on the global reactor, stop it at cleanup."""
     base = os.path.abspath(testcase.mktemp())
@@ -119,7 +153,7 @@ def start_server(testcase: unittest.TestCase, config: str, files: dict[str, str]
     path = os.path.join(base, "smartdns.toml")
     with open(path, encoding="utf-8") as handle:
         cfg = parse_config(handle.read(), path)
-    service = SmartDNSService(cfg, build_snapshot(cfg), reactor)
+    service = SmartDNSService(cfg, build_snapshot(cfg), clock or reactor)
     service.startService()
     testcase.addCleanup(service.stopService)
     host, port = service.addresses()[0]

@@ -1,0 +1,1044 @@
+"""The TOML configuration: text → frozen dataclasses, or every problem as ``file:line: message``.
+
+Pure apart from reading files it is pointed at (the config itself, resolv.conf, and checking
+that ``tls_ca_file`` exists). Nothing here opens sockets or reads zone data: the zone loader
+reports missing zone files itself.
+
+tomllib gives values without positions, so `_SourceMap` rescans the text (already known to be
+valid TOML) to find the line of each table, key and array element; a problem is reported at the
+most precise of those it can find.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import dns.rdatatype
+
+from smartdns.errors import ConfigError, Problem
+from smartdns.lines import Network
+
+# [server]
+DEFAULT_LISTEN: tuple[tuple[str, int], ...] = (("127.0.0.1", 5300),)
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
+DEFAULT_MAX_UDP_PAYLOAD_BYTES = 1232  # DNS flag day 2020: fits a 1280-byte IPv6 MTU
+MIN_UDP_PAYLOAD_BYTES = 512  # RFC 1035 limit without EDNS
+MAX_UDP_PAYLOAD_BYTES = 4096
+DEFAULT_TCP_IDLE_TIMEOUT_SECONDS = 10.0
+MAX_TCP_IDLE_TIMEOUT_SECONDS = 3600.0
+DEFAULT_TCP_MAX_CONNECTIONS = 1000
+MAX_TCP_MAX_CONNECTIONS = 100_000
+MAX_PORT = 65535
+DEFAULT_CONTROL_SOCKET = ""  # off unless configured; relative paths are beside the config file
+
+# [zones]
+DEFAULT_ZONES_DIRECTORY = "zones"
+
+# [forward]
+DNS_PORT = 53
+DNS_OVER_TLS_PORT = 853  # RFC 7858
+UPSTREAM_SCHEMES = ("udp", "tcp", "tls")
+DEFAULT_FORWARD_TIMEOUT_SECONDS = 2.0
+MIN_FORWARD_TIMEOUT_SECONDS = 0.05
+MAX_FORWARD_TIMEOUT_SECONDS = 30.0
+DEFAULT_FORWARD_TOTAL_TIMEOUT_SECONDS = 5.0
+MAX_FORWARD_TOTAL_TIMEOUT_SECONDS = 60.0
+FORWARD_POLICIES = ("sequential", "round_robin", "random")
+DEFAULT_FORWARD_POLICY = "sequential"
+DEFAULT_EDNS_UDP_SIZE_BYTES = 1232
+
+# [access]
+DEFAULT_RECURSION: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+# [cache]
+DEFAULT_CACHE_MAX_ENTRIES = 100_000
+MAX_CACHE_MAX_ENTRIES = 10_000_000
+DEFAULT_CACHE_MIN_TTL_SECONDS = 0
+MAX_CACHE_MIN_TTL_SECONDS = 86_400
+DEFAULT_CACHE_MAX_TTL_SECONDS = 86_400
+MAX_CACHE_MAX_TTL_SECONDS = 604_800
+DEFAULT_NEGATIVE_MAX_TTL_SECONDS = 3600
+MAX_NEGATIVE_MAX_TTL_SECONDS = 86_400
+DEFAULT_SERVFAIL_TTL_SECONDS = 5
+MAX_SERVFAIL_TTL_SECONDS = 300  # RFC 9520 §3.2: at most five minutes
+DEFAULT_SERVE_STALE_SECONDS = 0
+MAX_SERVE_STALE_SECONDS = 604_800  # RFC 8767 suggests 1 to 3 days; allow up to a week
+DEFAULT_PREFETCH = True
+
+# [[policy]]
+POLICY_ACTIONS = ("refuse", "nxdomain", "nodata", "drop")
+
+#: A line name becomes a directory name under zones/, so keep it to a safe alphabet.
+LINE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+_MAX_NAME_TEXT_LENGTH = 253  # 255 octets on the wire, without the final dot
+_MAX_LABEL_LENGTH = 63
+_LABEL_PATTERN = re.compile(r"[a-z0-9_/-]+\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One upstream server, always an IP literal so that forwarding never needs DNS itself."""
+
+    scheme: str  # "udp" (TCP on truncation), "tcp" or "tls"
+    host: str  # IPv4 or IPv6 literal, no brackets
+    port: int
+    server_name: str | None = None  # tls only: the name the certificate must match
+
+    def __str__(self) -> str:
+        """The config spelling; `parse_upstream` reads it back to an equal value."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        prefix = "" if self.scheme == "udp" else f"{self.scheme}://"
+        suffix = f"#{self.server_name}" if self.server_name is not None else ""
+        return f"{prefix}{host}:{self.port}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``[server]``: where and how the server listens."""
+
+    listen: tuple[tuple[str, int], ...] = DEFAULT_LISTEN
+    workers: int = DEFAULT_WORKERS
+    max_udp_payload: int = DEFAULT_MAX_UDP_PAYLOAD_BYTES
+    tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT_SECONDS
+    tcp_max_connections: int = DEFAULT_TCP_MAX_CONNECTIONS
+    chaos_version: str = ""  # "" = CH TXT version.bind / id.server are REFUSED
+    control_socket: str | None = None  # absolute path of the `smartdns reload` socket; None = off
+
+
+@dataclass(frozen=True, slots=True)
+class ZonesConfig:
+    """``[zones]``: where local data lives; every path is absolute."""
+
+    directory: str
+    records_json: tuple[str, ...] = ()
+    lines_json: str | None = None
+    watch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LineConfig:
+    """One ``[lines]`` entry: a line name and the client networks in it."""
+
+    name: str
+    networks: tuple[Network, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardZone:
+    """One ``[[forward.zone]]``: names at or below ``name`` go to these upstreams."""
+
+    name: str  # lowercase, no trailing dot; "" is the root
+    upstreams: tuple[Upstream, ...]
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    """``[forward]``: the default upstreams and how they are tried."""
+
+    upstreams: tuple[Upstream, ...]
+    timeout: float = DEFAULT_FORWARD_TIMEOUT_SECONDS
+    total_timeout: float = DEFAULT_FORWARD_TOTAL_TIMEOUT_SECONDS
+    policy: str = DEFAULT_FORWARD_POLICY
+    tls_ca_file: str | None = None  # None = the system trust store
+    edns_udp_size: int = DEFAULT_EDNS_UDP_SIZE_BYTES
+    zones: tuple[ForwardZone, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """``[access]``: which clients may have names outside local zones forwarded."""
+
+    recursion: tuple[Network, ...] = DEFAULT_RECURSION
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """``[cache]``: bounds and TTL clamps for the cache of forwarded answers."""
+
+    max_entries: int = DEFAULT_CACHE_MAX_ENTRIES  # 0 disables the cache
+    min_ttl: int = DEFAULT_CACHE_MIN_TTL_SECONDS
+    max_ttl: int = DEFAULT_CACHE_MAX_TTL_SECONDS
+    negative_max_ttl: int = DEFAULT_NEGATIVE_MAX_TTL_SECONDS
+    servfail_ttl: int = DEFAULT_SERVFAIL_TTL_SECONDS
+    serve_stale: int = DEFAULT_SERVE_STALE_SECONDS  # 0 = off
+    prefetch: bool = DEFAULT_PREFETCH
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """One ``[[policy]]``: what to do with queries for some names (and lines, and types)."""
+
+    names: tuple[str, ...]  # normalised; "*.x" means strictly below x
+    action: str
+    lines: tuple[str, ...] = ()  # empty = every client
+    types: tuple[int, ...] = ()  # empty = every type
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; a snapshot that is replaced on reload, never changed."""
+
+    path: str | None  # absolute; None for the built-in default
+    server: ServerConfig
+    zones: ZonesConfig
+    lines: tuple[LineConfig, ...]
+    forward: ForwardConfig
+    access: AccessConfig
+    cache: CacheConfig
+    policies: tuple[PolicyRule, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Value parsers shared by the config file and resolv.conf
+
+
+def parse_upstream(text: str) -> Upstream:
+    """Parse one upstream spelling (``10.0.0.53``, ``[2001:db8::1]:53``, ``tls://ip:853#name``).
+
+    Raises ValueError with a message that does not repeat ``text`` (callers add it).
+    """
+    rest = text.strip()
+    if not rest:
+        raise ValueError("upstream is empty")
+    scheme = "udp"
+    if "://" in rest:
+        scheme, _, rest = rest.partition("://")
+        scheme = scheme.lower()
+        if scheme not in UPSTREAM_SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r} (use udp://, tcp:// or tls://)")
+    rest, hash_sign, server_name = rest.partition("#")
+    if hash_sign and scheme != "tls":
+        raise ValueError("'#server-name' is only for tls:// upstreams")
+    if scheme == "tls" and not server_name:
+        raise ValueError("a tls:// upstream needs the certificate's name after '#', e.g. tls://192.0.2.1#dns.example")
+    host, port_text = _split_host_port(rest)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("upstream must be an IP address") from None
+    port = DNS_OVER_TLS_PORT if scheme == "tls" else DNS_PORT
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= MAX_PORT:
+            raise ValueError(f"port must be 1..{MAX_PORT}")
+        port = int(port_text)
+    name: str | None = None
+    if scheme == "tls":
+        try:
+            name = _normalize_name(server_name, wildcard=False)
+        except ValueError as e:
+            raise ValueError(f"server name {server_name!r} {e}") from None
+        if not name:
+            raise ValueError("the server name must not be the root")
+    return Upstream(scheme, str(address), port, name)
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """``[v6]:port``, ``v4:port``, bare v6 or bare v4 → (host, port text or None)."""
+    if text.startswith("["):
+        host, bracket, after = text[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ValueError("expected [IPv6]:port")
+        if ":" not in host:
+            raise ValueError("only IPv6 addresses go in brackets")
+        return host, after[1:] if after else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None
+
+
+def read_resolv_conf(path: str) -> tuple[Upstream, ...]:
+    """The ``nameserver`` entries of a resolv.conf as UDP upstreams on port 53.
+
+    A missing or unreadable file, comments, other options and entries that are not IP
+    literals are skipped: this is only the default when ``[forward] upstreams`` is not set.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ()
+    found: list[Upstream] = []
+    for line in text.splitlines():
+        words = re.split(r"[#;]", line, maxsplit=1)[0].split()
+        if len(words) < 2 or words[0] != "nameserver":
+            continue
+        try:
+            address = ipaddress.ip_address(words[1])
+        except ValueError:
+            continue
+        upstream = Upstream("udp", str(address), DNS_PORT, None)
+        if upstream not in found:
+            found.append(upstream)
+    return tuple(found)
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    """``IP:port`` or ``[IPv6]:port`` → (host, port); port 0 means any free port."""
+    if text.count(":") > 1 and not text.startswith("["):
+        raise ValueError("write IPv6 addresses as [address]:port")
+    host, port_text = _split_host_port(text)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("listen address must be an IP address") from None
+    if port_text is None:
+        raise ValueError("needs a port, e.g. '127.0.0.1:53'")
+    if not port_text.isdigit() or int(port_text) > MAX_PORT:
+        raise ValueError(f"port must be 0..{MAX_PORT}")
+    return str(address), int(port_text)
+
+
+def _parse_network(text: str) -> Network:
+    """A CIDR; host bits set is an error (like BIND), since it usually hides a typo."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid network") from None
+    raise ValueError(f"{text!r} has host bits set (did you mean '{loose}'?)")
+
+
+def _normalize_name(text: str, *, wildcard: bool) -> str:
+    """A domain name → lowercase without the final dot ("" for the root).
+
+    With ``wildcard``, a leading ``*.`` is kept: it means names strictly below the rest.
+    """
+    name = text.lower()
+    if name in ("", "."):
+        return ""
+    if not name.isascii():
+        raise ValueError("must be ASCII (write internationalised names in their xn-- form)")
+    if name.endswith("."):
+        name = name[:-1]
+    if len(name) > _MAX_NAME_TEXT_LENGTH:
+        raise ValueError(f"is longer than {_MAX_NAME_TEXT_LENGTH} characters")
+    labels = name.split(".")
+    for index, label in enumerate(labels):
+        if label == "*":
+            if not wildcard:
+                raise ValueError("may not contain wildcards")
+            if index != 0:
+                raise ValueError("may only have '*' as its first label")
+            if len(labels) == 1:
+                raise ValueError("needs a domain after '*.', as in '*.example.com'")
+        elif not label:
+            raise ValueError("has an empty label")
+        elif len(label) > _MAX_LABEL_LENGTH:
+            raise ValueError(f"has a label longer than {_MAX_LABEL_LENGTH} characters")
+        elif not _LABEL_PATTERN.match(label):
+            raise ValueError("may only contain letters, digits, '-', '_' and '/'")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Where things are in the text
+
+_Where = tuple[str | int, ...]
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR = re.compile(r"[^,\]}\n#]*")  # numbers, booleans, dates: up to the next delimiter
+
+
+class _SourceMap:
+    """Line numbers of tables, keys and array elements in (valid) TOML text.
+
+    A location is a path as the parsed data is indexed: ``("cache", "max_ttl")``,
+    ``("forward", "zone", 1, "upstreams", 0)`` (the second ``[[forward.zone]]``, its first
+    upstream). Scanning stops quietly at anything unexpected; `line` then falls back to the
+    nearest enclosing location it did find.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[_Where, int] = {}
+        self._text = text
+        self._pos = 0
+        self._line = 1
+        self._array_table_count: dict[_Where, int] = {}
+        try:
+            self._document()
+        except (IndexError, ValueError):
+            pass
+
+    def line(self, where: _Where) -> int:
+        """The line of ``where``, else of its nearest recorded parent, else 0."""
+        for end in range(len(where), 0, -1):
+            found = self._lines.get(where[:end])
+            if found is not None:
+                return found
+        return 0
+
+    def _record(self, where: _Where) -> None:
+        self._lines.setdefault(where, self._line)
+
+    def _char(self) -> str:
+        return self._text[self._pos] if self._pos < len(self._text) else ""
+
+    def _skip(self, newlines: bool) -> None:
+        """Skip spaces and comments, and line breaks too if ``newlines``."""
+        text = self._text
+        while self._pos < len(text):
+            char = text[self._pos]
+            if char in " \t\r":
+                self._pos += 1
+            elif char == "#":
+                end = text.find("\n", self._pos)
+                self._pos = len(text) if end < 0 else end
+            elif char == "\n" and newlines:
+                self._pos += 1
+                self._line += 1
+            else:
+                return
+
+    def _expect(self, token: str) -> None:
+        if not self._text.startswith(token, self._pos):
+            raise ValueError(token)
+        self._pos += len(token)
+
+    def _document(self) -> None:
+        table: _Where = ()
+        while True:
+            self._skip(newlines=True)
+            if self._pos >= len(self._text):
+                return
+            if self._text.startswith("[[", self._pos):
+                self._pos += 2
+                table = self._header(self._keys(), array=True)
+                self._expect("]]")
+            elif self._char() == "[":
+                self._pos += 1
+                table = self._header(self._keys(), array=False)
+                self._expect("]")
+            else:
+                where = table + self._keys()
+                self._record(where)
+                self._expect("=")
+                self._value(where)
+
+    def _header(self, keys: tuple[str, ...], array: bool) -> _Where:
+        """Resolve a table header to a data path, numbering ``[[array]]`` entries."""
+        where: _Where = ()
+        for index, key in enumerate(keys):
+            where += (key,)
+            self._record(where)  # a parent first seen here (``[[policy]]`` → policy) is located here
+            last = index == len(keys) - 1
+            if last and array:
+                count = self._array_table_count.get(where, 0)
+                self._array_table_count[where] = count + 1
+                where += (count,)
+            elif where in self._array_table_count:
+                where += (self._array_table_count[where] - 1,)
+        self._record(where)
+        return where
+
+    def _keys(self) -> tuple[str, ...]:
+        """A dotted key such as ``a."b.c".d``."""
+        keys: list[str] = []
+        while True:
+            self._skip(newlines=False)
+            char = self._char()
+            if char in "\"'":
+                start = self._pos
+                self._string()
+                keys.append(tomllib.loads("k = " + self._text[start : self._pos])["k"])
+            else:
+                match = _BARE_KEY.match(self._text, self._pos)
+                if match is None:
+                    raise ValueError("key")
+                keys.append(match.group())
+                self._pos = match.end()
+            self._skip(newlines=False)
+            if self._char() != ".":
+                return tuple(keys)
+            self._pos += 1
+
+    def _value(self, where: _Where) -> None:
+        self._skip(newlines=False)
+        char = self._char()
+        if char in "\"'":
+            self._string()
+        elif char == "[":
+            self._pos += 1
+            index = 0
+            while True:
+                self._skip(newlines=True)
+                if self._char() == "]":
+                    self._pos += 1
+                    return
+                self._record(where + (index,))
+                self._value(where + (index,))
+                self._skip(newlines=True)
+                if self._char() == ",":
+                    self._pos += 1
+                index += 1
+        elif char == "{":
+            self._pos += 1
+            while True:
+                self._skip(newlines=True)
+                if self._char() == "}":
+                    self._pos += 1
+                    return
+                key = where + self._keys()
+                self._record(key)
+                self._expect("=")
+                self._value(key)
+                self._skip(newlines=True)
+                if self._char() == ",":
+                    self._pos += 1
+        else:
+            match = _SCALAR.match(self._text, self._pos)
+            assert match is not None  # the pattern matches the empty string
+            if match.end() == self._pos:
+                raise ValueError("value")
+            self._pos = match.end()
+
+    def _string(self) -> None:
+        """Step over any of TOML's four string forms, counting the lines they span."""
+        text = self._text
+        quote = text[self._pos]
+        delimiter = quote * 3 if text.startswith(quote * 3, self._pos) else quote
+        escapes = quote == '"'
+        pos = self._pos + len(delimiter)
+        while True:
+            if escapes and text[pos] == "\\":
+                pos += 2
+            elif text.startswith(delimiter, pos):
+                pos += len(delimiter)
+                break
+            else:
+                pos += 1
+        while len(delimiter) == 3 and pos < len(text) and text[pos] == quote:
+            pos += 1  # '""""' ends with a quote inside the string
+        self._line += text.count("\n", self._pos, pos)
+        self._pos = pos
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed access to the parsed data, collecting problems
+
+_T = TypeVar("_T")
+_MISSING = object()
+
+
+def _kind(value: object) -> str:
+    """A TOML type name with its article, for 'must be X, not Y' messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
+def _number_text(value: float) -> str:
+    return str(value) if isinstance(value, int) else format(value, "g")
+
+
+class _Reader:
+    """Reports problems against one file, located through its `_SourceMap`."""
+
+    def __init__(self, file: str, source: _SourceMap) -> None:
+        self.file = file
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def report(self, where: _Where, message: str) -> None:
+        self.problems.append(Problem(self.file, self.source.line(where), message))
+
+
+@dataclass
+class _Table:
+    """One TOML table being read: typed getters that report problems and return defaults.
+
+    ``bad`` holds the keys that had a problem, so cross-key checks can skip them rather than
+    report a second, confusing error.
+    """
+
+    reader: _Reader
+    data: dict[str, object]
+    where: _Where
+    label: str
+    bad: set[str] = field(default_factory=set)
+
+    def reject_unknown(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.reader.report(self.where + (key,), f"unknown key {key!r} in {self.label}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def report(self, key: str, message: str, *more: str | int) -> None:
+        self.bad.add(key)
+        self.reader.report(self.where + (key,) + more, message)
+
+    def _typed(self, key: str, check: Callable[[object], bool], wanted: str) -> object:
+        """The raw value if present and of the wanted type, else `_MISSING` (reported if wrong)."""
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+        if not check(value):
+            self.report(key, f"{self.label} {key} must be {wanted}, not {_kind(value)}")
+            return _MISSING
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int, unit: str = "") -> int:
+        value = self._typed(key, _is_int, "an integer")
+        if value is _MISSING:
+            return default
+        assert isinstance(value, int)
+        if not low <= value <= high:
+            self.report(key, f"{self.label} {key} must be between {low} and {high}{unit}, not {value}")
+            return default
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float, *, above_low: bool = False) -> float:
+        """A number of seconds; an integer is fine. ``above_low`` excludes ``low`` itself."""
+        value = self._typed(key, _is_number, "a number")
+        if value is _MISSING:
+            return default
+        assert isinstance(value, (int, float))
+        if not (low < value <= high if above_low else low <= value <= high):
+            if above_low:
+                bounds = f"greater than {_number_text(low)} and at most {_number_text(high)} seconds"
+            else:
+                bounds = f"between {_number_text(low)} and {_number_text(high)} seconds"
+            self.report(key, f"{self.label} {key} must be {bounds}, not {_number_text(value)}")
+            return default
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._typed(key, lambda v: isinstance(v, bool), "true or false")
+        return default if value is _MISSING else bool(value)
+
+    def string(self, key: str, default: str) -> str:
+        value = self._typed(key, lambda v: isinstance(v, str), "a string")
+        return default if value is _MISSING else str(value)
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key, default)
+        if value not in choices:
+            self.report(key, f"{self.label} {key} must be one of {', '.join(choices)}, not {value!r}")
+            return default
+        return value
+
+    def strings(self, key: str) -> list[tuple[int, str]] | None:
+        """An array of strings as (index, value); None if absent or not an array of strings."""
+        value = self._typed(key, lambda v: isinstance(v, list), "an array of strings")
+        if value is _MISSING:
+            return None
+        assert isinstance(value, list)
+        items: list[tuple[int, str]] = []
+        for index, item in enumerate(value):
+            if isinstance(item, str):
+                items.append((index, item))
+            else:
+                self.report(key, f"{self.label} {key} entries must be strings, not {_kind(item)}", index)
+        return items
+
+    def parsed(self, key: str, items: list[tuple[int, str]], parse: Callable[[str], _T]) -> list[tuple[int, _T]]:
+        """Apply ``parse`` to each (index, entry); a ValueError becomes a problem at that entry."""
+        results: list[tuple[int, _T]] = []
+        for index, text in items:
+            try:
+                results.append((index, parse(text)))
+            except ValueError as e:
+                self.report(key, f"{self.label} {key}: {e}", index)
+        return results
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _quoted(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """Prefix a parser's error with the offending text: ``'x': reason``."""
+
+    def wrapped(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise ValueError(f"{text!r}: {e}") from None
+
+    return wrapped
+
+
+def _absolute(base_dir: str, path: str) -> str:
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache")
+_ARRAY_TABLES = ("policy",)
+
+
+def _tables(reader: _Reader, data: object, where: _Where, label: str) -> Iterator[_Table]:
+    """The entries of an array of tables such as ``[[policy]]``."""
+    if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
+        reader.report(where, f"{label} must be an array of tables, not {_kind(data)}")
+        return
+    for index, entry in enumerate(data):
+        yield _Table(reader, entry, where + (index,), label)
+
+
+def _read_server(table: _Table, base_dir: str) -> ServerConfig:
+    table.reject_unknown(
+        (
+            "listen",
+            "workers",
+            "max_udp_payload",
+            "tcp_idle_timeout",
+            "tcp_max_connections",
+            "chaos_version",
+            "control_socket",
+        )
+    )
+    control = table.string("control_socket", DEFAULT_CONTROL_SOCKET)
+    listen = DEFAULT_LISTEN
+    items = table.strings("listen")
+    if items is not None:
+        addresses = table.parsed("listen", items, _quoted(_parse_listen))
+        if not items and "listen" not in table.bad:
+            table.report("listen", "[server] listen must not be empty")
+        seen: set[tuple[str, int]] = set()
+        for index, address in addresses:
+            if address in seen and address[1] != 0:  # port 0 picks a fresh port each time
+                table.report("listen", f"[server] listen: {dict(items)[index]!r} is listed twice", index)
+            seen.add(address)
+        listen = tuple(address for _index, address in addresses)
+
+    workers = DEFAULT_WORKERS
+    raw_workers = table.data.get("workers")
+    if raw_workers == "auto":
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    elif isinstance(raw_workers, str):
+        table.report("workers", f"[server] workers must be an integer or 'auto', not {raw_workers!r}")
+    else:
+        workers = table.integer("workers", DEFAULT_WORKERS, 1, MAX_WORKERS)
+
+    return ServerConfig(
+        listen=listen,
+        workers=workers,
+        max_udp_payload=table.integer(
+            "max_udp_payload", DEFAULT_MAX_UDP_PAYLOAD_BYTES, MIN_UDP_PAYLOAD_BYTES, MAX_UDP_PAYLOAD_BYTES, " bytes"
+        ),
+        tcp_idle_timeout=table.number(
+            "tcp_idle_timeout", DEFAULT_TCP_IDLE_TIMEOUT_SECONDS, 0, MAX_TCP_IDLE_TIMEOUT_SECONDS, above_low=True
+        ),
+        tcp_max_connections=table.integer(
+            "tcp_max_connections", DEFAULT_TCP_MAX_CONNECTIONS, 1, MAX_TCP_MAX_CONNECTIONS
+        ),
+        chaos_version=table.string("chaos_version", ""),
+        control_socket=_absolute(base_dir, control) if control else None,
+    )
+
+
+def _read_zones(table: _Table, base_dir: str) -> ZonesConfig:
+    table.reject_unknown(("directory", "records_json", "lines_json", "watch"))
+    directory = table.string("directory", DEFAULT_ZONES_DIRECTORY)
+    if not directory:
+        table.report("directory", "[zones] directory must not be empty")
+    records: list[str] = []
+    for index, path in table.strings("records_json") or []:
+        if path:
+            records.append(_absolute(base_dir, path))
+        else:
+            table.report("records_json", "[zones] records_json entries must not be empty", index)
+    lines_json = table.string("lines_json", "")
+    return ZonesConfig(
+        directory=_absolute(base_dir, directory),
+        records_json=tuple(records),
+        lines_json=_absolute(base_dir, lines_json) if lines_json else None,
+        watch=table.boolean("watch", True),
+    )
+
+
+def _read_lines(table: _Table) -> tuple[LineConfig, ...]:
+    lines: list[LineConfig] = []
+    for name in table.data:
+        if not LINE_NAME_PATTERN.match(name):
+            table.report(
+                name,
+                f"[lines] {name!r} is not a valid line name "
+                "(letters, digits, '_', '.' and '-', starting with a letter or digit)",
+            )
+            continue
+        items = table.strings(name)
+        if items is None:
+            continue
+        networks = table.parsed(name, items, _parse_network)
+        lines.append(LineConfig(name, tuple(network for _index, network in networks)))
+    return tuple(lines)
+
+
+def _read_upstreams(table: _Table, key: str) -> tuple[Upstream, ...] | None:
+    items = table.strings(key)
+    if items is None:
+        return None
+    return tuple(upstream for _index, upstream in table.parsed(key, items, _quoted(parse_upstream)))
+
+
+def _read_forward(table: _Table, reader: _Reader, base_dir: str, resolv_conf: str) -> ForwardConfig:
+    table.reject_unknown(("upstreams", "timeout", "total_timeout", "policy", "tls_ca_file", "edns_udp_size", "zone"))
+    upstreams = _read_upstreams(table, "upstreams")
+    if upstreams is None and "upstreams" not in table.bad:
+        upstreams = read_resolv_conf(resolv_conf)
+
+    timeout = table.number(
+        "timeout", DEFAULT_FORWARD_TIMEOUT_SECONDS, MIN_FORWARD_TIMEOUT_SECONDS, MAX_FORWARD_TIMEOUT_SECONDS
+    )
+    # Raising only the per-try timeout must not make the default total an error.
+    total_default = max(DEFAULT_FORWARD_TOTAL_TIMEOUT_SECONDS, timeout)
+    total_timeout = table.number(
+        "total_timeout", total_default, MIN_FORWARD_TIMEOUT_SECONDS, MAX_FORWARD_TOTAL_TIMEOUT_SECONDS
+    )
+    if total_timeout < timeout and not table.bad & {"timeout", "total_timeout"}:
+        table.report(
+            "total_timeout",
+            f"[forward] total_timeout ({_number_text(total_timeout)}) must not be less than "
+            f"timeout ({_number_text(timeout)})",
+        )
+    policy = table.choice("policy", DEFAULT_FORWARD_POLICY, FORWARD_POLICIES)
+
+    tls_ca_file: str | None = None
+    ca_text = table.string("tls_ca_file", "")
+    if ca_text:
+        tls_ca_file = _absolute(base_dir, ca_text)
+        if not os.path.exists(tls_ca_file):
+            table.report("tls_ca_file", f"[forward] tls_ca_file: {tls_ca_file!r} does not exist")
+        elif not os.path.isfile(tls_ca_file):
+            table.report("tls_ca_file", f"[forward] tls_ca_file: {tls_ca_file!r} is not a file")
+
+    edns_udp_size = table.integer(
+        "edns_udp_size", DEFAULT_EDNS_UDP_SIZE_BYTES, MIN_UDP_PAYLOAD_BYTES, MAX_UDP_PAYLOAD_BYTES, " bytes"
+    )
+
+    zones: list[ForwardZone] = []
+    if "zone" in table.data:
+        seen: set[str] = set()
+        for zone_table in _tables(reader, table.data["zone"], table.where + ("zone",), "[[forward.zone]]"):
+            zone = _read_forward_zone(zone_table, policy)
+            if zone is None:
+                continue
+            if zone.name in seen:
+                zone_table.report("name", f"[[forward.zone]] {zone.name or '.'!r} is listed twice")
+            seen.add(zone.name)
+            zones.append(zone)
+
+    return ForwardConfig(
+        upstreams=upstreams or (),
+        timeout=timeout,
+        total_timeout=total_timeout,
+        policy=policy,
+        tls_ca_file=tls_ca_file,
+        edns_udp_size=edns_udp_size,
+        zones=tuple(zones),
+    )
+
+
+def _read_forward_zone(table: _Table, default_policy: str) -> ForwardZone | None:
+    table.reject_unknown(("name", "upstreams", "policy"))
+    name: str | None = None
+    if not table.has("name"):
+        table.report("name", "[[forward.zone]] name is required")
+    else:
+        text = table.string("name", "")
+        if "name" not in table.bad:
+            try:
+                name = _normalize_name(text, wildcard=False)
+            except ValueError as e:
+                table.report("name", f"[[forward.zone]] name {text!r} {e}")
+    upstreams = _read_upstreams(table, "upstreams")
+    if upstreams is None and "upstreams" not in table.bad:
+        table.report("upstreams", "[[forward.zone]] upstreams is required")
+    elif upstreams == () and "upstreams" not in table.bad:
+        table.report("upstreams", "[[forward.zone]] upstreams must not be empty")
+    policy = table.choice("policy", default_policy, FORWARD_POLICIES)
+    if name is None or not upstreams or table.bad:
+        return None
+    return ForwardZone(name, upstreams, policy)
+
+
+def _read_access(table: _Table) -> AccessConfig:
+    table.reject_unknown(("recursion",))
+    items = table.strings("recursion")
+    if items is None:
+        return AccessConfig()
+    return AccessConfig(tuple(network for _index, network in table.parsed("recursion", items, _parse_network)))
+
+
+def _read_cache(table: _Table) -> CacheConfig:
+    table.reject_unknown(
+        ("max_entries", "min_ttl", "max_ttl", "negative_max_ttl", "servfail_ttl", "serve_stale", "prefetch")
+    )
+    seconds = " seconds"
+    min_ttl = table.integer("min_ttl", DEFAULT_CACHE_MIN_TTL_SECONDS, 0, MAX_CACHE_MIN_TTL_SECONDS, seconds)
+    max_ttl = table.integer("max_ttl", DEFAULT_CACHE_MAX_TTL_SECONDS, 0, MAX_CACHE_MAX_TTL_SECONDS, seconds)
+    if max_ttl < min_ttl and not table.bad & {"min_ttl", "max_ttl"}:
+        table.report("max_ttl", f"[cache] max_ttl ({max_ttl}) must not be less than min_ttl ({min_ttl})")
+    return CacheConfig(
+        max_entries=table.integer("max_entries", DEFAULT_CACHE_MAX_ENTRIES, 0, MAX_CACHE_MAX_ENTRIES),
+        min_ttl=min_ttl,
+        max_ttl=max_ttl,
+        negative_max_ttl=table.integer(
+            "negative_max_ttl", DEFAULT_NEGATIVE_MAX_TTL_SECONDS, 0, MAX_NEGATIVE_MAX_TTL_SECONDS, seconds
+        ),
+        servfail_ttl=table.integer("servfail_ttl", DEFAULT_SERVFAIL_TTL_SECONDS, 0, MAX_SERVFAIL_TTL_SECONDS, seconds),
+        serve_stale=table.integer("serve_stale", DEFAULT_SERVE_STALE_SECONDS, 0, MAX_SERVE_STALE_SECONDS, seconds),
+        prefetch=table.boolean("prefetch", DEFAULT_PREFETCH),
+    )
+
+
+def _parse_policy_name(text: str) -> str:
+    try:
+        return _normalize_name(text, wildcard=True)
+    except ValueError as e:
+        raise ValueError(f"{text!r} {e}") from None
+
+
+def _parse_rr_type(text: str) -> int:
+    try:
+        return int(dns.rdatatype.from_text(text))
+    except (dns.rdatatype.UnknownRdatatype, ValueError):
+        raise ValueError(f"{text!r} is not a DNS record type") from None
+
+
+def _read_policy(table: _Table) -> PolicyRule | None:
+    table.reject_unknown(("names", "action", "lines", "types"))
+    names: list[str] = []
+    items = table.strings("names")
+    if items is None and "names" not in table.bad:
+        table.report("names", "[[policy]] names is required")
+    elif items is not None:
+        if not items and "names" not in table.bad:
+            table.report("names", "[[policy]] names must not be empty")
+        names = [name for _index, name in table.parsed("names", items, _parse_policy_name)]
+    action = ""
+    if not table.has("action"):
+        table.report("action", f"[[policy]] action is required (one of {', '.join(POLICY_ACTIONS)})")
+    else:
+        action = table.choice("action", "", POLICY_ACTIONS)
+    lines = [text for _index, text in table.strings("lines") or []]
+    types = [rr_type for _index, rr_type in table.parsed("types", table.strings("types") or [], _parse_rr_type)]
+    if table.bad:
+        return None
+    return PolicyRule(tuple(names), action, tuple(lines), tuple(types))
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _build(
+    data: dict[str, object], reader: _Reader, config_path: str | None, base_dir: str, resolv_conf: str
+) -> Config:
+    """Read every section, then raise one ConfigError holding every problem found."""
+    tables: dict[str, _Table] = {}
+    policies: list[PolicyRule] = []
+    for key, value in data.items():
+        if key in _TOP_TABLES:
+            if isinstance(value, dict):
+                tables[key] = _Table(reader, value, (key,), f"[{key}]")
+            else:
+                reader.report((key,), f"[{key}] must be a table, not {_kind(value)}")
+        elif key in _ARRAY_TABLES:
+            for table in _tables(reader, value, (key,), f"[[{key}]]"):
+                rule = _read_policy(table)
+                if rule is not None:
+                    policies.append(rule)
+        elif isinstance(value, dict):
+            reader.report((key,), f"unknown table [{key}]")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            reader.report((key,), f"unknown table [[{key}]]")
+        else:
+            reader.report((key,), f"unknown key {key!r} at the top level")
+
+    def section(name: str) -> _Table:
+        return tables.get(name) or _Table(reader, {}, (name,), f"[{name}]")
+
+    config = Config(
+        path=config_path,
+        server=_read_server(section("server"), base_dir),
+        zones=_read_zones(section("zones"), base_dir),
+        lines=_read_lines(section("lines")),
+        forward=_read_forward(section("forward"), reader, base_dir, resolv_conf),
+        access=_read_access(section("access")),
+        cache=_read_cache(section("cache")),
+        policies=tuple(policies),
+    )
+    if reader.problems:
+        reader.problems.sort(key=lambda p: p.line)
+        raise ConfigError(reader.problems)
+    return config
+
+
+_SYNTAX_POSITION = re.compile(r" \(at (?:line (\d+), column \d+|end of document)\)\Z")
+
+
+def parse_config(text: str, path: str, *, resolv_conf: str = "/etc/resolv.conf") -> Config:
+    """Parse TOML text; ``path`` names the file in messages and anchors relative paths.
+
+    Raises ConfigError with every problem, each at the line it concerns.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        match = _SYNTAX_POSITION.search(message)
+        line = max(len(text.splitlines()), 1)
+        if match is not None:
+            message = message[: match.start()]
+            if match.group(1) is not None:
+                line = int(match.group(1))
+        raise ConfigError([Problem(path, line, message)]) from None
+    config_path = os.path.abspath(path)
+    reader = _Reader(path, _SourceMap(text))
+    return _build(data, reader, config_path, os.path.dirname(config_path), resolv_conf)
+
+
+def load_config(path: str | None, *, resolv_conf: str = "/etc/resolv.conf") -> Config:
+    """Read and parse the config file; None gives the built-in default.
+
+    The default serves ``./zones`` (relative to the working directory) and forwards to the
+    nameservers in ``resolv_conf``.
+    """
+    if path is None:
+        return _build({}, _Reader("<default>", _SourceMap("")), None, os.getcwd(), resolv_conf)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError([Problem(path, 0, f"cannot read the configuration: {e.strerror or e}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError([Problem(path, line, "the configuration is not valid UTF-8")]) from None
+    return parse_config(text, path, resolv_conf=resolv_conf)

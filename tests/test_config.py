@@ -1,0 +1,716 @@
+"""Tests for smartdns.config: TOML text → frozen dataclasses, or every problem with its line."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from smartdns.config import (
+    DEFAULT_RECURSION,
+    MAX_WORKERS,
+    AccessConfig,
+    CacheConfig,
+    Config,
+    ForwardZone,
+    LineConfig,
+    PolicyRule,
+    ServerConfig,
+    Upstream,
+    load_config,
+    parse_config,
+    parse_upstream,
+    read_resolv_conf,
+)
+from smartdns.errors import ConfigError, Problem
+
+net = ipaddress.ip_network
+CPU_WORKERS = min(os.cpu_count() or 1, MAX_WORKERS)
+
+# Placeholders in expected values: {dir} is the config file's directory, {up} its parent.
+CONFIG_NAME = "smartdns.toml"
+CA_NAME = "ca.pem"
+
+#: (TOML text, {attribute path: expected value}). Paths like "forward.zones[0].name".
+VALID: list[tuple[str, dict[str, Any]]] = [
+    # Defaults: an empty file is a complete configuration.
+    (
+        "",
+        {
+            "server": ServerConfig(),
+            "zones.directory": "{dir}/zones",
+            "zones.records_json": (),
+            "zones.lines_json": None,
+            "zones.watch": True,
+            "lines": (),
+            "forward.upstreams": (),
+            "forward.timeout": 2.0,
+            "forward.total_timeout": 5.0,
+            "forward.policy": "sequential",
+            "forward.tls_ca_file": None,
+            "forward.edns_udp_size": 1232,
+            "forward.zones": (),
+            "access": AccessConfig(DEFAULT_RECURSION),
+            "cache": CacheConfig(),
+            "policies": (),
+        },
+    ),
+    # [server]
+    (
+        '[server]\nlisten = ["0.0.0.0:53", "[::]:53", "127.0.0.153:0", "[2001:DB8::1]:5300"]',
+        {"server.listen": (("0.0.0.0", 53), ("::", 53), ("127.0.0.153", 0), ("2001:db8::1", 5300))},
+    ),
+    ('[server]\nlisten = ["127.0.0.1:0", "127.0.0.1:0"]', {"server.listen": (("127.0.0.1", 0), ("127.0.0.1", 0))}),
+    ("[server]\nworkers = 4", {"server.workers": 4}),
+    ("[server]\nworkers = 64", {"server.workers": 64}),
+    ('[server]\nworkers = "auto"', {"server.workers": CPU_WORKERS}),
+    ("[server]\nmax_udp_payload = 512", {"server.max_udp_payload": 512}),
+    ("[server]\nmax_udp_payload = 4096", {"server.max_udp_payload": 4096}),
+    ("[server]\ntcp_idle_timeout = 0.5", {"server.tcp_idle_timeout": 0.5}),
+    ("[server]\ntcp_idle_timeout = 3600", {"server.tcp_idle_timeout": 3600.0}),
+    ("[server]\ntcp_max_connections = 1", {"server.tcp_max_connections": 1}),
+    ("[server]\ntcp_max_connections = 100_000", {"server.tcp_max_connections": 100000}),
+    ('[server]\nchaos_version = "smartdns"', {"server.chaos_version": "smartdns"}),
+    ('[server]\ncontrol_socket = "run/smartdns.sock"', {"server.control_socket": "{dir}/run/smartdns.sock"}),
+    ('[server]\ncontrol_socket = ""', {"server.control_socket": None}),
+    # [zones]: paths are relative to the config file's directory.
+    ('[zones]\ndirectory = "/srv/zones"', {"zones.directory": "/srv/zones"}),
+    ('[zones]\ndirectory = "data/zones/"', {"zones.directory": "{dir}/data/zones"}),
+    ('[zones]\ndirectory = "../zones"', {"zones.directory": "{up}/zones"}),
+    (
+        '[zones]\nrecords_json = ["records.json", "/etc/x.json"]',
+        {"zones.records_json": ("{dir}/records.json", "/etc/x.json")},
+    ),
+    ('[zones]\nlines_json = ""', {"zones.lines_json": None}),
+    ('[zones]\nlines_json = "smart-line.json"', {"zones.lines_json": "{dir}/smart-line.json"}),
+    ("[zones]\nwatch = false", {"zones.watch": False}),
+    # [lines]: order kept; IPv6; bare addresses are /32 or /128; empty lines allowed.
+    (
+        '[lines]\nline1 = ["192.168.1.110/32"]\nline2 = ["127.0.0.1", "::1/128", "2001:db8::/32"]\n'
+        'office = []\n"dc-1.east_2" = ["10.0.0.0/8"]',
+        {
+            "lines": (
+                LineConfig("line1", (net("192.168.1.110/32"),)),
+                LineConfig("line2", (net("127.0.0.1/32"), net("::1/128"), net("2001:db8::/32"))),
+                LineConfig("office", ()),
+                LineConfig("dc-1.east_2", (net("10.0.0.0/8"),)),
+            )
+        },
+    ),
+    # [forward]
+    (
+        '[forward]\nupstreams = ["10.0.0.53", "[2001:db8::1]:5353", "tcp://10.0.0.1", '
+        '"tls://10.0.0.54:853#dns.corp.example"]',
+        {
+            "forward.upstreams": (
+                Upstream("udp", "10.0.0.53", 53, None),
+                Upstream("udp", "2001:db8::1", 5353, None),
+                Upstream("tcp", "10.0.0.1", 53, None),
+                Upstream("tls", "10.0.0.54", 853, "dns.corp.example"),
+            )
+        },
+    ),
+    ("[forward]\nupstreams = []", {"forward.upstreams": ()}),
+    ("[forward]\ntimeout = 0.05\ntotal_timeout = 0.05", {"forward.timeout": 0.05, "forward.total_timeout": 0.05}),
+    ("[forward]\ntimeout = 30\ntotal_timeout = 60", {"forward.timeout": 30.0, "forward.total_timeout": 60.0}),
+    ("[forward]\ntimeout = 10", {"forward.timeout": 10.0, "forward.total_timeout": 10.0}),
+    ('[forward]\npolicy = "round_robin"', {"forward.policy": "round_robin"}),
+    ('[forward]\npolicy = "random"', {"forward.policy": "random"}),
+    (f'[forward]\ntls_ca_file = "{CA_NAME}"', {"forward.tls_ca_file": "{dir}/" + CA_NAME}),
+    ('[forward]\ntls_ca_file = ""', {"forward.tls_ca_file": None}),
+    ("[forward]\nedns_udp_size = 512", {"forward.edns_udp_size": 512}),
+    ("[forward]\nedns_udp_size = 4096", {"forward.edns_udp_size": 4096}),
+    # [[forward.zone]]: names normalised, policy inherited unless set, root allowed.
+    (
+        '[forward]\npolicy = "random"\n\n[[forward.zone]]\nname = "Corp.Example."\n'
+        'upstreams = ["10.0.0.53", "tls://10.0.0.54:853#dns.corp.example"]\n\n'
+        '[[forward.zone]]\nname = "."\nupstreams = ["192.0.2.1"]\npolicy = "sequential"',
+        {
+            "forward.zones": (
+                ForwardZone(
+                    "corp.example",
+                    (Upstream("udp", "10.0.0.53", 53, None), Upstream("tls", "10.0.0.54", 853, "dns.corp.example")),
+                    "random",
+                ),
+                ForwardZone("", (Upstream("udp", "192.0.2.1", 53, None),), "sequential"),
+            )
+        },
+    ),
+    (
+        '[forward]\nzone = [{name = "a.example", upstreams = ["192.0.2.1"]}]',
+        {"forward.zones[0].name": "a.example", "forward.zones[0].policy": "sequential"},
+    ),
+    # [access]
+    ("[access]\nrecursion = []", {"access.recursion": ()}),
+    ('[access]\nrecursion = ["0.0.0.0/0", "::/0"]', {"access.recursion": (net("0.0.0.0/0"), net("::/0"))}),
+    # [cache]: every key at its bounds.
+    ("[cache]\nmax_entries = 0", {"cache.max_entries": 0}),
+    ("[cache]\nmax_entries = 10_000_000", {"cache.max_entries": 10000000}),
+    ("[cache]\nmin_ttl = 86400", {"cache.min_ttl": 86400, "cache.max_ttl": 86400}),
+    ("[cache]\nmin_ttl = 60\nmax_ttl = 60", {"cache.min_ttl": 60, "cache.max_ttl": 60}),
+    ("[cache]\nmax_ttl = 604800", {"cache.max_ttl": 604800}),
+    ("[cache]\nmax_ttl = 0", {"cache.max_ttl": 0}),
+    ("[cache]\nnegative_max_ttl = 0", {"cache.negative_max_ttl": 0}),
+    ("[cache]\nnegative_max_ttl = 86400", {"cache.negative_max_ttl": 86400}),
+    ("[cache]\nservfail_ttl = 0", {"cache.servfail_ttl": 0}),
+    ("[cache]\nservfail_ttl = 300", {"cache.servfail_ttl": 300}),
+    ("[cache]\nserve_stale = 604800", {"cache.serve_stale": 604800}),
+    ("[cache]\nprefetch = false", {"cache.prefetch": False}),
+    # [[policy]]: names normalised, wildcards kept, types as numbers, order kept.
+    (
+        '[[policy]]\nnames = ["Blocked.Example.COM.", "*.ads.example"]\naction = "refuse"\n\n'
+        '[[policy]]\nnames = ["x.example"]\naction = "nxdomain"\nlines = ["line1", "line2"]\n'
+        'types = ["A", "aaaa", "TYPE65", "ANY"]\n\n'
+        '[[policy]]\nnames = ["y.example"]\naction = "nodata"\n\n'
+        '[[policy]]\nnames = ["z.example"]\naction = "drop"\nlines = []\ntypes = []',
+        {
+            "policies": (
+                PolicyRule(("blocked.example.com", "*.ads.example"), "refuse"),
+                PolicyRule(("x.example",), "nxdomain", ("line1", "line2"), (1, 28, 65, 255)),
+                PolicyRule(("y.example",), "nodata"),
+                PolicyRule(("z.example",), "drop"),
+            )
+        },
+    ),
+]
+
+#: (TOML text, the exact ConfigError text). The file is always CONFIG_NAME.
+INVALID: list[tuple[str, str]] = [
+    # Syntax errors keep tomllib's words and take its line.
+    ("[server]\nworkers = = 2", "smartdns.toml:2: Invalid value"),
+    ("[cache\n", "smartdns.toml:1: Expected ']' at the end of a table declaration"),
+    ("[cache]\nmin_ttl = 1\nmin_ttl = 2\n", "smartdns.toml:3: Cannot overwrite a value"),
+    # Unknown names.
+    ("[cache]\n\nmax_entry = 5", "smartdns.toml:3: unknown key 'max_entry' in [cache]"),
+    ("[cache.extra]\n", "smartdns.toml:1: unknown key 'extra' in [cache]"),
+    ("[serve]\nlisten = []", "smartdns.toml:1: unknown table [serve]"),
+    ("\n[[rules]]\nname = 'x'", "smartdns.toml:2: unknown table [[rules]]"),
+    ("debug = true", "smartdns.toml:1: unknown key 'debug' at the top level"),
+    (
+        "[[forward.zone]]\nname = 'a'\nupstreams = ['192.0.2.1']\nttl = 5",
+        "smartdns.toml:4: unknown key 'ttl' in [[forward.zone]]",
+    ),
+    ("[[policy]]\nnames = ['a']\naction = 'drop'\nreason = 'x'", "smartdns.toml:4: unknown key 'reason' in [[policy]]"),
+    # Tables of the wrong shape.
+    ("cache = 1", "smartdns.toml:1: [cache] must be a table, not an integer"),
+    ("[[cache]]", "smartdns.toml:1: [cache] must be a table, not an array"),
+    ("[policy]\nnames = ['a']", "smartdns.toml:1: [[policy]] must be an array of tables, not a table"),
+    ("[forward.zone]\nname = 'a'", "smartdns.toml:1: [[forward.zone]] must be an array of tables, not a table"),
+    # [server]
+    ("[server]\nlisten = []", "smartdns.toml:2: [server] listen must not be empty"),
+    ('[server]\nlisten = "127.0.0.1:53"', "smartdns.toml:2: [server] listen must be an array of strings, not a string"),
+    ("[server]\nlisten = [\n  53,\n]", "smartdns.toml:3: [server] listen entries must be strings, not an integer"),
+    (
+        '[server]\nlisten = ["localhost:53"]',
+        "smartdns.toml:2: [server] listen: 'localhost:53': listen address must be an IP address",
+    ),
+    (
+        '[server]\nlisten = ["127.0.0.1"]',
+        "smartdns.toml:2: [server] listen: '127.0.0.1': needs a port, e.g. '127.0.0.1:53'",
+    ),
+    (
+        '[server]\nlisten = ["::1:53"]',
+        "smartdns.toml:2: [server] listen: '::1:53': write IPv6 addresses as [address]:port",
+    ),
+    (
+        '[server]\nlisten = ["127.0.0.1:65536"]',
+        "smartdns.toml:2: [server] listen: '127.0.0.1:65536': port must be 0..65535",
+    ),
+    (
+        '[server]\nlisten = [\n  "127.0.0.1:53",\n  "127.0.0.1:53",\n]',
+        "smartdns.toml:4: [server] listen: '127.0.0.1:53' is listed twice",
+    ),
+    ("[server]\nworkers = 0", "smartdns.toml:2: [server] workers must be between 1 and 64, not 0"),
+    ("[server]\nworkers = 65", "smartdns.toml:2: [server] workers must be between 1 and 64, not 65"),
+    ('[server]\nworkers = "many"', "smartdns.toml:2: [server] workers must be an integer or 'auto', not 'many'"),
+    ("[server]\nworkers = true", "smartdns.toml:2: [server] workers must be an integer, not a boolean"),
+    (
+        "[server]\nmax_udp_payload = 511",
+        "smartdns.toml:2: [server] max_udp_payload must be between 512 and 4096 bytes, not 511",
+    ),
+    (
+        "[server]\nmax_udp_payload = 4097",
+        "smartdns.toml:2: [server] max_udp_payload must be between 512 and 4096 bytes, not 4097",
+    ),
+    (
+        "[server]\ntcp_idle_timeout = 0",
+        "smartdns.toml:2: [server] tcp_idle_timeout must be greater than 0 and at most 3600 seconds, not 0",
+    ),
+    (
+        "[server]\ntcp_idle_timeout = 3600.5",
+        "smartdns.toml:2: [server] tcp_idle_timeout must be greater than 0 and at most 3600 seconds, not 3600.5",
+    ),
+    (
+        "[server]\ntcp_idle_timeout = nan",
+        "smartdns.toml:2: [server] tcp_idle_timeout must be greater than 0 and at most 3600 seconds, not nan",
+    ),
+    ('[server]\ntcp_idle_timeout = "10s"', "smartdns.toml:2: [server] tcp_idle_timeout must be a number, not a string"),
+    (
+        "[server]\ntcp_max_connections = 0",
+        "smartdns.toml:2: [server] tcp_max_connections must be between 1 and 100000, not 0",
+    ),
+    ("[server]\nchaos_version = 1", "smartdns.toml:2: [server] chaos_version must be a string, not an integer"),
+    ("[server]\ncontrol_socket = true", "smartdns.toml:2: [server] control_socket must be a string, not a boolean"),
+    # [zones]
+    ('[zones]\ndirectory = ""', "smartdns.toml:2: [zones] directory must not be empty"),
+    ("[zones]\ndirectory = ['zones']", "smartdns.toml:2: [zones] directory must be a string, not an array"),
+    (
+        '[zones]\nrecords_json = "records.json"',
+        "smartdns.toml:2: [zones] records_json must be an array of strings, not a string",
+    ),
+    ('[zones]\nrecords_json = ["a.json", ""]', "smartdns.toml:2: [zones] records_json entries must not be empty"),
+    ("[zones]\nlines_json = false", "smartdns.toml:2: [zones] lines_json must be a string, not a boolean"),
+    ('[zones]\nwatch = "yes"', "smartdns.toml:2: [zones] watch must be true or false, not a string"),
+    # [lines]
+    ('[lines]\nline1 = ["10.0.0.0/33"]', "smartdns.toml:2: [lines] line1: '10.0.0.0/33' is not a valid network"),
+    ('[lines]\nline1 = ["example.com"]', "smartdns.toml:2: [lines] line1: 'example.com' is not a valid network"),
+    (
+        '[lines]\nline1 = [\n  "10.0.0.0/8",  # ok\n  "10.0.0.1/8",\n]',
+        "smartdns.toml:4: [lines] line1: '10.0.0.1/8' has host bits set (did you mean '10.0.0.0/8'?)",
+    ),
+    (
+        '[lines]\nv6 = ["2001:db8::1/32"]',
+        "smartdns.toml:2: [lines] v6: '2001:db8::1/32' has host bits set (did you mean '2001:db8::/32'?)",
+    ),
+    ('[lines]\nline1 = "10.0.0.0/8"', "smartdns.toml:2: [lines] line1 must be an array of strings, not a string"),
+    (
+        "[lines]\n'../etc' = ['10.0.0.0/8']",
+        "smartdns.toml:2: [lines] '../etc' is not a valid line name "
+        "(letters, digits, '_', '.' and '-', starting with a letter or digit)",
+    ),
+    # [forward]
+    (
+        '[forward]\nupstreams = ["dns.google"]',
+        "smartdns.toml:2: [forward] upstreams: 'dns.google': upstream must be an IP address",
+    ),
+    (
+        '[forward]\nupstreams = ["tls://10.0.0.54"]',
+        "smartdns.toml:2: [forward] upstreams: 'tls://10.0.0.54': a tls:// upstream needs the certificate's name "
+        "after '#', e.g. tls://192.0.2.1#dns.example",
+    ),
+    (
+        '[forward]\nupstreams = ["https://1.1.1.1"]',
+        "smartdns.toml:2: [forward] upstreams: 'https://1.1.1.1': unknown scheme 'https' (use udp://, tcp:// or tls://)",
+    ),
+    (
+        '[forward]\nupstreams = ["10.0.0.1:0"]',
+        "smartdns.toml:2: [forward] upstreams: '10.0.0.1:0': port must be 1..65535",
+    ),
+    ("[forward]\ntimeout = 0.01", "smartdns.toml:2: [forward] timeout must be between 0.05 and 30 seconds, not 0.01"),
+    ("[forward]\ntimeout = 31", "smartdns.toml:2: [forward] timeout must be between 0.05 and 30 seconds, not 31"),
+    (
+        "[forward]\ntotal_timeout = 61",
+        "smartdns.toml:2: [forward] total_timeout must be between 0.05 and 60 seconds, not 61",
+    ),
+    (
+        "[forward]\ntimeout = 3\ntotal_timeout = 2.5",
+        "smartdns.toml:3: [forward] total_timeout (2.5) must not be less than timeout (3)",
+    ),
+    (
+        '[forward]\npolicy = "fastest"',
+        "smartdns.toml:2: [forward] policy must be one of sequential, round_robin, random, not 'fastest'",
+    ),
+    (
+        '[forward]\ntls_ca_file = "/nonexistent/ca.pem"',
+        "smartdns.toml:2: [forward] tls_ca_file: '/nonexistent/ca.pem' does not exist",
+    ),
+    ('[forward]\ntls_ca_file = "/"', "smartdns.toml:2: [forward] tls_ca_file: '/' is not a file"),
+    (
+        "[forward]\nedns_udp_size = 65535",
+        "smartdns.toml:2: [forward] edns_udp_size must be between 512 and 4096 bytes, not 65535",
+    ),
+    # [[forward.zone]]: the line of the right occurrence.
+    ("[[forward.zone]]\nupstreams = ['192.0.2.1']", "smartdns.toml:1: [[forward.zone]] name is required"),
+    ("[[forward.zone]]\nname = 'a'", "smartdns.toml:1: [[forward.zone]] upstreams is required"),
+    ("[[forward.zone]]\nname = 'a'\nupstreams = []", "smartdns.toml:3: [[forward.zone]] upstreams must not be empty"),
+    (
+        "[[forward.zone]]\nname = '*.a'\nupstreams = ['192.0.2.1']",
+        "smartdns.toml:2: [[forward.zone]] name '*.a' may not contain wildcards",
+    ),
+    (
+        "[[forward.zone]]\nname = 'a..b'\nupstreams = ['192.0.2.1']",
+        "smartdns.toml:2: [[forward.zone]] name 'a..b' has an empty label",
+    ),
+    (
+        "[[forward.zone]]\nname = 'a'\nupstreams = ['192.0.2.1']\n\n"
+        "[[forward.zone]]\nname = 'b'\nupstreams = ['192.0.2.1']\npolicy = 'any'",
+        "smartdns.toml:8: [[forward.zone]] policy must be one of sequential, round_robin, random, not 'any'",
+    ),
+    (
+        "[[forward.zone]]\nname = 'a'\nupstreams = ['192.0.2.1']\n\n[[forward.zone]]\nname = 'A.'\nupstreams = ['192.0.2.1']",
+        "smartdns.toml:6: [[forward.zone]] 'a' is listed twice",
+    ),
+    # [access]
+    ('[access]\nrecursion = ["10/8"]', "smartdns.toml:2: [access] recursion: '10/8' is not a valid network"),
+    (
+        "[access]\nrecursion = '10.0.0.0/8'",
+        "smartdns.toml:2: [access] recursion must be an array of strings, not a string",
+    ),
+    # [cache]
+    ("[cache]\nmax_entries = -1", "smartdns.toml:2: [cache] max_entries must be between 0 and 10000000, not -1"),
+    ("[cache]\nmax_entries = 1e3", "smartdns.toml:2: [cache] max_entries must be an integer, not a float"),
+    ('[cache]\nmax_entries = "100"', "smartdns.toml:2: [cache] max_entries must be an integer, not a string"),
+    ("[cache]\nmin_ttl = 86401", "smartdns.toml:2: [cache] min_ttl must be between 0 and 86400 seconds, not 86401"),
+    ("[cache]\nmax_ttl = 604801", "smartdns.toml:2: [cache] max_ttl must be between 0 and 604800 seconds, not 604801"),
+    (
+        "[cache]\nmin_ttl = 100\nmax_ttl = 50",
+        "smartdns.toml:3: [cache] max_ttl (50) must not be less than min_ttl (100)",
+    ),
+    (
+        "[cache]\nnegative_max_ttl = 86401",
+        "smartdns.toml:2: [cache] negative_max_ttl must be between 0 and 86400 seconds, not 86401",
+    ),
+    ("[cache]\nservfail_ttl = 301", "smartdns.toml:2: [cache] servfail_ttl must be between 0 and 300 seconds, not 301"),
+    ("[cache]\nserve_stale = -5", "smartdns.toml:2: [cache] serve_stale must be between 0 and 604800 seconds, not -5"),
+    ("[cache]\nprefetch = 1", "smartdns.toml:2: [cache] prefetch must be true or false, not an integer"),
+    # [[policy]]
+    ("[[policy]]\naction = 'drop'", "smartdns.toml:1: [[policy]] names is required"),
+    ("[[policy]]\nnames = []\naction = 'drop'", "smartdns.toml:2: [[policy]] names must not be empty"),
+    (
+        "[[policy]]\nnames = ['a']",
+        "smartdns.toml:1: [[policy]] action is required (one of refuse, nxdomain, nodata, drop)",
+    ),
+    (
+        "[[policy]]\nnames = ['a']\naction = 'deny'",
+        "smartdns.toml:3: [[policy]] action must be one of refuse, nxdomain, nodata, drop, not 'deny'",
+    ),
+    (
+        "[[policy]]\nnames = ['*']\naction = 'drop'",
+        "smartdns.toml:2: [[policy]] names: '*' needs a domain after '*.', as in '*.example.com'",
+    ),
+    (
+        "[[policy]]\nnames = ['a.*.b']\naction = 'drop'",
+        "smartdns.toml:2: [[policy]] names: 'a.*.b' may only have '*' as its first label",
+    ),
+    (
+        "[[policy]]\nnames = ['ex ample.com']\naction = 'drop'",
+        "smartdns.toml:2: [[policy]] names: 'ex ample.com' may only contain letters, digits, '-', '_' and '/'",
+    ),
+    (
+        "[[policy]]\nnames = ['bücher.example']\naction = 'drop'",
+        "smartdns.toml:2: [[policy]] names: 'bücher.example' must be ASCII (write internationalised names in their xn-- form)",
+    ),
+    (
+        "[[policy]]\nnames = ['" + "a" * 64 + ".com']\naction = 'drop'",
+        "smartdns.toml:2: [[policy]] names: '" + "a" * 64 + ".com' has a label longer than 63 characters",
+    ),
+    (
+        "[[policy]]\nnames = ['a']\naction = 'drop'\nlines = 'line1'",
+        "smartdns.toml:4: [[policy]] lines must be an array of strings, not a string",
+    ),
+    (
+        "[[policy]]\nnames = ['a']\naction = 'drop'\ntypes = ['A', 'FOO']",
+        "smartdns.toml:4: [[policy]] types: 'FOO' is not a DNS record type",
+    ),
+    (
+        "[[policy]]\nnames = ['a']\naction = 'drop'\ntypes = [1]",
+        "smartdns.toml:4: [[policy]] types entries must be strings, not an integer",
+    ),
+    # Line numbers survive multi-line strings and arrays, comments and inline tables.
+    (
+        '[server]\nchaos_version = """\nlisten = 1\n[cache]\n"""\nworkers = 0',
+        "smartdns.toml:6: [server] workers must be between 1 and 64, not 0",
+    ),
+    (
+        "# [cache]\n[server] # max_entries = 1\n'workers' = 0",
+        "smartdns.toml:3: [server] workers must be between 1 and 64, not 0",
+    ),
+    (
+        '[[policy]]\nnames = ["a"]\naction = "drop"\n\n[[policy]]\nnames = [\n  "b",\n  "c..d",\n]\naction = "drop"',
+        "smartdns.toml:8: [[policy]] names: 'c..d' has an empty label",
+    ),
+    (
+        'policy = [\n  {names = ["a"], action = "drop"},\n  {names = ["b"], action = "stop"},\n]',
+        "smartdns.toml:3: [[policy]] action must be one of refuse, nxdomain, nodata, drop, not 'stop'",
+    ),
+]
+
+
+def attribute(config: Config, path: str) -> Any:
+    """Follow an attribute path such as ``forward.zones[0].name``."""
+    value: Any = config
+    for part in path.split("."):
+        match = re.fullmatch(r"(\w+)(?:\[(\d+)\])?", part)
+        assert match is not None, path
+        value = getattr(value, match.group(1))
+        if match.group(2) is not None:
+            value = value[int(match.group(2))]
+    return value
+
+
+def expand(value: Any, directory: str) -> Any:
+    """Fill the {dir} and {up} placeholders in expected values."""
+    if isinstance(value, str):
+        return value.replace("{dir}", directory).replace("{up}", os.path.dirname(directory))
+    if isinstance(value, tuple):
+        return tuple(expand(item, directory) for item in value)
+    return value
+
+
+class ParseConfigTests(TestCase):
+    """parse_config turns TOML into settings or reports exactly what is wrong, and where."""
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        with open(os.path.join(self.directory, CA_NAME), "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\n")
+        self.config_path = os.path.join(self.directory, CONFIG_NAME)
+        self.no_resolv_conf = os.path.join(self.directory, "missing-resolv.conf")
+
+    def parse(self, text: str, path: str | None = None) -> Config:
+        return parse_config(text, path or self.config_path, resolv_conf=self.no_resolv_conf)
+
+    def test_valid_rows(self) -> None:
+        """Every valid row parses to the expected values."""
+        mismatches = []
+        for text, expected in VALID:
+            try:
+                config = self.parse(text)
+            except ConfigError as e:
+                mismatches.append(f"{text!r}: {e}")
+                continue
+            for path, value in expected.items():
+                want = expand(value, self.directory)
+                got = attribute(config, path)
+                if got != want:
+                    mismatches.append(f"{text!r}: {path} is {got!r}, expected {want!r}")
+        if mismatches:
+            self.fail("\n".join(mismatches))
+
+    def test_invalid_rows(self) -> None:
+        """Every invalid row raises ConfigError whose whole text is exactly one expected problem."""
+        mismatches = []
+        for text, expected in INVALID:
+            try:
+                self.parse(text, CONFIG_NAME)
+            except ConfigError as e:
+                if str(e) != expected:
+                    mismatches.append(f"{text!r}:\n  got      {e}\n  expected {expected}")
+            else:
+                mismatches.append(f"{text!r}: no error, expected {expected}")
+        if mismatches:
+            self.fail("\n".join(mismatches))
+
+    def test_every_problem_reported_at_once(self) -> None:
+        """Problems across tables are all collected, in line order, in one ConfigError."""
+        text = "\n".join(
+            [
+                "[server]",
+                "workers = 0",  # 2
+                "bogus = 1",  # 3
+                "[lines]",
+                'line1 = ["10.0.0.0/33", "10.0.0.1/8"]',  # 5
+                "[forward]",
+                'upstreams = ["dns.google"]',  # 7
+                "[cache]",
+                "max_ttl = -1",  # 9
+                "[[policy]]",  # 10
+                "action = 'drop'",
+                "types = ['NOPE']",  # 12
+            ]
+        )
+        error = self.assertRaises(ConfigError, self.parse, text, CONFIG_NAME)
+        self.assertEqual(
+            [str(problem) for problem in error.problems],
+            [
+                "smartdns.toml:2: [server] workers must be between 1 and 64, not 0",
+                "smartdns.toml:3: unknown key 'bogus' in [server]",
+                "smartdns.toml:5: [lines] line1: '10.0.0.0/33' is not a valid network",
+                "smartdns.toml:5: [lines] line1: '10.0.0.1/8' has host bits set (did you mean '10.0.0.0/8'?)",
+                "smartdns.toml:7: [forward] upstreams: 'dns.google': upstream must be an IP address",
+                "smartdns.toml:9: [cache] max_ttl must be between 0 and 604800 seconds, not -1",
+                "smartdns.toml:10: [[policy]] names is required",
+                "smartdns.toml:12: [[policy]] types: 'NOPE' is not a DNS record type",
+            ],
+        )
+
+    def test_problem_fields(self) -> None:
+        """Problems carry the path as given, the line and the bare message."""
+        error = self.assertRaises(ConfigError, self.parse, "[cache]\nmax_entries = -1", "conf/x.toml")
+        self.assertEqual(
+            error.problems, (Problem("conf/x.toml", 2, "[cache] max_entries must be between 0 and 10000000, not -1"),)
+        )
+
+    def test_path_is_absolute(self) -> None:
+        """Config.path is the absolute path of the file, relative paths follow it."""
+        config = self.parse('[zones]\ndirectory = "z"', os.path.join(os.path.relpath(self.directory), CONFIG_NAME))
+        self.assertEqual(config.path, self.config_path)
+        self.assertEqual(config.zones.directory, os.path.join(self.directory, "z"))
+
+    def test_bare_address_is_a_host_network(self) -> None:
+        """A CIDR without a prefix length is a single host."""
+        config = self.parse('[access]\nrecursion = ["192.0.2.1", "2001:db8::1"]')
+        self.assertEqual(config.access.recursion, (net("192.0.2.1/32"), net("2001:db8::1/128")))
+
+    def test_upstreams_default_to_resolv_conf(self) -> None:
+        """Without [forward] upstreams the resolv.conf nameservers are used; an empty list means none."""
+        resolv_conf = os.path.join(self.directory, "resolv.conf")
+        with open(resolv_conf, "w") as f:
+            f.write("nameserver 192.0.2.53\n")
+        config = parse_config("", self.config_path, resolv_conf=resolv_conf)
+        self.assertEqual(config.forward.upstreams, (Upstream("udp", "192.0.2.53", 53, None),))
+        config = parse_config("[forward]\nupstreams = []", self.config_path, resolv_conf=resolv_conf)
+        self.assertEqual(config.forward.upstreams, ())
+
+    def test_frozen(self) -> None:
+        """A parsed configuration cannot be changed in place."""
+        config = self.parse("")
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, config.cache, "max_ttl", 1)
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, config, "cache", CacheConfig())
+
+
+class LoadConfigTests(TestCase):
+    """load_config reads the file, or gives the built-in default."""
+
+    def test_default(self) -> None:
+        """No file: zones under the working directory, upstreams from resolv.conf, path None."""
+        resolv_conf = os.path.abspath(self.mktemp())
+        with open(resolv_conf, "w") as f:
+            f.write("nameserver 192.0.2.1\n")
+        config = load_config(None, resolv_conf=resolv_conf)
+        self.assertIsNone(config.path)
+        self.assertEqual(config.zones.directory, os.path.join(os.getcwd(), "zones"))
+        self.assertEqual(config.forward.upstreams, (Upstream("udp", "192.0.2.1", 53, None),))
+        self.assertEqual(config.server, ServerConfig())
+
+    def test_relative_paths_follow_the_file(self) -> None:
+        """Relative paths in a loaded file are resolved against the file's directory, not the cwd."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, CONFIG_NAME)
+        with open(path, "w") as f:
+            f.write('[zones]\ndirectory = "my-zones"\nrecords_json = ["../records.json"]\n')
+        config = load_config(os.path.relpath(path), resolv_conf=self.mktemp())
+        self.assertEqual(config.path, path)
+        self.assertEqual(config.zones.directory, os.path.join(directory, "my-zones"))
+        self.assertEqual(config.zones.records_json, (os.path.join(os.path.dirname(directory), "records.json"),))
+
+    def test_missing_file(self) -> None:
+        """An unreadable file is a ConfigError naming the file, at line 0."""
+        path = self.mktemp()
+        error = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(
+            error.problems, (Problem(path, 0, "cannot read the configuration: No such file or directory"),)
+        )
+
+    def test_not_utf8(self) -> None:
+        """A file that is not UTF-8 is a ConfigError at the offending line."""
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"[cache]\nmax_entries = 1 # \xff\n")
+        error = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(error.problems, (Problem(path, 2, "the configuration is not valid UTF-8"),))
+
+    def test_errors_name_the_file(self) -> None:
+        """Problems from a loaded file carry its path as given."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[cache]\nmax_entries = -1\n")
+        error = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(str(error), f"{path}:2: [cache] max_entries must be between 0 and 10000000, not -1")
+
+
+#: (spelling, expected upstream, canonical spelling).
+UPSTREAMS: list[tuple[str, Upstream, str]] = [
+    ("10.0.0.53", Upstream("udp", "10.0.0.53", 53, None), "10.0.0.53:53"),
+    ("10.0.0.53:5353", Upstream("udp", "10.0.0.53", 5353, None), "10.0.0.53:5353"),
+    ("[2001:db8::1]:53", Upstream("udp", "2001:db8::1", 53, None), "[2001:db8::1]:53"),
+    ("2001:DB8:0::1", Upstream("udp", "2001:db8::1", 53, None), "[2001:db8::1]:53"),
+    ("[2001:db8::1]", Upstream("udp", "2001:db8::1", 53, None), "[2001:db8::1]:53"),
+    ("udp://10.0.0.53", Upstream("udp", "10.0.0.53", 53, None), "10.0.0.53:53"),
+    ("tcp://10.0.0.53:54", Upstream("tcp", "10.0.0.53", 54, None), "tcp://10.0.0.53:54"),
+    ("TCP://[::1]", Upstream("tcp", "::1", 53, None), "tcp://[::1]:53"),
+    (
+        "tls://10.0.0.54:853#dns.corp.example",
+        Upstream("tls", "10.0.0.54", 853, "dns.corp.example"),
+        "tls://10.0.0.54:853#dns.corp.example",
+    ),
+    (
+        "tls://10.0.0.54#DNS.Example.",
+        Upstream("tls", "10.0.0.54", 853, "dns.example"),
+        "tls://10.0.0.54:853#dns.example",
+    ),
+    (
+        "tls://[2001:db8::2]:8853#d.example",
+        Upstream("tls", "2001:db8::2", 8853, "d.example"),
+        "tls://[2001:db8::2]:8853#d.example",
+    ),
+]
+
+#: (spelling, ValueError message).
+BAD_UPSTREAMS: list[tuple[str, str]] = [
+    ("dns.google", "upstream must be an IP address"),
+    ("dns.google:53", "upstream must be an IP address"),
+    ("", "upstream is empty"),
+    ("ftp://10.0.0.1", "unknown scheme 'ftp' (use udp://, tcp:// or tls://)"),
+    ("tls://10.0.0.1", "a tls:// upstream needs the certificate's name after '#', e.g. tls://192.0.2.1#dns.example"),
+    ("tls://10.0.0.1#", "a tls:// upstream needs the certificate's name after '#', e.g. tls://192.0.2.1#dns.example"),
+    ("10.0.0.1#name", "'#server-name' is only for tls:// upstreams"),
+    ("[10.0.0.1]:53", "only IPv6 addresses go in brackets"),
+    ("[::1", "expected [IPv6]:port"),
+    ("10.0.0.1:0", "port must be 1..65535"),
+    ("10.0.0.1:65536", "port must be 1..65535"),
+    ("10.0.0.1:x", "port must be 1..65535"),
+    ("tls://10.0.0.1#bad name", "server name 'bad name' may only contain letters, digits, '-', '_' and '/'"),
+]
+
+
+class ParseUpstreamTests(TestCase):
+    """parse_upstream reads every documented spelling and nothing else."""
+
+    def test_valid(self) -> None:
+        """Each spelling gives the expected upstream, and str() gives a spelling that reads back equal."""
+        for text, expected, canonical in UPSTREAMS:
+            upstream = parse_upstream(text)
+            self.assertEqual(upstream, expected, text)
+            self.assertEqual(str(upstream), canonical, text)
+            self.assertEqual(parse_upstream(str(upstream)), upstream, text)
+
+    def test_invalid(self) -> None:
+        """Each bad spelling raises ValueError with a clear message."""
+        for text, message in BAD_UPSTREAMS:
+            error = self.assertRaises(ValueError, parse_upstream, text)
+            self.assertEqual(str(error), message, text)
+
+
+RESOLV_CONF = """\
+# generated by NetworkManager
+search corp.example
+nameserver 192.0.2.1
+nameserver 2001:db8::53   # IPv6
+;nameserver 192.0.2.99
+nameserver fe80::1%eth0
+nameserver dns.example
+nameserver
+options edns0 trust-ad
+nameserver 192.0.2.1
+  nameserver 192.0.2.2
+"""
+
+
+class ReadResolvConfTests(TestCase):
+    """read_resolv_conf turns nameserver lines into UDP upstreams."""
+
+    def test_nameservers(self) -> None:
+        """IP nameservers are kept in order, once each; comments, options and hostnames are skipped."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(RESOLV_CONF)
+        self.assertEqual(
+            read_resolv_conf(path),
+            (
+                Upstream("udp", "192.0.2.1", 53, None),
+                Upstream("udp", "2001:db8::53", 53, None),
+                Upstream("udp", "fe80::1%eth0", 53, None),
+                Upstream("udp", "192.0.2.2", 53, None),
+            ),
+        )
+
+    def test_missing_file(self) -> None:
+        """A missing resolv.conf means no default upstreams."""
+        self.assertEqual(read_resolv_conf(self.mktemp()), ())

@@ -41,17 +41,18 @@ class ZoneFileCache:
     """Parsed zones by file, reused while none of their source files changed."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, str, bool], tuple[Fingerprint, Zone]] = {}
+        self._entries: dict[tuple[str, str, bool, int | None], tuple[Fingerprint, Zone]] = {}
         self.parsed: list[str] = []       # files parsed by the current build (the changed ones)
 
-    def read(self, path: str, origin_text: str, *, overlay: bool = False) -> tuple[Zone | None, list[Problem]]:
+    def read(self, path: str, origin_text: str, *, overlay: bool = False,
+             default_ttl: int | None = None) -> tuple[Zone | None, list[Problem]]:
         """Like ``read_zone_file``, from cache when unchanged."""
-        key = (path, origin_text, overlay)
+        key = (path, origin_text, overlay, default_ttl)
         cached = self._entries.get(key)
         if cached is not None and fingerprint(cached[1].sources or (path,)) == cached[0]:
             return cached[1], []
         before = fingerprint((path,))
-        zone, problems = read_zone_file(path, origin_text, overlay=overlay)
+        zone, problems = read_zone_file(path, origin_text, overlay=overlay, default_ttl=default_ttl)
         self.parsed.append(path)
         if zone is not None:
             sources = zone.sources or (path,)

@@ -128,7 +128,10 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
     overlay_zones: dict[str, dict[bytes, Zone]] = {}
     for line, files in overlays.items():
         for origin_text, path in files.items():
-            zone, found = read_zone(path, origin_text, overlay=True)
+            base = zones.get(wire.from_text(origin_text).lower())
+            base_soa = base.soa if base is not None else None
+            zone, found = read_zone(path, origin_text, overlay=True,
+                                    default_ttl=base_soa.ttl if base_soa is not None else None)
             problems.extend(found)
             if zone is None:
                 continue

@@ -257,6 +257,9 @@ def parse_query(data: bytes) -> Query:
         qname, pos = read_name(data, HEADER.size)
     except FormError as e:
         raise QueryError(str(e), id_, flags) from None
+    if pos - HEADER.size != len(qname):
+        # Nothing precedes the question that a pointer could sensibly point at.
+        raise QueryError("compression pointer in the question", id_, flags)
     if pos + 4 > len(data):
         raise QueryError("question cut short", id_, flags)
     qtype, qclass = struct.unpack_from("!HH", data, pos)

@@ -141,8 +141,12 @@ class _Reader(dns.zonefile.Reader):
         return str(file), int(line)
 
 
-def read_zone_file(path: str, origin_text: str, *, overlay: bool = False) -> tuple[Zone | None, list[Problem]]:
-    """Parse one zone file; return the zone or the problems (``file:line: message``)."""
+def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
+                   default_ttl: int | None = None) -> tuple[Zone | None, list[Problem]]:
+    """Parse one zone file; return the zone or the problems (``file:line: message``).
+
+    ``default_ttl`` applies to records before any $TTL (an overlay inherits its base zone's
+    SOA TTL, so a one-line overlay needs no $TTL)."""
     try:
         origin = dns.name.from_text(origin_text)
     except dns.exception.DNSException as e:
@@ -155,7 +159,7 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False) -> tup
         with open(path, encoding="utf-8") as handle:
             with zone.writer(replacement=True) as txn:
                 tok = dns.tokenizer.Tokenizer(handle, path)
-                reader = _Reader(tok, dns.rdataclass.IN, txn, allow_include=True)
+                reader = _Reader(tok, dns.rdataclass.IN, txn, allow_include=True, default_ttl=default_ttl)
                 reader.read()
     except dns.exception.SyntaxError as e:
         problem = _syntax_problem(path, str(e))

@@ -19,7 +19,7 @@ run: install
 	$(BIN)/twistd -n --pidfile= smartdns --config smartdns.toml
 
 test: install
-	$(BIN)/trial tests
+	$(BIN)/python -m twisted.trial tests
 
 check: install
 	$(BIN)/smartdns check --config smartdns.toml

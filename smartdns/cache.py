@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Protocol
 
 from smartdns import wire
@@ -25,19 +24,40 @@ class Clock(Protocol):
 CacheKey = tuple[bytes, int, int, bool, int]   # (qname key, qtype, qclass, DO bit, upstream pool)
 
 
-@dataclass(slots=True)
-class Entry:
-    """One cached answer."""
+# Packed entry header: stored_at, expires_at, stale_until (float64), rcode (uint16), offset count.
+_HEAD = struct.Struct("!dddHH")
 
-    rcode: int
-    sections: tuple[tuple[wire.RRset, ...], tuple[wire.RRset, ...], tuple[wire.RRset, ...]]
-    wire: bytes                      # rendered with ID 0 and the question in key form, no OPT
-    ttl_offsets: tuple[int, ...]
-    ttls: tuple[int, ...]            # the TTL written at each offset when stored
-    stored_at: float
-    expires_at: float
-    stale_until: float               # expires_at + serve_stale window
-    prefetching: bool = False
+
+class Entry:
+    """One cached answer, kept as a single ``bytes`` so a million of them fit in a few hundred MB.
+
+    Layout: ``_HEAD``, then the TTL offsets (uint16 each), then the message rendered once with
+    ID 0, the question in key form and no OPT.  The original TTLs are the ones in the message.
+    """
+
+    __slots__ = ("packed", "rcode", "stored_at", "expires_at", "stale_until", "_offsets_end")
+
+    def __init__(self, packed: bytes) -> None:
+        self.packed = packed
+        self.stored_at, self.expires_at, self.stale_until, self.rcode, count = _HEAD.unpack_from(packed)
+        self._offsets_end = _HEAD.size + 2 * count
+
+    @property
+    def wire(self) -> bytes:
+        """The stored message."""
+        return self.packed[self._offsets_end:]
+
+    @property
+    def ttl_offsets(self) -> tuple[int, ...]:
+        """Offsets of every TTL field in ``wire``."""
+        count = (self._offsets_end - _HEAD.size) // 2
+        return struct.unpack_from(f"!{count}H", self.packed, _HEAD.size)
+
+    @property
+    def sections(self) -> tuple[tuple[wire.RRset, ...], ...]:
+        """The records as RRsets, decoded again from the message (only the slow path needs this)."""
+        message = wire.parse_message(self.wire)
+        return tuple(tuple(_rrsets(records)) for records in (message.answer, message.authority, message.additional))
 
     def remaining(self, now: float) -> int:
         """Whole seconds of freshness left (0 when expired)."""
@@ -53,24 +73,50 @@ class Entry:
 
     def patched(self, now: float, stale_ttl: int | None = None) -> bytearray:
         """The stored message with every TTL counted down to ``now``."""
-        buf = bytearray(self.wire)
+        start = self._offsets_end
+        buf = bytearray(self.packed[start:])
         elapsed = int(now - self.stored_at)
+        if stale_ttl is None and elapsed <= 0:
+            return buf
         pack = struct.pack_into
-        if stale_ttl is not None:
-            for offset in self.ttl_offsets:
+        unpack = struct.unpack_from
+        for (offset,) in struct.iter_unpack("!H", self.packed[_HEAD.size:start]):
+            if stale_ttl is not None:
                 pack("!I", buf, offset, stale_ttl)
-        elif elapsed > 0:
-            for offset, ttl in zip(self.ttl_offsets, self.ttls):
+            else:
+                (ttl,) = unpack("!I", buf, offset)
                 pack("!I", buf, offset, ttl - elapsed if ttl > elapsed else 0)
         return buf
+
+
+def _rrsets(records: tuple[wire.Record, ...]) -> list[wire.RRset]:
+    """Records (in stored order, RRsets contiguous) back into RRsets."""
+    out: list[wire.RRset] = []
+    for rec in records:
+        last = out[-1] if out else None
+        if last is not None and last.name == rec.name.lower() and last.rtype == rec.rtype:
+            out[-1] = wire.RRset(last.name, last.rtype, last.ttl, last.rdatas + (wire.rdata_parts(rec.rtype, rec.rdata),),
+                                 last.rclass)
+        else:
+            out.append(wire.make_rrset(rec.name.lower(), rec.rtype, rec.ttl, [rec.rdata], rec.rclass))
+    return out
 
 
 def make_entry(rcode: int, sections: tuple[tuple[wire.RRset, ...], tuple[wire.RRset, ...], tuple[wire.RRset, ...]],
                question: bytes, lifetime: int, now: float, serve_stale: int) -> Entry:
     """Render an answer once for storage."""
     message, offsets = wire.render(0, wire.FLAG_QR | rcode, question, sections)
-    ttls = tuple(struct.unpack_from("!I", message, o)[0] for o in offsets)
-    return Entry(rcode, sections, message, offsets, ttls, now, now + lifetime, now + lifetime + serve_stale)
+    head = _HEAD.pack(now, now + lifetime, now + lifetime + serve_stale, rcode, len(offsets))
+    return Entry(head + struct.pack(f"!{len(offsets)}H", *offsets) + message)
+
+
+def _packed_key(key: CacheKey) -> bytes:
+    """The tuple key as one bytes object (a tuple of five objects per entry costs ~150 bytes)."""
+    qkey, qtype, qclass, do, pool = key
+    return qkey + _KEY_TAIL.pack(qtype, qclass, do, pool)
+
+
+_KEY_TAIL = struct.Struct("!HH?H")
 
 
 class AnswerCache:
@@ -79,7 +125,7 @@ class AnswerCache:
     def __init__(self, clock: Clock, config: CacheConfig) -> None:
         self.clock = clock
         self.config = config
-        self._entries: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()   # packed key → Entry.packed
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -89,36 +135,40 @@ class AnswerCache:
 
     def get(self, key: CacheKey) -> Entry | None:
         """A fresh entry, or None; expired entries past their stale window are dropped."""
-        entry = self._entries.get(key)
-        if entry is None:
+        k = _packed_key(key)
+        packed = self._entries.get(k)
+        if packed is None:
             self.misses += 1
             return None
+        entry = Entry(packed)
         now = self.clock.seconds()
         if now >= entry.expires_at:
             if now >= entry.stale_until:
-                del self._entries[key]
+                del self._entries[k]
             self.misses += 1
             return None
-        self._entries.move_to_end(key)
+        self._entries.move_to_end(k)
         self.hits += 1
         return entry
 
     def peek(self, key: CacheKey) -> Entry | None:
         """The entry under ``key`` whatever its age, without touching LRU order or counters."""
-        return self._entries.get(key)
+        packed = self._entries.get(_packed_key(key))
+        return Entry(packed) if packed is not None else None
 
     def touch(self, key: CacheKey, entry: Entry) -> bool:
         """For the fast path: whether ``entry`` is still the one cached under ``key`` (not evicted,
         replaced or flushed); if so it counts as a hit and becomes most recently used."""
-        if self._entries.get(key) is not entry:
+        k = _packed_key(key)
+        if self._entries.get(k) is not entry.packed:
             return False
-        self._entries.move_to_end(key)
+        self._entries.move_to_end(k)
         self.hits += 1
         return True
 
     def get_stale(self, key: CacheKey) -> Entry | None:
         """An expired entry still inside its serve-stale window (RFC 8767), or None."""
-        entry = self._entries.get(key)
+        entry = self.peek(key)
         if entry is None:
             return None
         now = self.clock.seconds()
@@ -131,8 +181,9 @@ class AnswerCache:
         if self.config.max_entries <= 0:
             return
         entries = self._entries
-        entries[key] = entry
-        entries.move_to_end(key)
+        k = _packed_key(key)
+        entries[k] = entry.packed
+        entries.move_to_end(k)
         while len(entries) > self.config.max_entries:
             entries.popitem(last=False)
             self.evictions += 1
@@ -141,7 +192,8 @@ class AnswerCache:
         """Drop entries whose name is at or below any of ``names`` (key form); return how many."""
         if not names:
             return 0
-        doomed = [k for k in self._entries if any(wire.is_subdomain(k[0], n) for n in names)]
+        tail = _KEY_TAIL.size
+        doomed = [k for k in self._entries if any(wire.is_subdomain(k[:-tail], n) for n in names)]
         for k in doomed:
             del self._entries[k]
         return len(doomed)

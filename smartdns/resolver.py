@@ -96,12 +96,11 @@ class ForwardResolver:
     def cached(self, key: CacheKey) -> Entry | None:
         """A fresh entry; also starts a background refresh when it is close to expiry."""
         entry = self.cache.get(key)
-        if entry is not None and self.config.prefetch and not entry.prefetching and entry.rcode != wire.SERVFAIL:
+        if entry is not None and self.config.prefetch and key not in self._inflight and entry.rcode != wire.SERVFAIL:
             lifetime = entry.expires_at - entry.stored_at
             left = entry.expires_at - self.reactor.seconds()
             if lifetime >= PREFETCH_MIN_TTL_SECONDS and left < lifetime * PREFETCH_FRACTION:
-                entry.prefetching = True
-                self.resolve(key).addErrback(lambda f: None)
+                self.resolve(key).addErrback(lambda f: None)      # one refresh in flight per key
         return entry
 
     def resolve(self, key: CacheKey) -> defer.Deferred[Entry]:

@@ -1,15 +1,21 @@
-"""Answers from local zones: RFC 1034 §4.3.2 over the client's line view.
+"""Answers from local zones: RFC 1034 §4.3.2 over the client's line view, shaped like BIND 9's.
 
 Every step of the algorithm — delegation check, exact match, CNAME and DNAME restarts,
 wildcard synthesis, additional-section addresses — reads the zone through the client's
 ``ZoneView``, so a line's overlay data can only ever reach that line's clients.
 
-Choices, made to match BIND 9 as an authoritative server:
-- A CNAME (or DNAME-synthesised CNAME) chain is followed through every zone we hold; where it
-  leaves our zones the answer ends with the last CNAME, NOERROR, and the client's resolver
-  continues it (we never mix forwarded data into an authoritative answer).
+Where the RFCs leave room, smartdns does what BIND 9 (as an authoritative server, default
+``minimal-responses no-auth-recursive``) does, so a resolver cannot tell the two apart
+(``tests/test_oracle.py`` checks this against a live ``named``):
+- CNAME and DNAME chains are followed inside the zone where they start; a chain that leaves it
+  ends with the last CNAME (NOERROR, aa=1) and the client's resolver continues it.  We never
+  splice forwarded data into an authoritative answer.  A loop, or a 12th CNAME, is SERVFAIL
+  with the CNAMEs found so far.
 - Positive answers carry the zone's NS RRset in the authority section only when the query did
-  not ask for recursion (BIND's default ``minimal-responses no-auth-recursive``).
+  not ask for recursion (RD=0), with those servers' addresses.
+- Additional addresses are added for NS, MX, SRV, SVCB/HTTPS and NAPTR targets in the same
+  zone (wildcards included); referrals carry only glue (addresses at or below a zone cut).
+- Names keep the zone file's case; only the question echoes the client's spelling.
 - ANY is answered with one RRset (RFC 8482 §4.1).
 """
 from __future__ import annotations
@@ -21,11 +27,15 @@ from smartdns import wire
 from smartdns.snapshot import Snapshot
 from smartdns.zones import Node, ZoneView
 
-MAX_CHAIN_LENGTH = 16            # CNAME/DNAME restarts before we stop (BIND: max-restarts 11..16)
+MAX_CNAMES = 11                  # BIND follows 11 CNAMEs; the 12th ends the answer with SERVFAIL
 WILDCARD_LABEL = b"\x01*"
 YXDOMAIN = 6                     # RFC 6672 §2.2: DNAME substitution overflowed 255 bytes
-ADDITIONAL_FOR = (wire.NS, wire.MX, wire.SRV)
+NAPTR = 35
+SVCB = 64
+HTTPS = 65
+ADDITIONAL_FOR = frozenset({wire.NS, wire.MX, wire.SRV, SVCB, HTTPS, NAPTR})
 ADDRESS_TYPES = (wire.A, wire.AAAA)
+EDE_OTHER = 0
 
 
 @dataclass(slots=True)
@@ -37,6 +47,8 @@ class Answer:
     answer: list[wire.RRset] = field(default_factory=list)
     authority: list[wire.RRset] = field(default_factory=list)
     additional: list[wire.RRset] = field(default_factory=list)
+    referral: bool = False
+    ede: tuple[int, str] | None = None        # Extended DNS Error (RFC 8914) for EDNS clients
 
     @property
     def sections(self) -> tuple[list[wire.RRset], list[wire.RRset], list[wire.RRset]]:
@@ -51,36 +63,36 @@ def negative_soa(view: ZoneView) -> wire.RRset:
     return soa.with_ttl(min(soa.ttl, minimum))
 
 
-def _cut_or_dname(view: ZoneView, sname: bytes, qtype: int) -> tuple[bytes, Node, int] | None:
-    """The highest zone cut or DNAME on the way from the origin down to ``sname``.
+def _cut_or_dname(view: ZoneView, skey: bytes, qtype: int) -> tuple[bytes, Node, int] | None:
+    """The highest zone cut or DNAME on the way from the origin down to ``skey``.
 
-    A cut at ``sname`` itself counts unless the query is for DS, which the parent side answers
-    (RFC 4035 §3.1.4.1); a DNAME counts only strictly above ``sname`` (RFC 6672 §2.3).
+    A cut at the name itself counts unless the query is for DS, which the parent side answers
+    (RFC 4035 §3.1.4.1); a DNAME counts only strictly above the name (RFC 6672 §2.3).
     """
     origin = view.origin
     path = []
-    name = sname
+    name = skey
     while len(name) > len(origin):
         path.append(name)
         name = name[1 + name[0]:]
+    if skey != origin:
+        apex = view.node(origin)
+        if apex is not None and wire.DNAME in apex:
+            return origin, apex, wire.DNAME
     for name in reversed(path):
         node = view.node(name)
         if node is None:
             continue
-        if wire.NS in node and not (name == sname and qtype == wire.DS):
+        if wire.NS in node and not (name == skey and qtype == wire.DS):
             return name, node, wire.NS
-        if wire.DNAME in node and name != sname:
+        if wire.DNAME in node and name != skey:
             return name, node, wire.DNAME
-    if sname != origin:
-        apex = view.node(origin)
-        if apex is not None and wire.DNAME in apex:
-            return origin, apex, wire.DNAME
     return None
 
 
-def _closest_encloser(view: ZoneView, sname: bytes) -> bytes:
+def _closest_encloser(view: ZoneView, skey: bytes) -> bytes:
     """The longest existing ancestor of a name that does not exist (RFC 4592 §3.3.1)."""
-    name = sname
+    name = skey
     while name != view.origin:
         name = name[1 + name[0]:]
         if view.exists(name):
@@ -88,124 +100,194 @@ def _closest_encloser(view: ZoneView, sname: bytes) -> bytes:
     return name
 
 
-def _dname_target(sname: bytes, owner: bytes, target: bytes) -> bytes | None:
-    """RFC 6672 §2.2 substitution: replace the ``owner`` suffix of ``sname`` with ``target``."""
-    prefix = sname[: len(sname) - len(owner)]
-    result = prefix + target
-    return result if len(result) <= wire.MAX_NAME_LENGTH else None
+def _wildcard(view: ZoneView, skey: bytes) -> Node | None:
+    """The wildcard node that would synthesise ``skey``, if the name does not exist."""
+    return view.node(WILDCARD_LABEL + _closest_encloser(view, skey))
 
 
-def _target_name(rtype: int, parts: tuple[bytes, ...]) -> bytes:
-    """The host name an NS, MX or SRV record points at, in key form."""
-    if rtype == wire.NS:
-        return parts[0].lower()
-    if rtype == wire.MX:
-        return parts[1].lower()
-    return b"".join(parts)[6:].lower()   # SRV: priority, weight, port, then the target
+def _synthesised_owner(skey: bytes, wildcard_owner: bytes) -> bytes:
+    """The owner of a wildcard answer: the query name's labels, the encloser in zone case."""
+    encloser = wildcard_owner[2:]
+    return skey[: len(skey) - len(encloser)] + encloser
+
+
+def _name_at(raw: bytes, offset: int) -> bytes:
+    """An uncompressed name inside RDATA."""
+    return wire.read_name(raw, offset)[0]
+
+
+def _targets(rrset: wire.RRset) -> list[bytes]:
+    """The host names an RRset points at, for additional-section processing (zone spelling)."""
+    out = []
+    for parts in rrset.rdatas:
+        raw = b"".join(parts)
+        if rrset.rtype == wire.NS:
+            out.append(raw)
+        elif rrset.rtype == wire.MX:
+            out.append(raw[2:])
+        elif rrset.rtype == wire.SRV:
+            out.append(raw[6:])
+        elif rrset.rtype in (SVCB, HTTPS):
+            target = _name_at(raw, 2)
+            out.append(rrset.name if target == wire.ROOT else target)   # "." means the owner
+        elif rrset.rtype == NAPTR:
+            pos = 4
+            for _ in range(3):                                           # flags, services, regexp
+                pos += 1 + raw[pos]
+            out.append(_name_at(raw, pos))
+    return out
+
+
+def _below_cut(view: ZoneView, tkey: bytes) -> bool:
+    """Whether a name is at or below a zone cut of this zone (so its addresses are glue)."""
+    name = tkey
+    while len(name) > len(view.origin):
+        node = view.node(name)
+        if node is not None and wire.NS in node:
+            return True
+        name = name[1 + name[0]:]
+    return False
 
 
 class Authority:
     """Answers queries for names in local zones, for one snapshot at a time."""
 
-    def lookup(self, snap: Snapshot, line: str | None, qkey: bytes, qtype: int, rd: bool) -> Answer | None:
-        """The local answer for (qname, qtype) as ``line`` sees it, or None if no local zone holds it."""
+    def lookup(self, snap: Snapshot, line: str | None, qname: bytes, qtype: int, rd: bool) -> Answer | None:
+        """The local answer for (qname, qtype) as ``line`` sees it, or None if no local zone holds it.
+
+        ``qname`` is the name as the client spelled it (it becomes the owner of DNAME-synthesised
+        CNAMEs, as in BIND)."""
+        qkey = qname.lower()
         origin = snap.find_zone(qkey)
         if origin is None:
             return None
-        result = Answer()
-        sname = qkey
-        seen: set[bytes] = set()
         view = snap.view(origin, line)
+        result = Answer()
+        sname = qname
+        seen = {qkey}
         while True:
-            seen.add(sname)
-            next_name = self._step(view, sname, qtype, result)
-            if next_name is None:
+            following = self._step(view, sname, qtype, result)
+            if following is None:
                 break
-            if next_name in seen or len(seen) >= MAX_CHAIN_LENGTH:
-                break  # a loop or an over-long chain: answer with what we have, as BIND does
-            next_origin = snap.find_zone(next_name)
-            if next_origin is None:
-                break  # the chain leaves our zones; the client's resolver continues it
-            view = snap.view(next_origin, line)
-            sname = next_name
-        if result.aa and result.rcode == wire.NOERROR and not rd and not result.authority \
-                and self._positive(result, qtype):
+            fkey = following.lower()
+            if fkey in seen or sum(r.rtype == wire.CNAME for r in result.answer) > MAX_CNAMES:
+                result.rcode = wire.SERVFAIL       # a loop, or a chain too long to follow
+                result.ede = (EDE_OTHER, "max. restarts reached")
+                break
+            if snap.find_zone(fkey) != view.origin:
+                break                              # the chain leaves this zone; the resolver continues it
+            seen.add(fkey)
+            sname = following
+        if not rd and result.rcode == wire.NOERROR and result.aa and self._positive(result, qtype, view):
             apex = view.node(view.origin)
             if apex is not None and wire.NS in apex:
                 result.authority.append(apex[wire.NS])
-        self._additional(snap, line, result)
+        self._additional(view, result)
         return result
 
     @staticmethod
-    def _positive(result: Answer, qtype: int) -> bool:
-        """Whether the answer ends in data of the asked type (not a dangling CNAME)."""
-        return bool(result.answer) and (result.answer[-1].rtype == qtype or qtype == wire.ANY
-                                        or result.answer[-1].rtype not in (wire.CNAME, wire.DNAME))
+    def _positive(result: Answer, qtype: int, view: ZoneView) -> bool:
+        """Whether the answer ends in data of the asked type that is not the apex NS or a DS."""
+        if not result.answer or result.authority:
+            return False
+        last = result.answer[-1]
+        if qtype == wire.DS or (last.rtype == wire.NS and last.name.lower() == view.origin):
+            return False
+        return last.rtype == qtype or qtype == wire.ANY
 
     def _step(self, view: ZoneView, sname: bytes, qtype: int, result: Answer) -> bytes | None:
-        """Answer ``sname`` in one zone; return the name to restart with (CNAME/DNAME) or None."""
-        found = _cut_or_dname(view, sname, qtype)
+        """Answer one name in one zone; return the name to restart with (CNAME/DNAME) or None."""
+        skey = sname.lower()
+        found = _cut_or_dname(view, skey, qtype)
         if found is not None:
             owner, node, kind = found
             if kind == wire.NS:
                 # Referral (RFC 1034 §4.3.2 step 3b): not authoritative, NS in authority, glue.
                 if not result.answer:
                     result.aa = False
+                result.referral = True
                 result.authority.append(node[wire.NS])
                 return None
             dname = node[wire.DNAME]
             result.answer.append(dname)
-            target = _dname_target(sname, owner, b"".join(dname.rdatas[0]).lower())
-            if target is None:
+            target = b"".join(dname.rdatas[0])
+            synthesised = sname[: len(sname) - len(owner)] + target
+            if len(synthesised) > wire.MAX_NAME_LENGTH:
                 result.rcode = YXDOMAIN
                 return None
-            result.answer.append(wire.make_rrset(sname, wire.CNAME, dname.ttl, [target]))
-            return target
-        node = view.node(sname)
-        owner = sname
-        if node is None and not view.exists(sname):
-            encloser = _closest_encloser(view, sname)
-            node = view.node(WILDCARD_LABEL + encloser)
+            result.answer.append(wire.make_rrset(sname, wire.CNAME, dname.ttl, [synthesised]))
+            return None if qtype == wire.CNAME else synthesised
+        node = view.node(skey)
+        owner: bytes | None = None
+        if node is None and not view.exists(skey):
+            node = _wildcard(view, skey)
             if node is None:
                 result.rcode = wire.NXDOMAIN
                 result.authority.append(negative_soa(view))
                 return None
+            owner = _synthesised_owner(skey, next(iter(node.values())).name)
         if node is None:
             result.authority.append(negative_soa(view))   # empty non-terminal: NODATA
             return None
         if qtype == wire.ANY:
             rtype = wire.CNAME if wire.CNAME in node else min(node)
-            result.answer.append(node[rtype].with_name(owner))
+            result.answer.append(node[rtype] if owner is None else node[rtype].with_name(owner))
             return None
         rrset = node.get(qtype)
         if rrset is not None:
-            result.answer.append(rrset.with_name(owner) if rrset.name != owner else rrset)
+            result.answer.append(rrset if owner is None else rrset.with_name(owner))
             return None
         cname = node.get(wire.CNAME)
         if cname is not None:
-            result.answer.append(cname.with_name(owner) if cname.name != owner else cname)
-            return b"".join(cname.rdatas[0]).lower()
+            result.answer.append(cname if owner is None else cname.with_name(owner))
+            return b"".join(cname.rdatas[0])
         result.authority.append(negative_soa(view))
         return None
 
-    def _additional(self, snap: Snapshot, line: str | None, result: Answer) -> None:
-        """A/AAAA we hold for NS, MX and SRV targets (RFC 1034 §4.3.2 step 6; glue for referrals)."""
-        present = {(r.name, r.rtype) for r in result.answer}
+    def _additional(self, view: ZoneView, result: Answer) -> None:
+        """Addresses (and NAPTR's SRV RRsets) for names the answer points at, from the same zone.
+
+        Referrals carry only glue: addresses at or below a zone cut (RFC 1034 §4.3.2 step 3b)."""
+        present = {(r.name.lower(), r.rtype) for r in result.answer}
         added: set[tuple[bytes, int]] = set()
-        for rrset in (*result.answer, *result.authority):
-            if rrset.rtype not in ADDITIONAL_FOR:
-                continue
-            for parts in rrset.rdatas:
-                target = _target_name(rrset.rtype, parts)
-                origin = snap.find_zone(target)
-                if origin is None:
+        origin = view.origin
+        pending = [(rrset, result.referral and rrset.rtype == wire.NS and section == 1)
+                   for section, rrsets in enumerate((result.answer, result.authority)) for rrset in rrsets
+                   if rrset.rtype in ADDITIONAL_FOR]
+        srv_sets: list[wire.RRset] = []
+        for rrset, glue_only in pending:
+            for target in _targets(rrset):
+                tkey = target.lower()
+                if not wire.is_subdomain(tkey, origin):
                     continue
-                node = snap.view(origin, line).node(target)
+                if glue_only and not _below_cut(view, tkey):
+                    continue
+                node = view.node(tkey)
+                owner = None
+                if node is None and not view.exists(tkey):
+                    node = _wildcard(view, tkey)
+                    owner = target
                 if node is None:
                     continue
-                for rtype in ADDRESS_TYPES:
-                    addr = node.get(rtype)
-                    key = (target, rtype)
-                    if addr is not None and key not in added and key not in present:
+                wanted = (wire.SRV,) if rrset.rtype == NAPTR else ADDRESS_TYPES
+                for rtype in wanted:
+                    found = node.get(rtype)
+                    key = (tkey, rtype)
+                    if found is not None and key not in added and key not in present:
                         added.add(key)
-                        result.additional.append(addr)
+                        found = found if owner is None else found.with_name(owner)
+                        if rtype == wire.SRV:
+                            srv_sets.append(found)
+                        else:
+                            result.additional.append(found)
+        for srv in srv_sets:
+            result.additional.append(srv)
+            for target in _targets(srv):
+                tkey = target.lower()
+                node = view.node(tkey) if wire.is_subdomain(tkey, origin) else None
+                for rtype in ADDRESS_TYPES:
+                    found = node.get(rtype) if node else None
+                    if found is not None and (tkey, rtype) not in added:
+                        added.add((tkey, rtype))
+                        result.additional.append(found)
+        result.additional.sort(key=lambda r: r.rtype != wire.A)     # A before AAAA, as BIND

@@ -57,8 +57,8 @@ class QueryHandler:
         self.max_udp_payload = max_udp_payload
         self.chaos_version = chaos_version
         self.stats = Stats()
-        # Rendered local answers by everything that shapes them (name, type/class, RD, CD, line,
-        # recursion, size limit, EDNS, DO), valid for one snapshot only.  Keyed by line, so a
+        # Rendered local answers by everything that shapes them (the question byte for byte, RD,
+        # AD and CD, line, recursion, size limit, EDNS, DO), valid for one snapshot only.  Keyed by line, so a
         # line's answer is only ever replayed to clients of the same line.
         self._memo: dict[tuple[Any, ...], Any] = {}     # bytes (local) or (cache key, Entry) (forwarded)
         self._memo_snapshot: Snapshot | None = None
@@ -79,13 +79,12 @@ class QueryHandler:
             qend, payload, do = sniffed
             limit = TCP_LIMIT if tcp else (min(max(payload, wire.CLASSIC_UDP_LIMIT), self.max_udp_payload)
                                            if payload else wire.CLASSIC_UDP_LIMIT)
-            memo_key = (data[12:qend - 4].lower(), data[qend - 4:qend], data[2] & 0x01, data[3] & 0x10,
+            memo_key = (data[12:qend], data[2] & 0x01, data[3] & 0x30,
                         snap.lines.lookup(client), snap.recursion.contains(client), limit, bool(payload), do)
             template = self._memo.get(memo_key)
             if type(template) is bytes:
                 buf = bytearray(template)
-                buf[0:2] = data[0:2]
-                buf[12:qend] = data[12:qend]          # the client's own spelling (0x20)
+                buf[0:2] = data[0:2]                  # the question is in the key, byte for byte
                 self.stats.memo_hits += 1
                 return bytes(buf)
             if template is not None:                   # a forwarded answer: still cached, fresh, no prefetch due?
@@ -165,12 +164,21 @@ class QueryHandler:
         action = snap.policies.match(qkey, qtype, line)
         if action is not None:
             return self._policy(snap, query, flags, opt, action)
-        local = self.authority.lookup(snap, line, qkey, qtype, bool(query.flags & wire.FLAG_RD))
+        local = self.authority.lookup(snap, line, query.qname, qtype, bool(query.flags & wire.FLAG_RD))
         if local is not None:
             if local.aa:
                 flags |= wire.FLAG_AA
+            if local.ede is not None and opt is not None:
+                opt = wire.opt_record(self.max_udp_payload, bool(query.edns and query.edns.do),
+                                      options=wire.ede_option(*local.ede))
             message, _ = wire.render(query.id, flags | local.rcode, query.question, local.sections,
                                      opt=opt, limit=limit)
+            if message[2] & 0x02 and message[6:8] != b"\x00\x00" and query.flags & wire.FLAG_AD \
+                    and not any(r.rtype in (wire.CNAME, wire.DNAME) for r in local.answer):
+                # BIND echoes the query's AD bit when it truncates an answer after some records fit
+                # and no CNAME restart happened (a quirk of its re-render); copied so a client
+                # cannot tell the two apart.
+                message = message[:3] + bytes([message[3] | 0x20]) + message[4:]
             if memo_key is not None:
                 if len(self._memo) >= MEMO_MAX_ENTRIES:
                     self._memo.clear()

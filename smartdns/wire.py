@@ -476,17 +476,30 @@ def make_rrset(name: bytes, rtype: int, ttl: int, rdatas: Iterable[bytes], rclas
     return RRset(name, rtype, ttl, tuple(rdata_parts(rtype, r) for r in rdatas), rclass)
 
 
-def opt_record(payload: int, do: bool, ext_rcode: int = 0) -> bytes:
-    """An OPT pseudo-record for a response (version 0, no options)."""
+def opt_record(payload: int, do: bool, ext_rcode: int = 0, options: bytes = b"") -> bytes:
+    """An OPT pseudo-record for a response (version 0)."""
     ttl = (ext_rcode << 24) | (EDNS_DO if do else 0)
-    return ROOT + RR_FIXED.pack(OPT, payload, ttl, 0)
+    return ROOT + RR_FIXED.pack(OPT, payload, ttl, len(options)) + options
+
+
+EDE_OPTION = 15
+
+
+def ede_option(info_code: int, text: str = "") -> bytes:
+    """An Extended DNS Error option (RFC 8914)."""
+    body = struct.pack("!H", info_code) + text.encode("utf-8")
+    return struct.pack("!HH", EDE_OPTION, len(body)) + body
 
 
 OPT_SIZE = 11
 
 
 class Renderer:
-    """Builds one message: header, the client's question, then RRsets with compression."""
+    """Builds one message: header, the client's question, then records with name compression.
+
+    Compression matches names case-sensitively, as BIND does: a name is written in its own
+    spelling (zone-file case for local data) unless an earlier name has exactly that suffix.
+    """
 
     __slots__ = ("buf", "comp", "counts", "ttl_offsets")
 
@@ -497,10 +510,10 @@ class Renderer:
         self.ttl_offsets: list[int] = []
         if question:
             self.buf += question
-            self._remember(question[:-4].lower(), 12)
+            self._remember(question[:-4], 12)
 
     def _remember(self, name: bytes, offset: int) -> None:
-        """Register each suffix of a key-form name written at ``offset``, up to one already known."""
+        """Register each suffix of a name written at ``offset``, up to one already known."""
         comp = self.comp
         while name != ROOT and offset < 0x4000:
             if name in comp:
@@ -510,45 +523,45 @@ class Renderer:
             offset += step
             name = name[step:]
 
-    def name(self, name: bytes, compress: bool = True) -> None:
+    def name(self, name: bytes) -> None:
         """Write a name, pointing at an earlier copy of its longest known suffix."""
         buf = self.buf
-        if not compress:
-            buf += name
-            return
-        lowered = name.lower()
         comp = self.comp
         start = len(buf)
         pos = 0
-        while lowered[pos:] != ROOT:
-            pointer = comp.get(lowered[pos:])
+        while name[pos]:
+            pointer = comp.get(name[pos:])
             if pointer is not None:
                 buf += name[:pos]
                 buf += struct.pack("!H", 0xC000 | pointer)
-                self._remember(lowered, start)
+                self._remember(name, start)
                 return
-            pos += 1 + lowered[pos]
+            pos += 1 + name[pos]
         buf += name
-        self._remember(lowered, start)
+        self._remember(name, start)
+
+    def record(self, section: int, rrset: RRset, parts: tuple[bytes, ...]) -> None:
+        """Append one record of ``rrset`` to section 1 (answer), 2 (authority) or 3 (additional)."""
+        buf = self.buf
+        self.name(rrset.name)
+        self.ttl_offsets.append(len(buf) + 4)
+        buf += RR_FIXED.pack(rrset.rtype, rrset.rclass, rrset.ttl, 0)
+        start = len(buf)
+        for part in parts:
+            if type(part) is CompressedName:
+                self.name(part)
+            else:
+                buf += part
+        struct.pack_into("!H", buf, start - 2, len(buf) - start)
+        self.counts[section] += 1
 
     def rrset(self, section: int, rrset: RRset) -> None:
-        """Append every record of an RRset to section 1 (answer), 2 (authority) or 3 (additional)."""
-        buf = self.buf
+        """Append every record of an RRset."""
         for parts in rrset.rdatas:
-            self.name(rrset.name)
-            self.ttl_offsets.append(len(buf) + 4)
-            buf += RR_FIXED.pack(rrset.rtype, rrset.rclass, rrset.ttl, 0)
-            start = len(buf)
-            for part in parts:
-                if type(part) is CompressedName:
-                    self.name(part)
-                else:
-                    buf += part
-            struct.pack_into("!H", buf, start - 2, len(buf) - start)
-        self.counts[section] += len(rrset.rdatas)
+            self.record(section, rrset, parts)
 
     def mark(self) -> tuple[int, list[int], int]:
-        """A point to roll back to if the next RRset does not fit."""
+        """A point to roll back to if what follows does not fit."""
         return len(self.buf), list(self.counts), len(self.ttl_offsets)
 
     def rollback(self, mark: tuple[int, list[int], int]) -> None:
@@ -574,31 +587,38 @@ def render(
     opt: bytes | None = None,
     limit: int = 65535,
 ) -> tuple[bytes, tuple[int, ...]]:
-    """Render a response no longer than ``limit``, truncating at RRset boundaries.
+    """Render a response no longer than ``limit``; returns the message and its TTL offsets.
 
-    RFC 2181 §9: if answer or authority RRsets do not fit, the rest of the message is dropped and
-    TC is set; additional RRsets that do not fit are dropped without TC.  The OPT record always
-    fits because its size is reserved up front.  Returns the message and its TTL offsets.
+    Truncation follows BIND 9 (RFC 2181 §9): records are added one at a time; additional records
+    that do not fit are dropped without TC.  If an answer or authority record does not fit, TC is
+    set and — without EDNS — the records that did fit are kept; with EDNS (``opt``), every
+    section is emptied, since the client will ask again over TCP anyway.  Space for the OPT
+    record is reserved up front.
     """
     r = Renderer(question)
     budget = limit - (len(opt) if opt else 0)
     truncated = False
     for index, section in enumerate(sections, start=1):
         for rrset in section:
-            mark = r.mark()
-            r.rrset(index, rrset)
-            if len(r.buf) > budget:
-                r.rollback(mark)
-                if index < 3:
-                    truncated = True
-                break
+            for parts in rrset.rdatas:
+                mark = r.mark()
+                r.record(index, rrset, parts)
+                if len(r.buf) > budget:
+                    r.rollback(mark)
+                    truncated = index < 3
+                    break
+            else:
+                continue
+            break
         if truncated:
             break
+    if truncated:
+        flags |= FLAG_TC
+        if opt:
+            r.rollback((len(question) + 12, [1 if question else 0, 0, 0, 0], 0))
     if opt:
         r.buf += opt
         r.counts[3] += 1
-    if truncated:
-        flags |= FLAG_TC
     return r.finish(id_, flags), tuple(r.ttl_offsets)
 
 

@@ -124,6 +124,22 @@ def origin_from_filename(filename: str) -> str:
     return "." if stem in ("root", ".") else stem.rstrip(".") + "."
 
 
+class _FirstTTL:
+    """A transaction proxy remembering the TTL of the first record of each RRset: BIND serves an
+    RRset whose records disagree (RFC 2181 §5.2) with the first TTL, dnspython keeps the lowest."""
+
+    def __init__(self, txn: Any) -> None:
+        self._txn = txn
+        self.first: dict[tuple[dns.name.Name, int], int] = {}
+
+    def add(self, name: dns.name.Name, ttl: int, rdata: Any) -> None:
+        self.first.setdefault((name, int(rdata.rdtype)), ttl)
+        self._txn.add(name, ttl, rdata)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._txn, attr)
+
+
 class _Reader(dns.zonefile.Reader):
     """dnspython's reader, remembering where each record starts so errors name its first line
     (dnspython reports the line after the one it has just consumed)."""
@@ -159,7 +175,9 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
         with open(path, encoding="utf-8") as handle:
             with zone.writer(replacement=True) as txn:
                 tok = dns.tokenizer.Tokenizer(handle, path)
-                reader = _Reader(tok, dns.rdataclass.IN, txn, allow_include=True, default_ttl=default_ttl)
+                recorder = _FirstTTL(txn)
+                reader = _Reader(tok, dns.rdataclass.IN, recorder, allow_include=True,  # type: ignore[arg-type]
+                                 default_ttl=default_ttl)
                 reader.read()
     except dns.exception.SyntaxError as e:
         problem = _syntax_problem(path, str(e))
@@ -178,7 +196,7 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
     finally:
         _include_base.directory = None
         included, _include_base.opened = _include_base.opened, None
-    return convert_zone(zone, path, overlay=overlay, included=tuple(included))
+    return convert_zone(zone, path, overlay=overlay, included=tuple(included), first_ttl=recorder.first)
 
 
 def _syntax_problem(path: str, text: str) -> Problem:
@@ -190,20 +208,22 @@ def _syntax_problem(path: str, text: str) -> Problem:
     return Problem(path, 0, text)
 
 
-def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False,
-                 included: tuple[str, ...] = ()) -> tuple[Zone | None, list[Problem]]:
+def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False, included: tuple[str, ...] = (),
+                 first_ttl: Mapping[tuple[dns.name.Name, int], int] | None = None) -> tuple[Zone | None, list[Problem]]:
     """dnspython zone → our immutable Zone with wire-ready RRsets."""
     origin = zone.origin.to_wire().lower()
     nodes: dict[bytes, dict[int, wire.RRset]] = {}
     for name, dnode in zone.nodes.items():
-        key = name.to_wire().lower()
+        spelled = name.to_wire()          # owners keep the zone file's case, as BIND serves them
+        key = spelled.lower()
         node: dict[int, wire.RRset] = {}
         for rds in dnode.rdatasets:
             if rds.rdclass != dns.rdataclass.IN or rds.rdtype == dns.rdatatype.RRSIG:
                 continue  # IN only; RRSIGs are per covered type and signing is out of scope
-            node[int(rds.rdtype)] = wire.make_rrset(key, int(rds.rdtype), rds.ttl, [rd.to_wire() for rd in rds])
+            ttl = first_ttl.get((name, int(rds.rdtype)), rds.ttl) if first_ttl else rds.ttl
+            node[int(rds.rdtype)] = wire.make_rrset(spelled, int(rds.rdtype), ttl, [rd.to_wire() for rd in rds])
         if node:
-            nodes[key] = node
+            nodes.setdefault(key, {}).update(node)
     problems: list[Problem] = []
     apex = nodes.get(origin, {})
     if not overlay:

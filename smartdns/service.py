@@ -207,7 +207,12 @@ class SmartDNSService(service.MultiService):
 
 def _tls_connector(reactor: Any, config: Config) -> Any:
     """The DNS-over-TLS connector, where any upstream uses tls://."""
-    return None
+    forward = config.forward
+    upstreams = list(forward.upstreams) + [u for zone in forward.zones for u in zone.upstreams]
+    if not any(u.scheme == "tls" for u in upstreams):
+        return None
+    from smartdns.dot import tls_connector   # TLS (pyOpenSSL) is loaded only when it is used
+    return tls_connector(reactor, forward.timeout, forward.tls_ca_file)
 
 
 def makeService(options: Options) -> SmartDNSService:  # noqa: N802

@@ -230,12 +230,14 @@ class DoTForwardingTests(unittest.TestCase):
         forwarder.close()
         return defer.gatherResults([conn.closed for conn in self.client_connections])
 
-    def query(self, forwarder: Forwarder, name: str) -> defer.Deferred[wire.Message]:
+    def query(self, forwarder: Forwarder, name: str) -> defer.Deferred[Any]:
         """Ask for the A records of ``name``."""
         return forwarder.query(wire.from_text(name), wire.A)
 
-    def addresses(self, message: wire.Message) -> list[str]:
-        """The A records of an answer, as dotted quads."""
+    def addresses(self, reply: Any) -> list[str]:
+        """The A records of an answer, as dotted quads (a ``wire.Message``, or a lazily parsed
+        ``wire.Reply`` that holds one)."""
+        message = getattr(reply, "message", reply)
         return [".".join(str(b) for b in r.rdata) for r in message.answer if r.rtype == wire.A]
 
     @defer.inlineCallbacks

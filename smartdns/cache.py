@@ -102,12 +102,18 @@ def _rrsets(records: tuple[wire.Record, ...]) -> list[wire.RRset]:
     return out
 
 
+def make_entry_from_wire(rcode: int, message: bytes, offsets: list[int] | tuple[int, ...], lifetime: int,
+                         now: float, serve_stale: int) -> Entry:
+    """An entry from a message already in stored form (ID 0, no OPT) and its TTL offsets."""
+    head = _HEAD.pack(now, now + lifetime, now + lifetime + serve_stale, rcode, len(offsets))
+    return Entry(head + struct.pack(f"!{len(offsets)}H", *offsets) + message)
+
+
 def make_entry(rcode: int, sections: tuple[tuple[wire.RRset, ...], tuple[wire.RRset, ...], tuple[wire.RRset, ...]],
                question: bytes, lifetime: int, now: float, serve_stale: int) -> Entry:
     """Render an answer once for storage."""
     message, offsets = wire.render(0, wire.FLAG_QR | rcode, question, sections)
-    head = _HEAD.pack(now, now + lifetime, now + lifetime + serve_stale, rcode, len(offsets))
-    return Entry(head + struct.pack(f"!{len(offsets)}H", *offsets) + message)
+    return make_entry_from_wire(rcode, message, offsets, lifetime, now, serve_stale)
 
 
 def _packed_key(key: CacheKey) -> bytes:

@@ -52,7 +52,7 @@ class _Pending:
 
     __slots__ = ("deferred", "question", "address", "timer")
 
-    def __init__(self, deferred: defer.Deferred[wire.Message], question: tuple[bytes, int, int],
+    def __init__(self, deferred: defer.Deferred[wire.Reply], question: tuple[bytes, int, int],
                  address: tuple[str, int] | None, timer: Any) -> None:
         self.deferred = deferred
         self.question = question
@@ -60,12 +60,12 @@ class _Pending:
         self.timer = timer
 
 
-def _validate(message: wire.Message, question: tuple[bytes, int, int]) -> bool:
-    """The reply must be a response to exactly our question (name compared case-insensitively)."""
-    if not message.flags & wire.FLAG_QR or message.question is None:
-        return False
-    name, qtype, qclass = message.question
-    return name.lower() == question[0].lower() and qtype == question[1] and qclass == question[2]
+def _without_opt(reply: wire.Reply) -> bool:
+    """Whether a reply carries no OPT record (an upstream that does not speak EDNS)."""
+    try:
+        return reply.message.edns is None
+    except wire.FormError:
+        return True
 
 
 class _UDPSocket(protocol.DatagramProtocol):
@@ -88,12 +88,8 @@ class _UDPSocket(protocol.DatagramProtocol):
         if pending is None or pending.address != (addr[0], addr[1]):
             self.owner.stats.dropped_replies += 1
             return
-        try:
-            message = wire.parse_message(data)
-        except wire.FormError:
-            self.owner.stats.dropped_replies += 1
-            return
-        if not _validate(message, pending.question):
+        message = wire.check_reply(data, pending.question)
+        if message is None:
             self.owner.stats.dropped_replies += 1
             return
         del self.pending[qid]
@@ -130,14 +126,14 @@ class UDPClient:
             sock.port.stopListening()
 
     def query(self, upstream: Upstream, qname: bytes, qtype: int, qclass: int, timeout: float,
-              *, edns_payload: int | None, do: bool, cd: bool) -> defer.Deferred[wire.Message]:
+              *, edns_payload: int | None, do: bool, cd: bool) -> defer.Deferred[wire.Reply]:
         """Send one query; the Deferred fires with the validated reply or fails on timeout."""
         sock = self._socket(":" in upstream.host)
         sock.used += 1
         qid = secrets.randbits(16)
         while qid in sock.pending:
             qid = secrets.randbits(16)
-        d: defer.Deferred[wire.Message] = defer.Deferred()
+        d: defer.Deferred[wire.Reply] = defer.Deferred()
         address = (upstream.host, upstream.port)
         question = (qname, qtype, qclass)
 
@@ -206,12 +202,8 @@ class _StreamConnection(Int16StringReceiver):
         if pending is None:
             self.owner.stats.dropped_replies += 1
             return
-        try:
-            message = wire.parse_message(data)
-        except wire.FormError:
-            self.owner.stats.dropped_replies += 1
-            return
-        if not _validate(message, pending.question):
+        message = wire.check_reply(data, pending.question)
+        if message is None:
             self.owner.stats.dropped_replies += 1
             return
         del self.pending[qid]
@@ -278,9 +270,9 @@ class StreamClient:
         return waiter
 
     def query(self, qname: bytes, qtype: int, qclass: int, timeout: float,
-              *, edns_payload: int | None, do: bool, cd: bool) -> defer.Deferred[wire.Message]:
+              *, edns_payload: int | None, do: bool, cd: bool) -> defer.Deferred[wire.Reply]:
         """Send one query over the connection; bounded by ``timeout`` including the connect."""
-        result: defer.Deferred[wire.Message] = defer.Deferred()
+        result: defer.Deferred[wire.Reply] = defer.Deferred()
         qid = secrets.randbits(16)
         state: dict[str, Any] = {}
 
@@ -302,7 +294,7 @@ class StreamClient:
             while qid in conn.pending:
                 qid = secrets.randbits(16)
             packet = wire.encode_query(qid, qname, qtype, qclass, edns_payload=edns_payload, do=do, cd=cd)
-            inner: defer.Deferred[wire.Message] = defer.Deferred()
+            inner: defer.Deferred[wire.Reply] = defer.Deferred()
             inner.addCallbacks(lambda m: None if result.called else result.callback(m),
                                lambda f: None if result.called else result.errback(f))
             conn.send(qid, packet, _Pending(inner, (qname, qtype, qclass), None, timer))
@@ -418,7 +410,7 @@ class Forwarder:
         return client
 
     def _try(self, upstream: Upstream, qname: bytes, qtype: int, qclass: int, timeout: float,
-             do: bool, cd: bool) -> defer.Deferred[wire.Message]:
+             do: bool, cd: bool) -> defer.Deferred[wire.Reply]:
         """One upstream: UDP (then TCP if truncated), or its stream transport."""
         edns = self.config.edns_udp_size
         if upstream.scheme != "udp":
@@ -428,8 +420,8 @@ class Forwarder:
                 return defer.fail(e)
         d = self.udp.query(upstream, qname, qtype, qclass, timeout, edns_payload=edns, do=do, cd=cd)
 
-        def maybe_tcp(message: wire.Message) -> Any:
-            if message.rcode == wire.FORMERR and message.edns is None:
+        def maybe_tcp(message: wire.Reply) -> Any:
+            if message.rcode == wire.FORMERR and _without_opt(message):
                 # An upstream that does not speak EDNS (RFC 6891 §7): ask again without OPT.
                 return self.udp.query(upstream, qname, qtype, qclass, timeout, edns_payload=None, do=False, cd=cd)
             if message.flags & wire.FLAG_TC:
@@ -484,7 +476,7 @@ class Forwarder:
         health.probes += 1
         d = self._try(upstream, wire.ROOT, wire.NS, wire.IN, self.config.timeout, False, False)
 
-        def answered(message: wire.Message) -> None:
+        def answered(message: wire.Reply) -> None:
             if message.rcode in FAILED_RCODES:
                 self._mark_down(upstream, health)
             else:

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smartdns import wire
-from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry
+from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry, make_entry_from_wire
 from smartdns.config import CacheConfig
 from smartdns.errors import UpstreamError
 from smartdns.forwarder import Forwarder
@@ -127,10 +127,18 @@ class ForwardResolver:
         d.addBoth(done)
         return waiter
 
-    def _store(self, message: wire.Message, key: CacheKey) -> Entry:
+    def _store(self, reply: wire.Reply, key: CacheKey) -> Entry:
         """Turn a validated upstream response into an entry and cache it where cacheable."""
         qkey, qtype, qclass = key[0], key[1], key[2]
         now = self.reactor.seconds()
+        if reply.rcode == wire.NOERROR:
+            entry = self._store_fast(reply, key, now)
+            if entry is not None:
+                return entry
+        try:
+            message = reply.message
+        except wire.FormError as e:
+            return self._failed(Failure(UpstreamError(f"malformed upstream reply: {e}")), key)
         answer, authority, additional = sanitize(message, qkey)
         clamp = self.cache.clamp_ttl
         rcode = message.rcode
@@ -153,6 +161,29 @@ class ForwardResolver:
         question = qkey + struct.pack("!HH", qtype, qclass)
         entry = make_entry(rcode, (answer, authority, additional), question, lifetime or 0, now,
                            self.config.serve_stale)
+        if lifetime:
+            self.cache.put(key, entry)
+        return entry
+
+    def _store_fast(self, reply: wire.Reply, key: CacheKey, now: float) -> Entry | None:
+        """The common positive answer: keep the upstream's own bytes up to the end of the answer
+        section (authority and additional dropped), TTLs clamped in place.  None: use the full path."""
+        cut = wire.answer_prefix(reply, key[0])
+        if cut is None:
+            return None
+        message, offsets = cut
+        qtype = key[1]
+        ends_with_data = qtype == wire.ANY or any(
+            struct.unpack_from("!H", message, o - 4)[0] == qtype for o in offsets)
+        if not ends_with_data and struct.unpack_from("!H", message, offsets[-1] - 4)[0] != wire.CNAME:
+            return None
+        clamp = self.cache.clamp_ttl
+        lifetime = None
+        for offset in offsets:
+            ttl = clamp(struct.unpack_from("!I", message, offset)[0] & 0x7FFFFFFF)
+            struct.pack_into("!I", message, offset, ttl)
+            lifetime = ttl if lifetime is None else min(lifetime, ttl)
+        entry = make_entry_from_wire(wire.NOERROR, bytes(message), offsets, lifetime or 0, now, self.config.serve_stale)
         if lifetime:
             self.cache.put(key, entry)
         return entry

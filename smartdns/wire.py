@@ -434,6 +434,88 @@ def parse_message(data: bytes) -> Message:
                    tuple(sections[2]), edns)
 
 
+class Reply:
+    """An upstream response checked only as far as matching it to our query needs; the rest is
+    parsed on demand, so the common answer can be cached without decoding every record."""
+
+    __slots__ = ("data", "flags", "qend", "_message")
+
+    def __init__(self, data: bytes, flags: int, qend: int) -> None:
+        self.data = data
+        self.flags = flags
+        self.qend = qend
+        self._message: Message | None = None
+
+    @property
+    def rcode(self) -> int:
+        """The header rcode (extended bits need the OPT record: see ``message``)."""
+        return self.flags & 0xF
+
+    @property
+    def message(self) -> Message:
+        """The fully parsed message (raises FormError if the body is malformed)."""
+        if self._message is None:
+            self._message = parse_message(self.data)
+        return self._message
+
+
+def check_reply(data: bytes, question: tuple[bytes, int, int]) -> Reply | None:
+    """A response to exactly ``question`` (name compared case-insensitively), or None."""
+    if len(data) < HEADER.size + 5:
+        return None
+    flags, qdcount = struct.unpack_from("!HH", data, 2)
+    if not flags & FLAG_QR or qdcount != 1:
+        return None
+    try:
+        name, pos = read_name(data, HEADER.size)
+    except FormError:
+        return None
+    if pos + 4 > len(data) or name.lower() != question[0].lower():
+        return None
+    if struct.unpack_from("!HH", data, pos) != (question[1], question[2]):
+        return None
+    return Reply(data, flags, pos + 4)
+
+
+def answer_prefix(reply: Reply, qkey: bytes) -> tuple[bytearray, list[int]] | None:
+    """The reply cut after its answer section, if every answer record lies on the CNAME chain
+    from the question: the bytes up to there are self-contained (pointers only point back), so
+    they can be cached as they are.  Returns (message with ID 0 and no authority/additional
+    records, TTL offsets), or None when anything needs the full path."""
+    data = reply.data
+    ancount = struct.unpack_from("!H", data, 6)[0]
+    if not ancount:
+        return None
+    chain = {qkey}
+    pos = reply.qend
+    offsets = []
+    try:
+        for _ in range(ancount):
+            if data[pos:pos + 2] == b"\xc0\x0c":
+                owner = qkey
+                pos += 2
+            else:
+                spelled, pos = read_name(data, pos)
+                owner = spelled.lower()
+            if owner not in chain or pos + 10 > len(data):
+                return None
+            rtype, rclass, _ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+            offsets.append(pos + 4)
+            pos += 10
+            if pos + rdlen > len(data) or rtype in (OPT, DNAME):
+                return None
+            if rtype in RDATA_LAYOUTS:
+                _, target = _read_rdata(data, pos, rdlen, rtype)   # checks names point backwards
+                if rtype == CNAME and target:
+                    chain.add(target)
+            pos += rdlen
+    except FormError:
+        return None
+    out = bytearray(data[:pos])
+    HEADER.pack_into(out, 0, 0, FLAG_QR | (reply.flags & 0xF), 1, ancount, 0, 0)
+    return out, offsets
+
+
 def rdata_parts(rtype: int, rdata: bytes) -> tuple[bytes, ...]:
     """Split uncompressed RDATA into raw bytes and ``CompressedName`` parts for rendering."""
     if rtype not in COMPRESSIBLE_OUT:

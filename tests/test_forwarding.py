@@ -144,7 +144,7 @@ class ForwardingTests(unittest.TestCase):
         reply = yield query(self.host, self.port, "hot.example.net")
         yield query(self.host, self.port, "hot.example.net")
         self.assertEqual(ttls(reply), [5])
-        yield self.wait_for(lambda: len(up.queries) == 2)
+        yield self.wait_for(lambda: len(up.queries) == 2 and not self.service.resolver._inflight)
         reply = yield query(self.host, self.port, "hot.example.net")
         self.assertEqual(ttls(reply), [100])
         self.assertEqual(len(up.queries), 2)

@@ -175,8 +175,9 @@ class ForwardResolver:
         qtype = key[1]
         ends_with_data = qtype == wire.ANY or any(
             struct.unpack_from("!H", message, o - 4)[0] == qtype for o in offsets)
-        if not ends_with_data and struct.unpack_from("!H", message, offsets[-1] - 4)[0] != wire.CNAME:
-            return None
+        if not ends_with_data and (struct.unpack_from("!H", message, offsets[-1] - 4)[0] != wire.CNAME
+                                   or reply.data[8:10] != b"\x00\x00"):
+            return None     # a dangling CNAME with authority data may be CNAME-then-NODATA (RFC 2308 §5)
         clamp = self.cache.clamp_ttl
         lifetime = None
         for offset in offsets:

@@ -140,11 +140,29 @@ class _FirstTTL:
         return getattr(self._txn, attr)
 
 
+class _LineTokenizer(dns.tokenizer.Tokenizer):
+    """A tokenizer that remembers the line each statement (record or directive) starts on, so a
+    bad ``$TTL`` or a missing ``$INCLUDE`` file is reported at its own line, not the next."""
+
+    statement_line = 1
+    _fresh = True
+
+    def get(self, want_leading: bool = False, want_comment: bool = False) -> Any:
+        token = super().get(want_leading, want_comment)
+        if token.is_eol_or_eof():
+            self._fresh = True
+        elif self._fresh and not token.is_comment() and not token.is_whitespace():
+            self.statement_line = self.line_number
+            self._fresh = False
+        return token
+
+
 class _Reader(dns.zonefile.Reader):
     """dnspython's reader, remembering where each record starts so errors name its first line
     (dnspython reports the line after the one it has just consumed)."""
 
     rr_where: tuple[str, int] | None = None
+    base_directory = ""
 
     def _rr_line(self) -> None:
         self.rr_where = self.tok.where()
@@ -152,9 +170,18 @@ class _Reader(dns.zonefile.Reader):
         self.rr_where = None
 
     def where(self) -> tuple[str, int]:
-        """File and line of the record being read, else of the tokenizer."""
-        file, line = self.rr_where or self.tok.where()
-        return str(file), int(line)
+        """File and line of the record or directive being read (file names made absolute: an
+        ``$INCLUDE`` name is relative to the including zone's directory)."""
+        if self.rr_where is not None:
+            file, line = self.rr_where
+        elif isinstance(self.tok, _LineTokenizer):
+            file, line = self.tok.where()[0], self.tok.statement_line
+        else:
+            file, line = self.tok.where()
+        file = str(file)
+        if not os.path.isabs(file) and self.base_directory:
+            file = os.path.join(self.base_directory, file)
+        return file, int(line)
 
 
 def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
@@ -174,14 +201,15 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
     try:
         with open(path, encoding="utf-8") as handle:
             with zone.writer(replacement=True) as txn:
-                tok = dns.tokenizer.Tokenizer(handle, path)
+                tok = _LineTokenizer(handle, path)
                 recorder = _FirstTTL(txn)
                 reader = _Reader(tok, dns.rdataclass.IN, recorder, allow_include=True,  # type: ignore[arg-type]
                                  default_ttl=default_ttl)
+                reader.base_directory = os.path.dirname(os.path.abspath(path))
                 reader.read()
     except dns.exception.SyntaxError as e:
         problem = _syntax_problem(path, str(e))
-        if reader is not None and reader.rr_where is not None:
+        if reader is not None:
             problem = Problem(*reader.where(), problem.message)
         return None, [problem]
     except dns.zonefile.CNAMEAndOtherData:

@@ -253,3 +253,45 @@ class ForwardingTests(unittest.TestCase):
         up.udp.write(answer_a(pending[0], ["198.51.100.9"]), up.last_client)
         results = yield defer.gatherResults(replies)
         self.assertEqual([ips(r) for r in results], [["198.51.100.9"]] * 4)
+
+
+class PoolPolicyTests(unittest.TestCase):
+    """round_robin spreads queries; source ports and IDs vary (RFC 5452)."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_round_robin_and_random_spread_queries(self):
+        """Each policy sends queries to every upstream."""
+        for policy in ("round_robin", "random"):
+            ups = [FakeUpstream(lambda q, t: answer_a(q, ["198.51.100.1"])).start(self) for _ in range(3)]
+            clock = ShiftedReactor()
+            listed = ", ".join(f'"{u.address}"' for u in ups)
+            service, host, port = start_server(self, f"""
+            [forward]
+            upstreams = [{listed}]
+            policy = "{policy}"
+            """, clock=clock)
+            for i in range(30):
+                yield query(host, port, f"n{i}.example.net")
+            counts = [len(u.queries) for u in ups]
+            self.assertEqual(sum(counts), 30)
+            self.assertTrue(all(c > 0 for c in counts), (policy, counts))
+            if policy == "round_robin":
+                self.assertEqual(counts, [10, 10, 10])
+
+    @defer.inlineCallbacks
+    def test_source_ports_and_ids_vary(self):
+        """Upstream queries come from several source ports with random IDs."""
+        ports = []
+        up = FakeUpstream(lambda q, t: ports.append(up.last_client[1]) or answer_a(q, ["198.51.100.1"]))
+        up.start(self)
+        service, host, port = start_server(self, f"""
+        [forward]
+        upstreams = ["{up.address}"]
+        """)
+        for i in range(40):
+            yield query(host, port, f"p{i}.example.net")
+        self.assertGreaterEqual(len(set(ports)), 8)
+        ids = [q.id for _, q in up.queries]
+        self.assertGreaterEqual(len(set(ids)), 38)

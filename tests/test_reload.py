@@ -324,3 +324,36 @@ class ReloadCommandTests(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertIn("reload FAILED, still serving generation 2", err)
         self.assertIn("zones/example.test.zone:6:", err)
+
+
+class SignalTests(unittest.TestCase):
+    """SIGHUP reloads a service started the way twistd starts it."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_sighup_reloads(self):
+        """Sending SIGHUP to the process reloads the zones; the handler is removed at stop."""
+        import signal as signal_module
+
+        base = os.path.abspath(self.mktemp())
+        write_tree(base, {"smartdns.toml": CONFIG, "zones/example.test.zone": ZONE_V1})
+        files = ZoneFileCache()
+        config, snapshot = load(os.path.join(base, "smartdns.toml"), files)
+        service = SmartDNSService(config, snapshot, reactor, files=files, install_signals=True)
+        before = signal_module.getsignal(signal_module.SIGHUP)
+        service.startService()
+        swapped: defer.Deferred[None] = defer.Deferred()
+        original = service.reloader.apply
+
+        def apply(config, snapshot):
+            original(config, snapshot)
+            swapped.callback(None)
+
+        service.reloader.apply = apply
+        write_tree(base, {"zones/example.test.zone": ZONE_V2})
+        os.kill(os.getpid(), signal_module.SIGHUP)
+        yield swapped
+        self.assertEqual(addresses(ask(service, "www.example.test")), ["192.0.2.20"])
+        yield service.stopService()
+        self.assertEqual(signal_module.getsignal(signal_module.SIGHUP), before)

@@ -250,11 +250,6 @@ class NegativeTests(ResolverCase):
         self.assertEqual(texts(msg.answer), ["www.example.com. 3600 CNAME host.example.com."])
         self.assertEqual(len(msg.authority), 1)
 
-    test_nodata_after_cname_is_negative.todo = (  # type: ignore[attr-defined]
-        "resolver.ForwardResolver._store_fast accepts any NOERROR answer ending in a CNAME: it "
-        "drops the authority SOA and caches the CNAME-then-NODATA reply as positive for the "
-        "CNAME's TTL (3600) instead of the negative TTL (60, RFC 2308 §5)")
-
     def test_negative_without_soa_not_cached(self) -> None:
         """NXDOMAIN without an SOA is passed on but not cached; the next ask goes upstream."""
         self.make()

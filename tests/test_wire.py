@@ -113,6 +113,10 @@ class ParseQueryTests(unittest.SynchronousTestCase):
         """A pointer to itself in the question is a QueryError, not a hang."""
         self.assert_query_error(header() + b"\xc0\x0c" + b"\x00\x01\x00\x01")
 
+    def test_pointer_into_header(self) -> None:
+        """A question name ending in a pointer (here into the header) is a QueryError."""
+        self.assert_query_error(header() + b"\x03www\xc0\x04" + b"\x00\x01\x00\x01")
+
     def test_forward_pointer(self) -> None:
         """A pointer pointing forwards is a QueryError."""
         self.assert_query_error(header() + b"\xc0\x0e" + b"\x03www\x00" + b"\x00\x01\x00\x01")

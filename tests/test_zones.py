@@ -168,19 +168,12 @@ class ReadZoneFileTests(unittest.SynchronousTestCase):
         zone, problems, path = self.load(HEAD + "$TTL abc\nwww A 192.0.2.1\n")
         self.assertEqual([(p.path, p.line) for p in problems], [(path, 5)])
 
-    test_bad_ttl_directive_line.todo = (  # type: ignore[attr-defined]
-        "zones.read_zone_file reports directive errors at the next line: _Reader only records "
-        "the start line for records (_rr_line), not for $TTL/$ORIGIN/$INCLUDE lines")
-
     def test_missing_include_line(self) -> None:
         """A $INCLUDE of a missing file is reported at the $INCLUDE line, naming the file."""
         zone, problems, path = self.load(HEAD + "$INCLUDE inc/missing.inc\nwww A 192.0.2.1\n")
         self.assertEqual(len(problems), 1)
         self.assertEqual((problems[0].path, problems[0].line), (path, 5))
         self.assertIn(os.path.join(os.path.dirname(path), "inc", "missing.inc"), problems[0].message)
-
-    test_missing_include_line.todo = (  # type: ignore[attr-defined]
-        "zones.read_zone_file reports a missing $INCLUDE file at the line after the directive")
 
     def test_error_in_included_file(self) -> None:
         """An error inside an included file names that file by the path opened, and its line."""
@@ -189,10 +182,6 @@ class ReadZoneFileTests(unittest.SynchronousTestCase):
         included = os.path.join(os.path.dirname(path), "inc", "bad.inc")
         self.assertEqual([(p.line, p.message != "") for p in problems], [(2, True)])
         self.assertEqual(os.path.abspath(problems[0].path), included)
-
-    test_error_in_included_file.todo = (  # type: ignore[attr-defined]
-        "zones.read_zone_file names an included file by the relative path written in $INCLUDE "
-        "('inc/bad.inc'), which does not lead to the file from anywhere but the zone directory")
 
     def test_cname_and_other_data(self) -> None:
         """CNAME beside other data is rejected at the line of the record that conflicts."""

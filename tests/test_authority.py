@@ -66,6 +66,7 @@ www  A     198.51.100.1
 """
 
 OFFICE = """
+a.x.wild   A     10.1.9.9
 www        A     10.1.0.10
 secret     A     10.1.0.99
 *.wild     A     10.1.0.20
@@ -292,6 +293,11 @@ class ChainTests(AuthorityCase):
                                                "www.dn.example.com. 3600 CNAME www.tgt.example.com.",
                                                "www.tgt.example.com. 3600 A 192.0.2.30"])
 
+    def test_dname_cname_owner_spelled_as_asked(self) -> None:
+        """The synthesised CNAME's owner is the query name as the client spelled it (as BIND)."""
+        answer = self.ask("WwW.dn.example.com")
+        self.assertEqual(answer.answer[1].name, name("WwW.dn.example.com"))
+
     def test_dname_owner_not_redirected(self) -> None:
         """The DNAME's owner itself is not redirected: A there is NODATA, DNAME there is the DNAME."""
         answer = self.ask("dn.example.com")
@@ -413,6 +419,16 @@ class LineViewTests(AuthorityCase):
                          ["foo.wild.example.com. 3600 A 10.1.0.20"])
         self.assertEqual(sections(self.ask("foo.wild.example.com", line="vpn"))[0],
                          ["foo.wild.example.com. 3600 A 192.0.2.20"])
+
+    def test_overlay_empty_non_terminal_hides_wildcard(self) -> None:
+        """office's a.x.wild makes x.wild exist for office only: office gets NODATA there and
+        NXDOMAIN below it (closest encloser x.wild), others still get the base wildcard."""
+        self.assertEqual(sections(self.ask("x.wild.example.com", line="office"))[0], [])
+        self.assertEqual(self.ask("x.wild.example.com", line="office").rcode, wire.NOERROR)
+        self.assertEqual(self.ask("y.x.wild.example.com", line="office").rcode, wire.NXDOMAIN)
+        self.assertEqual(sections(self.ask("y.x.wild.example.com"))[0], ["y.x.wild.example.com. 3600 A 192.0.2.20"])
+        self.assertEqual(sections(self.ask("a.x.wild.example.com", line="vpn"))[0],
+                         ["a.x.wild.example.com. 3600 A 192.0.2.20"])
 
     def test_cname_target_in_clients_view(self) -> None:
         """alias → alias2 → www ends at each client's own www; no overlay address leaks."""

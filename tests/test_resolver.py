@@ -85,10 +85,12 @@ class FakeForwarder:
         self.calls: list[Call] = []
 
     def pool_for(self, qkey: bytes) -> FakePool:
+        """The pool for a name, as Forwarder.pool_for."""
         return self.pools[1] if wire.is_subdomain(qkey, name("corp.example")) else self.pools[0]
 
     def query(self, qname: bytes, qtype: int, qclass: int = wire.IN, *, do: bool = False,
               cd: bool = False, pool: FakePool | None = None) -> defer.Deferred[Any]:
+        """Record the query; the test fires the returned Deferred."""
         d: defer.Deferred[Any] = defer.Deferred()
         assert pool is not None
         self.calls.append(Call(qname, qtype, qclass, do, pool, d))

@@ -10,8 +10,6 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.name
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 from twisted.trial import unittest

@@ -12,7 +12,6 @@ import textwrap
 from typing import Iterable
 
 import dns.message
-import dns.name
 import dns.rdatatype
 import dns.rrset
 from twisted.trial import unittest

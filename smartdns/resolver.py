@@ -146,9 +146,9 @@ class ForwardResolver:
         lifetime: int | None
         if rcode == wire.NOERROR and any(r.rtype == qtype or qtype == wire.ANY for r in answer) or (
                 rcode == wire.NOERROR and answer and answer[-1].rtype in (wire.CNAME, wire.DNAME) and not soa):
+            # Positive: only the chain is kept, like the undecoded fast store (_store_fast).
             answer = tuple(r.with_ttl(clamp(r.ttl)) for r in answer)
-            authority = tuple(r.with_ttl(clamp(r.ttl)) for r in authority)
-            additional = tuple(r.with_ttl(clamp(r.ttl)) for r in additional)
+            authority = additional = ()
             lifetime = min(r.ttl for r in answer)
         elif rcode in (wire.NOERROR, wire.NXDOMAIN) and soa is not None:
             minimum = struct.unpack("!I", b"".join(soa.rdatas[0])[-4:])[0]

@@ -71,6 +71,9 @@ def _elements(text: str, path: str) -> tuple[list[tuple[int, Any]], list[Problem
     pos = skip(pos + 1)
     out: list[tuple[int, Any]] = []
     if pos < length and text[pos] == "]":
+        rest = skip(pos + 1)
+        if rest != length:
+            return out, [Problem(path, line_of(rest), "trailing data after the array")]
         return out, []
     while True:
         try:

@@ -205,14 +205,16 @@ def _merge_json(records: list[articlejson.JsonRecord], line_names: tuple[str, ..
     for origin, rows in by_origin.items():
         base_zone = zones.get(origin)
         _check_cname(rows, base_zone, problems)
-        base_rows, per_line = articlejson.group_for_lines(rows, list(line_names))
         existing = [] if base_zone is None else [
             (rrset.name, rrset.rtype, rrset.ttl, b"".join(rdata))
             for node in base_zone.nodes.values() for rrset in node.values() for rdata in rrset.rdatas]
         if base_zone is None:
             existing.append(_synthetic_soa(origin))
+        # Zone-file records count as unlabelled: a line-L client gets them plus L's JSON records.
+        unlabelled = [articlejson.JsonRecord(n.lower(), t, ttl, rd, (), Problem("", 0, "")) for n, t, ttl, rd in existing]
+        _, per_line = articlejson.group_for_lines(unlabelled + rows, list(line_names))
         sources = (base_zone.sources if base_zone else ()) + tuple(sorted({r.where.path for r in rows}))
-        zones[origin] = zone_from_records(origin, existing + [(r.name, r.rtype, r.ttl, r.rdata) for r in base_rows],
+        zones[origin] = zone_from_records(origin, existing + [(r.name, r.rtype, r.ttl, r.rdata) for r in rows],
                                           sources)
         for line, line_rows in per_line.items():
             prior = overlay_zones.get(line, {}).get(origin)

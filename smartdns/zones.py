@@ -265,15 +265,16 @@ def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False, inclu
 
 
 def zone_from_records(origin: bytes, records: Iterable[tuple[bytes, int, int, bytes]], sources: tuple[str, ...]) -> Zone:
-    """A zone from (name key, type, ttl, rdata) rows, grouped into RRsets (first TTL wins, RFC 2181 §5.2)."""
-    grouped: dict[bytes, dict[int, tuple[int, list[bytes]]]] = {}
+    """A zone from (owner, type, ttl, rdata) rows, grouped into RRsets by owner key; the first
+    spelling and the first TTL of each RRset win (RFC 2181 §5.2, as BIND)."""
+    grouped: dict[bytes, dict[int, tuple[bytes, int, list[bytes]]]] = {}
     for name, rtype, ttl, rdata in records:
-        entry = grouped.setdefault(name, {}).setdefault(rtype, (ttl, []))
-        if rdata not in entry[1]:
-            entry[1].append(rdata)
+        entry = grouped.setdefault(name.lower(), {}).setdefault(rtype, (name, ttl, []))
+        if rdata not in entry[2]:
+            entry[2].append(rdata)
     nodes = {
-        name: {rtype: wire.make_rrset(name, rtype, ttl, rdatas) for rtype, (ttl, rdatas) in types.items()}
-        for name, types in grouped.items()
+        key: {rtype: wire.make_rrset(name, rtype, ttl, rdatas) for rtype, (name, ttl, rdatas) in types.items()}
+        for key, types in grouped.items()
     }
     return Zone(origin, nodes, all_names(origin, nodes), sources)
 

@@ -168,9 +168,6 @@ class ReadRecordsTests(unittest.SynchronousTestCase):
         _, _, problems = articlejson.read_records_json(path)
         self.assertEqual([(p.line, p.message) for p in problems], [(3, "trailing data after the array")])
 
-    test_trailing_data_after_empty_array.todo = (  # type: ignore[attr-defined]
-        "articlejson._elements returns as soon as it sees '[]' without checking what follows, "
-        "so '[] garbage' loads as an empty file while '[{...}] garbage' is rejected")
 
     def test_empty_array(self) -> None:
         """An empty array is no records and no problems."""
@@ -321,10 +318,6 @@ class ServedTests(unittest.SynchronousTestCase):
         self.assertIn("app.example.com. 300 A 10.0.0.80", self.ask("app.example.com", line="line1", snap=snap))
         self.assertEqual(self.ask("app.example.com", line="line2", snap=snap), ["app.example.com. 300 A 192.0.2.80"])
 
-    test_json_beside_zone_file.todo = (  # type: ignore[attr-defined]
-        "snapshot._merge_json / articlejson.group_for_lines group only the JSON records: a zone-file "
-        "record (unlabelled) at the same name and type is not counted, so line2 falls back to "
-        "'every record' and receives the record labelled line1")
 
 
 class RejectedTests(unittest.SynchronousTestCase):

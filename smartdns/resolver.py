@@ -23,6 +23,7 @@ from smartdns.forwarder import Forwarder
 log = Logger()
 
 STALE_TTL_SECONDS = 30          # RFC 8767 §4: TTL of records served stale
+STALE_ANSWER_AFTER_SECONDS = 1.8    # RFC 8767 §5: client response timer before answering stale
 PREFETCH_FRACTION = 0.1         # refresh an entry asked for in the last 10% of its TTL
 PREFETCH_MIN_TTL_SECONDS = 10   # entries shorter than this are not worth prefetching
 
@@ -102,6 +103,26 @@ class ForwardResolver:
             if lifetime >= PREFETCH_MIN_TTL_SECONDS and left < lifetime * PREFETCH_FRACTION:
                 self.resolve(key).addErrback(lambda f: None)      # one refresh in flight per key
         return entry
+
+    def resolve_for_client(self, key: CacheKey) -> defer.Deferred[Entry]:
+        """``resolve``, but with serve-stale on: if an expired entry is at hand and the upstream has
+        not answered within the client response timer, answer stale now and let the refresh go
+        on in the background (RFC 8767 §5)."""
+        stale = self.cache.get_stale(key) if self.config.serve_stale else None
+        d = self.resolve(key)
+        if stale is None:
+            return d
+        answer: defer.Deferred[Entry] = defer.Deferred()
+        timer = self.reactor.callLater(STALE_ANSWER_AFTER_SECONDS, lambda: answer.called or answer.callback(stale))
+
+        def settled(result: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if not answer.called:
+                answer.errback(result) if isinstance(result, Failure) else answer.callback(result)
+
+        d.addBoth(settled)
+        return answer
 
     def resolve(self, key: CacheKey) -> defer.Deferred[Entry]:
         """Ask upstream (one query per key at a time) and cache what comes back."""

@@ -192,7 +192,7 @@ class QueryHandler:
         if entry is not None:
             self._remember(snap, memo_key, key, entry)
             return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "cache")
-        d = self.resolver.resolve(key)
+        d = self.resolver.resolve_for_client(key)
         return d.addCallback(self._resolved, query, flags, opt, limit, snap, memo_key, key)
 
     def _remember(self, snap: Snapshot, memo_key: tuple[Any, ...] | None, cache_key: Any, entry: Entry) -> None:

@@ -295,3 +295,34 @@ class PoolPolicyTests(unittest.TestCase):
         self.assertGreaterEqual(len(set(ports)), 8)
         ids = [q.id for _, q in up.queries]
         self.assertGreaterEqual(len(set(ids)), 38)
+
+
+class ServeStaleTimerTests(unittest.TestCase):
+    """RFC 8767 §5: a slow upstream does not hold a stale-capable answer back."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_stale_answer_after_the_client_response_timer(self):
+        """With serve_stale on and a silent upstream, the expired entry is sent after about 1.8 s,
+        well before the upstream's total timeout."""
+        state = {"alive": True}
+        up = FakeUpstream(lambda q, t: answer_a(q, ["198.51.100.4"], ttl=10) if state["alive"] else None)
+        up.start(self)
+        clock = ShiftedReactor()
+        service, host, port = start_server(self, f"""
+        [forward]
+        upstreams = ["{up.address}"]
+        timeout = 4.0
+        total_timeout = 8.0
+        [cache]
+        serve_stale = 3600
+        prefetch = false
+        """, clock=clock)
+        yield query(host, port, "stale.example.net")
+        state["alive"] = False
+        clock.advance(60)
+        started = reactor.seconds()
+        reply = yield query(host, port, "stale.example.net")
+        self.assertEqual((ips(reply), ttls(reply)), (["198.51.100.4"], [30]))
+        self.assertLess(reactor.seconds() - started, 3.5)

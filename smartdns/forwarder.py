@@ -385,6 +385,7 @@ class Forwarder:
         for i, zone in enumerate(config.zones, start=1):
             self.pools.append(Pool(i, wire.from_text(zone.name).lower(), zone.upstreams, zone.policy))
         self._by_name = {p.name: p for p in self.pools}
+        self.closed = False
 
     def pool_for(self, qkey: bytes) -> Pool:
         """The pool of the longest ``[[forward.zone]]`` suffix of the name, else the default."""
@@ -467,7 +468,7 @@ class Forwarder:
     def _mark_down(self, upstream: Upstream, health: Health) -> None:
         """Back the upstream off and probe it until it answers again."""
         health.fail(self.reactor.seconds())
-        if health.probe is None or not health.probe.active():
+        if not self.closed and (health.probe is None or not health.probe.active()):
             health.probe = self.reactor.callLater(health.backoff, self._probe, upstream, health)
 
     def _probe(self, upstream: Upstream, health: Health) -> None:
@@ -487,6 +488,7 @@ class Forwarder:
 
     def close(self) -> None:
         """Release sockets, connections and probes."""
+        self.closed = True
         for pool in self.pools:
             for health in pool.health.values():
                 if health.probe is not None and health.probe.active():

@@ -825,7 +825,8 @@ def table(results, args):
             r = results[s]
             j = r.get("jobs", {}).get(job, {})
             t, l = j.get("throughput", {}), j.get("latency", {})
-            notes = "; ".join(t.get("problems", []) + l.get("problems", []))
+            notes = "; ".join(["qps: " + x for x in t.get("problems", [])]
+                              + ["@%d: " % args.latency_qps + x for x in l.get("problems", [])])
             if r.get("error") and not j:
                 notes = "did not run: " + r["error"].splitlines()[0]
             elif j.get("error"):

@@ -60,6 +60,27 @@ class _Pending:
         self.timer = timer
 
 
+def _take_reply(pending: dict[int, _Pending], data: bytes, source: tuple[str, int] | None,
+                stats: Stats) -> tuple[_Pending, wire.Reply] | None:
+    """Match a reply to its pending query by ID, source (UDP) and question; anything else is
+    dropped and counted.  A match is removed from ``pending`` with its timer cancelled."""
+    if len(data) < 12:
+        stats.dropped_replies += 1
+        return None
+    (qid,) = struct.unpack_from("!H", data)
+    item = pending.get(qid)
+    reply = None
+    if item is not None and (source is None or item.address == source):
+        reply = wire.check_reply(data, item.question)
+    if item is None or reply is None:
+        stats.dropped_replies += 1
+        return None
+    del pending[qid]
+    if item.timer.active():
+        item.timer.cancel()
+    return item, reply
+
+
 def _without_opt(reply: wire.Reply) -> bool:
     """Whether a reply carries no OPT record (an upstream that does not speak EDNS)."""
     try:
@@ -80,23 +101,10 @@ class _UDPSocket(protocol.DatagramProtocol):
         self.port: Any = None
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802 (Twisted API)
-        if len(data) < 12:
-            self.owner.stats.dropped_replies += 1
-            return
-        (qid,) = struct.unpack_from("!H", data)
-        pending = self.pending.get(qid)
-        if pending is None or pending.address != (addr[0], addr[1]):
-            self.owner.stats.dropped_replies += 1
-            return
-        message = wire.check_reply(data, pending.question)
-        if message is None:
-            self.owner.stats.dropped_replies += 1
-            return
-        del self.pending[qid]
-        if pending.timer.active():
-            pending.timer.cancel()
-        pending.deferred.callback(message)
-        self.owner.release(self)
+        taken = _take_reply(self.pending, data, (addr[0], addr[1]), self.owner.stats)
+        if taken is not None:
+            taken[0].deferred.callback(taken[1])
+            self.owner.release(self)
 
 
 class UDPClient:
@@ -194,23 +202,10 @@ class _StreamConnection(Int16StringReceiver):
         self.sendString(packet)
 
     def stringReceived(self, data: bytes) -> None:  # noqa: N802
-        if len(data) < 12:
-            self.owner.stats.dropped_replies += 1
-            return
-        (qid,) = struct.unpack_from("!H", data)
-        pending = self.pending.get(qid)
-        if pending is None:
-            self.owner.stats.dropped_replies += 1
-            return
-        message = wire.check_reply(data, pending.question)
-        if message is None:
-            self.owner.stats.dropped_replies += 1
-            return
-        del self.pending[qid]
-        if pending.timer.active():
-            pending.timer.cancel()
-        pending.deferred.callback(message)
-        self._arm_idle()
+        taken = _take_reply(self.pending, data, None, self.owner.stats)
+        if taken is not None:
+            taken[0].deferred.callback(taken[1])
+            self._arm_idle()
 
     def forget(self, qid: int) -> None:
         """A query timed out: stop waiting for it here."""

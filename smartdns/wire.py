@@ -239,6 +239,18 @@ class QueryError(FormError):
         self.question = question
 
 
+def _record_header(data: bytes, pos: int) -> tuple[bytes, int, int, int, int, int]:
+    """(owner, type, class, TTL, RDLENGTH, offset of RDATA) of the record at ``pos``, checked to fit."""
+    name, pos = read_name(data, pos)
+    if pos + RR_FIXED.size > len(data):
+        raise FormError("record cut short")
+    rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
+    pos += RR_FIXED.size
+    if pos + rdlen > len(data):
+        raise FormError("record data cut short")
+    return name, rtype, rclass, ttl, rdlen, pos
+
+
 def parse_query(data: bytes) -> Query:
     """Parse a client query.
 
@@ -268,13 +280,7 @@ def parse_query(data: bytes) -> Query:
     edns: Edns | None = None
     try:
         for index in range(ancount + nscount + arcount):
-            name, pos = read_name(data, pos)
-            if pos + RR_FIXED.size > len(data):
-                raise FormError("record cut short")
-            rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
-            pos += RR_FIXED.size
-            if pos + rdlen > len(data):
-                raise FormError("record data cut short")
+            name, rtype, rclass, ttl, rdlen, pos = _record_header(data, pos)
             if rtype == OPT:
                 if index < ancount + nscount or edns is not None or name != ROOT:
                     raise FormError("misplaced, duplicate or named OPT record")
@@ -415,13 +421,7 @@ def parse_message(data: bytes) -> Message:
     edns: Edns | None = None
     for section, count in zip(sections, (ancount, nscount, arcount)):
         for _ in range(count):
-            name, pos = read_name(data, pos)
-            if pos + RR_FIXED.size > len(data):
-                raise FormError("record cut short")
-            rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, pos)
-            pos += RR_FIXED.size
-            if pos + rdlen > len(data):
-                raise FormError("record data cut short")
+            name, rtype, rclass, ttl, rdlen, pos = _record_header(data, pos)
             if rtype == OPT:
                 edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & EDNS_DO),
                             ext_rcode=ttl >> 24, options=data[pos:pos + rdlen])

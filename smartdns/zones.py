@@ -190,6 +190,10 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
 
     ``default_ttl`` applies to records before any $TTL (an overlay inherits its base zone's
     SOA TTL, so a one-line overlay needs no $TTL)."""
+    from smartdns import fastzone   # imported here: fastzone builds this module's Zone
+    fast = fastzone.read_zone_fast(path, origin_text, overlay=overlay, default_ttl=default_ttl)
+    if fast is not None:            # None: dnspython reads it (and reports any problem)
+        return fast, []
     try:
         origin = dns.name.from_text(origin_text)
     except dns.exception.DNSException as e:

@@ -1,0 +1,615 @@
+"""A fast reader for the everyday shapes of zone files, giving exactly what dnspython's gives.
+
+Why: dnspython's zone reader costs about 80 µs of CPU a record here (a character-at-a-time
+tokenizer, an Rdata object per record, a transaction that re-checks the node on every add), so
+a zone of 100,000 records took 8 s of CPU to load (issue 5 allows 5 s), and every reload as
+long.  This module reads the common forms itself, line by line with string operations, and
+builds the same ``zones.Zone`` in about a tenth of that (``bench/zone_load.py``).
+
+The contract is strict: ``read_zone_fast`` returns the Zone that the dnspython path of
+``zones.read_zone_file`` would build — same names, same RRsets, byte-identical RDATA, same TTLs —
+or None, and then the caller runs dnspython.  It returns None for anything it does not reproduce
+exactly and for every error (bad data, CNAME beside other data, a base zone without SOA or NS),
+so problems are always dnspython's, with the lines ``zones`` reports.
+
+Handled here: owners (absolute, relative, ``@``, blank = the previous owner), TTLs with units,
+class IN, ``$TTL``, ``$ORIGIN``, comments, parentheses after the type, quoted strings with
+escapes; A, AAAA, NS, CNAME, PTR, MX, TXT, SRV and SOA parsed natively; other ordinary types
+(CAA, DS, TLSA, HTTPS, ...) parsed by dnspython's own rdata parser from the rest of the line.
+Declined (the dnspython path runs): ``$INCLUDE``, ``$GENERATE``, ``$UNICODE``, classes other than
+a plain ``IN``, escapes or quotes in owners, a parenthesis before the type, non-ASCII or
+control characters (in a comment too when the line has quotes, escapes or parentheses), DNSSEC
+and other types with special node rules (RRSIG, SIG, NSEC, NSEC3, KEY, DNAME, NXT,
+meta-types), and anything dnspython would reject.
+
+dnspython behaviour reproduced (zonefile.Reader, transaction, rdataset):
+- TTL of a record without one: ``$TTL`` (or the caller's default) wins; else the last explicit
+  TTL; else the SOA MINIMUM of the SOA read before any ``$TTL`` (RFC 2308 §4 ordering, as the
+  installed dnspython implements it).
+- Duplicate RDATA (compared in DNSSEC canonical form, names case-folded) keeps the first copy;
+  CNAME and SOA keep the last record.  As ``zones`` serves them: an RRset has the TTL of its
+  first record, and a name the spelling (case) of its first record's owner.
+- Owners outside the zone are skipped silently, but still become the "previous owner".
+- CNAME beside other data is an error at the record that makes the clash.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import re
+import struct
+from typing import Any, Iterator, Sequence
+
+import dns.exception
+import dns.ipv6
+import dns.name
+import dns.node
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+
+from smartdns import wire
+from smartdns.zones import Zone, all_names
+
+MAX_TTL_SECONDS = 2**32 - 1          # dns.ttl.MAX_TTL: dnspython accepts the full 32 bits
+MAX_LABEL_OCTETS = 63
+MAX_NAME_OCTETS = 255
+MAX_STRING_OCTETS = 255              # one TXT character-string (RFC 1035 §3.3)
+
+# Types parsed here without dnspython.  None of these mnemonics is also a class mnemonic, so
+# seeing one where dnspython tries the class is unambiguous.
+_NATIVE_TYPES: dict[str, int] = {
+    "A": wire.A, "AAAA": wire.AAAA, "NS": wire.NS, "CNAME": wire.CNAME, "PTR": wire.PTR,
+    "MX": wire.MX, "TXT": wire.TXT, "SRV": wire.SRV, "SOA": wire.SOA,
+}
+_NATIVE_CODES = frozenset(_NATIVE_TYPES.values())
+# Types whose rdataset keeps only the last record added (dns.rdatatype._singletons ∩ ours).
+_SINGLETON_TYPES = frozenset({wire.CNAME, wire.SOA})
+
+_TTL_UNITS = re.compile(r"(?:[0-9]+[wdhmsWDHMS])+")
+_TTL_UNIT_PART = re.compile(r"([0-9]+)([wdhmsWDHMS])")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_SPECIAL = re.compile(r'["\\()]')
+
+# One token of dnspython's tokenizer, for lines with quotes, escapes or parentheses.  A backslash
+# takes the next character into the token (never a newline); quoted strings cannot span lines.
+_TOKEN = re.compile(r"""[ \t]*(?:
+      (?P<comment>;[^\n]*)
+    | (?P<open>\()
+    | (?P<close>\))
+    | (?P<newline>\n)
+    | "(?P<quoted>(?:[^"\\\n]|\\[^\n])*)"
+    | (?P<word>(?:[^ \t\n;()"\\]|\\[^\n])+)
+    )""", re.X)
+
+PLAIN, ESCAPED, QUOTED = 0, 1, 2     # token kinds
+
+_SOA_TIMERS = struct.Struct("!IIIII")
+_SRV_NUMBERS = struct.Struct("!HHH")
+_PREFERENCE = struct.Struct("!H")
+
+
+class _Decline(Exception):
+    """This file needs the dnspython path (unsupported construct or an error to report)."""
+
+
+def read_zone_fast(path: str, origin_text: str, *, overlay: bool = False,
+                   default_ttl: int | None = None) -> Zone | None:
+    """The zone in ``path`` as ``zones.read_zone_file`` would load it, or None to use dnspython.
+
+    None means "not reproduced here": the file uses something this reader declines, or it has
+    an error, which the dnspython path then reports with its file and line."""
+    result = _attempt(path, origin_text, overlay, default_ttl)
+    return result if isinstance(result, Zone) else None
+
+
+def decline_reason(path: str, origin_text: str, *, overlay: bool = False,
+                   default_ttl: int | None = None) -> str | None:
+    """Why ``read_zone_fast`` leaves this file to dnspython, or None if it does not."""
+    result = _attempt(path, origin_text, overlay, default_ttl)
+    return None if isinstance(result, Zone) else result
+
+
+def _attempt(path: str, origin_text: str, overlay: bool, default_ttl: int | None) -> Zone | str:
+    """The zone, or the reason for declining it."""
+    try:
+        origin = dns.name.from_text(origin_text)
+        with open(path, encoding="utf-8") as handle:   # universal newlines, as the slow path
+            text = handle.read()
+    except (dns.exception.DNSException, OSError, UnicodeError, ValueError) as e:
+        return f"cannot read: {e!r}"
+    loader = _Loader(origin, default_ttl)
+    try:
+        with _collector_paused():
+            loader.feed(text)
+            return loader.zone(path, overlay)
+    except _Decline as e:
+        reason = str(e)
+    except (IndexError, ValueError, UnicodeError, struct.error) as e:
+        reason = repr(e)
+    return f"line {loader.line}: {reason}" if loader.line else reason
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Keep the cyclic garbage collector out of a bulk load.
+
+    A load allocates a few objects per record and frees none, so the collector would run
+    again and again over an ever larger heap for nothing (it roughly doubled the load time);
+    nothing built here forms reference cycles.  It is restored only if it was on, so
+    overlapping loads in two threads never leave it off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _ttl(token: str) -> int | None:
+    """dns.ttl.from_text for a plain token: seconds, or None if it is not a TTL."""
+    if token.isdigit():
+        value = int(token)
+    elif _TTL_UNITS.fullmatch(token):
+        value = sum(int(n) * _UNIT_SECONDS[u.lower()] for n, u in _TTL_UNIT_PART.findall(token))
+    else:
+        return None
+    if value > MAX_TTL_SECONDS:
+        raise _Decline("TTL out of range")
+    return value
+
+
+def _uint(token: str, limit: int) -> int:
+    """An unsigned decimal no larger than ``limit`` (dns.tokenizer.as_uint16/as_uint32)."""
+    if not token.isdigit():
+        raise _Decline("not an integer")
+    value = int(token)
+    if value > limit:
+        raise _Decline("integer out of range")
+    return value
+
+
+_OCTETS = {str(value): value for value in range(256)}   # exactly the spellings dnspython takes
+
+
+def _ipv4(token: str) -> bytes:
+    """dns.ipv4.inet_aton: four decimal octets 0-255, no leading zeros."""
+    parts = token.split(".")
+    if len(parts) != 4:
+        raise _Decline("bad IPv4 address")
+    try:
+        return bytes(map(_OCTETS.__getitem__, parts))
+    except KeyError as e:
+        raise _Decline("bad IPv4 address") from e
+
+
+def _unescape(value: str) -> bytes:
+    """dns.tokenizer.Token.unescape_to_bytes for ASCII text: ``\\DDD`` and ``\\X``."""
+    if "\\" not in value:
+        return value.encode("ascii")
+    out = bytearray()
+    i, end = 0, len(value)
+    while i < end:
+        c = value[i]
+        i += 1
+        if c == "\\":
+            c = value[i]
+            i += 1
+            if c.isdigit():
+                digits = value[i - 1:i + 2]
+                i += 2
+                if len(digits) != 3 or not digits.isdigit() or int(digits) > 255:
+                    raise _Decline("bad escape")
+                out.append(int(digits))
+                continue
+        out += c.encode("ascii")
+    return bytes(out)
+
+
+def _generic_ok(rdtype: int) -> bool:
+    """Types dnspython may parse for us: ordinary data with no special node or rdataset rules."""
+    return (rdtype != 0 and not dns.rdatatype.is_metatype(dns.rdatatype.RdataType.make(rdtype))
+            and not dns.rdatatype.is_singleton(dns.rdatatype.RdataType.make(rdtype))
+            and rdtype not in (dns.rdatatype.RRSIG, dns.rdatatype.SIG)
+            and dns.node.NodeKind.classify(dns.rdatatype.RdataType.make(rdtype), dns.rdatatype.NONE)
+            is dns.node.NodeKind.REGULAR)
+
+
+class _Loader:
+    """Reader state (origins, last owner, TTL defaults) and the RRsets built so far."""
+
+    def __init__(self, origin: dns.name.Name, default_ttl: int | None) -> None:
+        self.origin_name = origin
+        self.origin_wire = origin.to_wire()
+        self.origin_key = self.origin_wire.lower()
+        self.current_name = origin                 # $ORIGIN, for names dnspython parses
+        self.current = self.origin_wire            # the same, as wire with its case
+        self.current_in_zone = True
+        self.last_owner = self.origin_wire
+        self.last_key = self.origin_key
+        self.last_in_zone = True
+        self.last_ttl: int | None = None
+        self.default_ttl = default_ttl
+        self.default_from_soa = False
+        # name key → type → [first TTL, [rdata wire], {canonical rdata}]
+        self.nodes: dict[bytes, dict[int, list[Any]]] = {}
+        self.spellings: dict[bytes, bytes] = {}         # name key → first spelling of the owner
+        self.line = 0
+        self.generic_types: dict[str, int | None] = {}
+        self.non_classes: set[str] = set()
+
+    # -- names ---------------------------------------------------------------------------
+
+    def name(self, text: str) -> bytes:
+        """Wire form of a plain (escape-free) name token, relative ones under $ORIGIN."""
+        if text[-1] == ".":
+            if text == ".":
+                return wire.ROOT
+            labels = text[:-1].split(".")
+            tail = wire.ROOT
+        elif text == "@":
+            return self.current
+        else:
+            labels = text.split(".")
+            tail = self.current
+        for label in labels:
+            if not 0 < len(label) <= MAX_LABEL_OCTETS:
+                raise _Decline("empty or long label")
+        # Label lengths are at most 63, so chr(length) is one ASCII character.
+        out = "".join([chr(len(label)) + label for label in labels]).encode("ascii") + tail
+        if len(out) > MAX_NAME_OCTETS:
+            raise _Decline("name too long")
+        return out
+
+    # -- input ---------------------------------------------------------------------------
+
+    def feed(self, text: str) -> None:
+        """Read the whole file's text."""
+        clean = text.isascii() and not _CONTROL.search(text)
+        lines = text.split("\n")
+        count = len(lines)
+        index = 0
+        while index < count:
+            line = lines[index]
+            index += 1
+            self.line = index     # where a decline happened, for decline_reason
+            if not line:
+                continue
+            if _SPECIAL.search(line) is None:
+                semi = line.find(";")
+                body = line if semi < 0 else line[:semi]
+                tokens = body.split()
+                if not tokens:
+                    continue
+                if not clean and not _printable(body):
+                    raise _Decline("non-ASCII or control character")
+                first = body[0]
+                if first == "$":
+                    self.directive(tokens, None)
+                else:
+                    self.record(tokens, None, first == " " or first == "\t", -1, "", ())
+                continue
+            index = self.complex_line(lines, index - 1, clean)
+        self.line = 0
+
+    def complex_line(self, lines: list[str], index: int, clean: bool) -> int:
+        """A line with quotes, escapes or parentheses (and its continuation lines); returns the
+        index of the next line to read."""
+        text = lines[index]
+        index += 1
+        if not clean and not _printable(text):
+            raise _Decline("non-ASCII or control character")
+        tokens: list[str] = []
+        kinds: list[int] = []
+        ends: list[int] = []
+        depth = 0
+        paren_at = -1             # tokens read before the first parenthesis
+        pos = 0
+        while True:
+            match = _TOKEN.match(text, pos)
+            if match is None:
+                if text[pos:].strip(" \t"):
+                    raise _Decline("unsupported token")
+                if depth == 0:
+                    break
+                if index >= len(lines):
+                    raise _Decline("unbalanced parentheses")
+                more = lines[index]
+                index += 1
+                if not clean and not _printable(more):
+                    raise _Decline("non-ASCII or control character")
+                text += "\n" + more
+                continue
+            pos = match.end()
+            group = match.lastgroup
+            if group == "word":
+                value = match.group("word")
+                tokens.append(value)
+                kinds.append(ESCAPED if "\\" in value else PLAIN)
+                ends.append(pos)
+            elif group == "quoted":
+                tokens.append(match.group("quoted"))
+                kinds.append(QUOTED)
+                ends.append(pos)
+            elif group == "open" or group == "close":
+                if paren_at < 0:
+                    paren_at = len(tokens)
+                depth += 1 if group == "open" else -1
+                if depth < 0:
+                    raise _Decline("unbalanced parentheses")
+            # a comment, or a newline inside parentheses: whitespace
+        if not tokens:
+            return index
+        first = text[0]
+        if first == "$":
+            if paren_at >= 0:
+                raise _Decline("parenthesis in a directive")
+            self.directive(tokens, kinds)
+        else:
+            self.record(tokens, kinds, first == " " or first == "\t", paren_at, text, ends)
+        return index
+
+    def directive(self, tokens: list[str], kinds: list[int] | None) -> None:
+        """$TTL and $ORIGIN; every other directive is declined."""
+        keyword = tokens[0].upper()
+        if keyword not in ("$TTL", "$ORIGIN"):
+            raise _Decline(f"directive {keyword}")
+        if len(tokens) != 2 or (kinds is not None and any(kinds)):
+            raise _Decline("unsupported directive form")
+        if keyword == "$TTL":
+            ttl = _ttl(tokens[1])
+            if ttl is None:
+                raise _Decline("bad $TTL")
+            self.default_ttl = ttl
+            self.default_from_soa = False
+        else:
+            # $ORIGIN is rare: let dnspython build the name, relative to the current origin.
+            try:
+                origin = dns.name.from_text(tokens[1], self.current_name)
+            except dns.exception.DNSException as e:
+                raise _Decline("bad $ORIGIN") from e
+            self.current_name = origin
+            self.current = origin.to_wire()
+            self.current_in_zone = wire.is_subdomain(self.current.lower(), self.origin_key)
+
+    # -- records -------------------------------------------------------------------------
+
+    def record(self, tokens: list[str], kinds: list[int] | None, blank_owner: bool,
+               paren_at: int, text: str, ends: Sequence[int]) -> None:
+        """One resource record: owner, [TTL] [IN] [TTL] type, RDATA (zonefile.Reader._rr_line).
+
+        ``kinds`` is None when every token is plain (then the tokens are the whole text);
+        otherwise ``text`` is the record's text, ``ends`` where each token ends in it, and
+        ``paren_at`` how many tokens came before the first parenthesis (-1: none)."""
+        at = 0
+        if not blank_owner:
+            if kinds is not None and kinds[0]:
+                raise _Decline("escaped or quoted owner")
+            first = tokens[0]
+            self.last_owner = owner = self.name(first)
+            self.last_key = key = owner.lower()
+            self.last_in_zone = ((first[-1] != "." and self.current_in_zone)
+                                 or wire.is_subdomain(key, self.origin_key))
+            at = 1
+        if not self.last_in_zone:
+            return                # outside the zone: dnspython skips the record
+        owner = self.last_owner
+        key = self.last_key
+        head = at
+        token = tokens[at]
+        ttl = _ttl(token)
+        if ttl is not None:
+            self.last_ttl = ttl
+            at += 1
+            token = tokens[at]
+        upper = token.upper()
+        if upper == "IN":
+            at += 1
+            token = tokens[at]
+            upper = token.upper()
+        elif upper not in _NATIVE_TYPES:
+            self.not_a_class(token)
+        if ttl is None:
+            ttl = _ttl(token)
+            if ttl is not None:
+                self.last_ttl = ttl
+                at += 1
+                token = tokens[at]
+                upper = token.upper()
+            else:
+                ttl = self.implicit_ttl()
+        if kinds is not None and any(kinds[head:at + 1]):
+            # dnspython wants plain identifiers up to the type: a quoted token there is an
+            # error, and an escaped one ends up read as an unknown type.
+            raise _Decline("quoted or escaped token before the RDATA")
+        rdtype = _NATIVE_TYPES.get(upper)
+        if rdtype is None:
+            rdtype = self.generic_type(token)
+        at += 1
+        if 0 <= paren_at < at:
+            raise _Decline("parenthesis before the type")
+        if rdtype not in _NATIVE_CODES:
+            native = False
+        elif kinds is None or not any(kinds[at:]):
+            native = True
+        else:   # quotes or escapes in the RDATA: only TXT is read here (bar RFC 3597's \#)
+            native = rdtype == wire.TXT and not _generic_syntax(tokens, kinds, at)
+        if native:
+            rdata, canonical, minimum = self.native(rdtype, tokens[at:], kinds[at:] if kinds else None)
+        else:
+            rest = " ".join(tokens[at:]) if kinds is None else text[ends[at - 1]:]
+            rdata, canonical, minimum = self.generic(rdtype, rest)
+        if rdtype == wire.SOA:
+            if key != self.origin_key:
+                raise _Decline("SOA away from the origin")
+            if self.default_ttl is None:
+                self.default_ttl = minimum
+                self.default_from_soa = True
+                if ttl is None:
+                    ttl = self.implicit_ttl()
+        if ttl is None:
+            raise _Decline("missing TTL")
+        self.add(owner, key, rdtype, ttl, rdata, canonical)
+
+    def not_a_class(self, token: str) -> None:
+        """dnspython tries every token in the class position as a class first."""
+        if token in self.non_classes:
+            return
+        try:
+            dns.rdataclass.from_text(token)
+        except dns.exception.SyntaxError as e:
+            raise _Decline("bad class") from e
+        except Exception:
+            self.non_classes.add(token)
+            return
+        raise _Decline("class other than a plain IN")
+
+    def generic_type(self, token: str) -> int:
+        """A type parsed by dnspython's rdata code, if it has no special rules."""
+        upper = token.upper()
+        if upper not in self.generic_types:
+            try:
+                rdtype: int | None = int(dns.rdatatype.from_text(token))
+            except Exception:
+                rdtype = None
+            if rdtype is not None and rdtype not in _NATIVE_CODES and not _generic_ok(rdtype):
+                rdtype = None
+            self.generic_types[upper] = rdtype
+        found = self.generic_types[upper]
+        if found is None:
+            raise _Decline(f"type {token}")
+        return found
+
+    def implicit_ttl(self) -> int | None:
+        """zonefile.Reader._implicit_ttl with rfc2308_ttl on."""
+        if self.last_ttl is not None and (self.default_ttl is None or self.default_from_soa):
+            return self.last_ttl
+        return self.default_ttl
+
+    def native(self, rdtype: int, args: list[str], kinds: list[int] | None) -> tuple[bytes, bytes, int]:
+        """RDATA of the types parsed here: (wire, canonical form for duplicates, SOA minimum)."""
+        if rdtype == wire.A:
+            if len(args) != 1:
+                raise _Decline("A takes one address")
+            data = _ipv4(args[0])
+            return data, data, 0
+        if rdtype == wire.TXT:
+            if not args:
+                raise _Decline("TXT without strings")
+            out = bytearray()
+            for index, value in enumerate(args):
+                raw = _unescape(value) if kinds is not None and kinds[index] else value.encode("ascii")
+                if len(raw) > MAX_STRING_OCTETS:
+                    raise _Decline("TXT string too long")
+                out.append(len(raw))
+                out += raw
+            data = bytes(out)
+            return data, data, 0
+        if rdtype == wire.AAAA:
+            if len(args) != 1:
+                raise _Decline("AAAA takes one address")
+            data = _ipv6(args[0])
+            return data, data, 0
+        if rdtype in (wire.NS, wire.CNAME, wire.PTR):
+            if len(args) != 1:
+                raise _Decline("one name expected")
+            data = self.name(args[0])
+            return data, data.lower(), 0
+        if rdtype == wire.MX:
+            if len(args) != 2:
+                raise _Decline("MX takes preference and exchange")
+            head = _PREFERENCE.pack(_uint(args[0], 0xFFFF))
+            target = self.name(args[1])
+            return head + target, head + target.lower(), 0
+        if rdtype == wire.SRV:
+            if len(args) != 4:
+                raise _Decline("SRV takes priority, weight, port and target")
+            head = _SRV_NUMBERS.pack(*(_uint(a, 0xFFFF) for a in args[:3]))
+            target = self.name(args[3])
+            return head + target, head + target.lower(), 0
+        # SOA
+        if len(args) != 7:
+            raise _Decline("SOA takes seven fields")
+        mname = self.name(args[0])
+        rname = self.name(args[1])
+        timers = [_uint(args[2], 0xFFFFFFFF)]
+        for value in args[3:]:
+            seconds = _ttl(value)
+            if seconds is None:
+                raise _Decline("bad SOA timer")
+            timers.append(seconds)
+        tail = _SOA_TIMERS.pack(*timers)
+        return mname + rname + tail, mname.lower() + rname.lower() + tail, timers[4]
+
+    def generic(self, rdtype: int, text: str) -> tuple[bytes, bytes, int]:
+        """RDATA parsed by dnspython from the rest of the record's text (same tokenizer)."""
+        try:
+            rd = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, self.current_name,
+                                     False, self.origin_name)
+            data = rd.to_wire()
+            canonical = rd.to_digestable()
+        except Exception as e:        # dnspython reports every rdata failure as a syntax error
+            raise _Decline(f"rdata: {e}") from e
+        minimum = rd.minimum if isinstance(rd, dns.rdtypes.ANY.SOA.SOA) else 0
+        return data, canonical, minimum
+
+    def add(self, owner: bytes, key: bytes, rdtype: int, ttl: int, rdata: bytes,
+            canonical: bytes) -> None:
+        """Transaction.add: CNAME-and-other-data check, union with the RRset so far.
+
+        The RRset keeps its first record's TTL and the node its first spelling of the owner,
+        as ``zones`` does (BIND serves both that way)."""
+        node = self.nodes.get(key)
+        if node is None:
+            self.nodes[key] = {rdtype: [ttl, [rdata], {canonical}]}
+            self.spellings[key] = owner
+            return
+        if rdtype == wire.CNAME:
+            if any(t != wire.CNAME for t in node):
+                raise _Decline("CNAME and other data")
+        elif wire.CNAME in node:
+            raise _Decline("CNAME and other data")
+        entry = node.get(rdtype)
+        if entry is None:
+            node[rdtype] = [ttl, [rdata], {canonical}]
+        elif rdtype in _SINGLETON_TYPES:
+            entry[1] = [rdata]
+            entry[2] = {canonical}
+        elif canonical not in entry[2]:
+            entry[1].append(rdata)
+            entry[2].add(canonical)
+
+    def zone(self, path: str, overlay: bool) -> Zone:
+        """The finished zone; a base zone must have SOA and NS at its origin."""
+        spellings = self.spellings
+        nodes = {
+            key: {rdtype: wire.make_rrset(spellings[key], rdtype, ttl, rdatas)
+                  for rdtype, (ttl, rdatas, _) in types.items()}
+            for key, types in self.nodes.items()
+        }
+        if not overlay:
+            apex = nodes.get(self.origin_key, {})
+            if wire.SOA not in apex or wire.NS not in apex:
+                raise _Decline("no SOA or NS at the origin")
+        return Zone(self.origin_key, nodes, all_names(self.origin_key, nodes), (path,))
+
+
+def _generic_syntax(tokens: list[str], kinds: list[int], at: int) -> bool:
+    """Whether the RDATA starts with RFC 3597's ``\\#`` (dnspython then reads it as wire)."""
+    return kinds[at] == ESCAPED and tokens[at] == "\\#"
+
+
+def _printable(text: str) -> bool:
+    """Printable ASCII and tabs only (dnspython treats other characters differently)."""
+    return text.isascii() and text.replace("\t", " ").isprintable()
+
+
+def _ipv6(token: str) -> bytes:
+    """dns.ipv6.inet_aton, as AAAA stores it (text → canonical text → wire)."""
+    try:
+        return dns.ipv6.inet_aton(dns.ipv6.canonicalize(token))
+    except dns.exception.DNSException as e:
+        raise _Decline("bad IPv6 address") from e

@@ -54,6 +54,8 @@ LINES = {
     "lo": ["127.0.0.1/32"],
 }
 OVERLAY_LINE = "lo"
+# Percent of a CPU that other processes may use during a run before it counts as disturbed.
+DISTURBED = 10
 
 
 def log(*a):
@@ -637,21 +639,19 @@ def dnsperf_version():
     return "dnsperf " + (m.group(1) if m else "?")
 
 
-def problems(res, qfile_lines=None):
+def problems(res):
     """What makes a dnsperf result suspect: lost queries, error rcodes, a wrapped file, steal."""
     out = []
     steal = max([v for k, v in res.items() if k.startswith("steal_")] or [0])
     if steal > 5:
         out.append("CPU steal %.0f%%: noisy host" % steal)
-    if res.get("cpu_other_processes", 0) > 10:
+    if res.get("cpu_other_processes", 0) > DISTURBED:
         out.append("other processes used %.0f%% CPU: disturbed" % res["cpu_other_processes"])
     if res.get("lost"):
         out.append("LOST %d" % res["lost"])
     bad = {k: v for k, v in res.get("rcodes", {}).items() if k != "NOERROR"}
     if bad:
         out.append("rcodes %s" % bad)
-    if qfile_lines and res.get("sent", 0) > qfile_lines:
-        out.append("query file wrapped (%d > %d names): some misses were hits" % (res["sent"], qfile_lines))
     return out
 
 
@@ -685,14 +685,44 @@ def run_server(args, data, name):
     return result
 
 
-def miss_tail(data, skip):
-    """A miss query file without its first `skip` names (for repeats)."""
-    path = os.path.join(data.dir, "q-miss-from-%d.txt" % skip)
-    with open(data.q["miss"]) as src, open(path, "w") as dst:
+def file_tail(src_path, skip, workdir):
+    """A copy of a query file without its first `skip` lines."""
+    path = os.path.join(workdir, "%s-from-%d.txt" % (os.path.basename(src_path)[:-4], skip))
+    with open(src_path) as src, open(path, "w") as dst:
         for i, line in enumerate(src):
             if i >= skip:
                 dst.write(line)
     return path
+
+
+def disturbed(res):
+    return res.get("cpu_other_processes", 0) > DISTURBED or max(
+        [v for k, v in res.items() if k.startswith("steal_")] or [0]) > 5
+
+
+def measure(args, data, qfile, fresh, count, tries_log, **kw):
+    """Run dnsperf `count` times (plus up to --retries re-runs of disturbed runs).
+
+    fresh: the names must never repeat (miss job), so each run starts where the
+    previous stopped. Returns (runs kept, every run, total names sent)."""
+    kept, every, sent = [], [], 0
+    retries = args.retries
+    while len(kept) < count:
+        path = file_tail(qfile, sent, data.dir) if fresh and sent else qfile
+        try:
+            res = dnsperf(args, path, **kw)
+        finally:
+            if path != qfile:
+                os.unlink(path)
+        sent += res.get("sent", 0)
+        every.append(res)
+        if disturbed(res) and retries > 0:
+            retries -= 1
+            log("%s: disturbed by other load (%.0f%% CPU), running again"
+                % (tries_log, res.get("cpu_other_processes", 0)))
+            continue
+        kept.append(res)
+    return kept, every, sent
 
 
 def run_job(args, data, name, job, proc):
@@ -709,22 +739,16 @@ def run_job(args, data, name, job, proc):
         dnsperf(args, data.q["hit"], None, runs=1)
     log("%s %s: throughput %ds x %d" % (name, job, args.duration, args.repeat))
     watch = {"server": proc.pid, "upstream": args.upstream_pid}
-    runs = []
-    for i in range(args.repeat):
-        qfile = data.q[job]
-        if job == "miss" and i:
-            # Fresh names for every repeat: carry on where the previous run stopped.
-            qfile = miss_tail(data, sum(x.get("sent", 0) for x in runs))
-        runs.append(dnsperf(args, qfile, args.duration, tag="%s-%s-tput" % (name, job), watch=watch))
-        if qfile != data.q[job]:
-            os.unlink(qfile)
+    runs, every, sent = measure(args, data, data.q[job], job == "miss", args.repeat,
+                                "%s %s throughput" % (name, job), duration=args.duration,
+                                tag="%s-%s-tput" % (name, job), watch=watch)
     # Report the run with the median qps; all runs stay in the results file.
     t = dict(sorted(runs, key=lambda x: x.get("qps", 0))[len(runs) // 2])
-    if len(runs) > 1:
-        t["repeats"] = runs
+    if len(every) > 1:
+        t["repeats"] = every
     r["throughput"] = t
     t["problems"] = problems(t)
-    if job == "miss" and sum(x.get("sent", 0) for x in runs) > data.q_count["miss"]:
+    if job == "miss" and sent > data.q_count["miss"]:
         t["problems"].append("miss query file (%d names) wrapped: some misses were hits; "
                              "raise --zone-size" % data.q_count["miss"])
     core = t.get("busy_cpu%s" % args.server_cpu, 100)
@@ -737,14 +761,20 @@ def run_job(args, data, name, job, proc):
     if args.latency_duration and proc.poll() is None:
         lat_file = data.q["miss-lat"] if job == "miss" else data.q[job]
         log("%s %s: latency at %d qps for %ds" % (name, job, args.latency_qps, args.latency_duration))
-        r["latency"] = dnsperf(args, lat_file, args.latency_duration, qps=args.latency_qps,
-                               verbose=True, tag="%s-%s-lat" % (name, job))
-        lp = problems(r["latency"], data.q_count["miss-lat"] if job == "miss" else None)
+        runs, every, sent = measure(args, data, lat_file, job == "miss", 1, "%s %s latency" % (name, job),
+                                    duration=args.latency_duration, qps=args.latency_qps, verbose=True,
+                                    tag="%s-%s-lat" % (name, job), watch=watch)
+        lat = r["latency"] = runs[0]
+        if len(every) > 1:
+            lat["disturbed_runs"] = every[:-1]
+        lp = problems(lat)
+        if job == "miss" and sent > data.q_count["miss-lat"]:
+            lp.append("miss latency file wrapped: some misses were hits; raise --zone-size")
         q = r["throughput"].get("qps") or 0
         if q and args.latency_qps > 0.7 * q:
             lp.append("latency rate %d is >70%% of this server's capacity (%.0f qps): queueing" %
                       (args.latency_qps, q))
-        r["latency"]["problems"] = lp
+        lat["problems"] = lp
     for k in ("throughput", "latency"):
         if r.get(k, {}).get("problems"):
             log("%s %s %s: %s" % (name, job, k, "; ".join(r[k]["problems"])))
@@ -856,6 +886,9 @@ def parse_args(argv):
     ap.add_argument("--duration", type=int, default=5, help="seconds of one throughput run (default 5)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="throughput runs per job; the one with the median qps is reported (default 3)")
+    ap.add_argument("--retries", type=int, default=3,
+                    help="re-runs allowed per measurement when other processes disturbed a run "
+                         "(> %d%% of a CPU) or the host stole CPU (default 3)" % DISTURBED)
     ap.add_argument("--latency-duration", type=int, default=5,
                     help="seconds of the fixed-rate latency run per job; 0 skips it (default 5)")
     ap.add_argument("--latency-qps", type=int, default=1000, help="rate of the latency run (default 1000)")
@@ -939,7 +972,7 @@ def main(argv):
     meta["other_processes_cpu_before"] = busy
     if busy > 5:
         log("WARNING: other processes are using %.0f%% of a CPU: the numbers will be disturbed "
-            "(the notes column flags each run that was)" % busy)
+            "(disturbed runs are run again, up to --retries times; the notes column flags the rest)" % busy)
     upstream = start_upstream(args, data)
     args.upstream_pid = upstream.pid
     results, memory = {}, {}

@@ -205,7 +205,7 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
     try:
         with open(path, encoding="utf-8") as handle:
             with zone.writer(replacement=True) as txn:
-                tok = _LineTokenizer(handle, path)
+                tok = _LineTokenizer(handle, os.path.abspath(path))
                 recorder = _FirstTTL(txn)
                 reader = _Reader(tok, dns.rdataclass.IN, recorder, allow_include=True,  # type: ignore[arg-type]
                                  default_ttl=default_ttl)

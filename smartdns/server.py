@@ -353,6 +353,8 @@ class DNSStreamProtocol(Int16StringReceiver, TimeoutMixin):
 class SmartDNSServerFactory(protocol.ServerFactory):
     """Builds TCP connections that share one query handler; caps concurrent connections."""
 
+    noisy = False
+
     def __init__(self, handler: QueryHandler, idle_timeout: float, max_connections: int) -> None:
         self.handler = handler
         self.idle_timeout = idle_timeout

@@ -607,9 +607,15 @@ def dnsperf(args, qfile, duration, qps=None, verbose=False, runs=None, tag="", w
         text = []
         for line in f:
             if line.startswith("> "):
+                # "> RCODE name type latency"; "> T name type" for a timeout, "> I ..."
+                # for a query still outstanding when the run ended.
                 parts = line.split()
                 rcodes[parts[1]] = rcodes.get(parts[1], 0) + 1
-                lat.append(float(parts[-1]))
+                if parts[1] not in ("T", "I"):
+                    try:
+                        lat.append(float(parts[-1]))
+                    except ValueError:
+                        pass
             else:
                 text.append(line)
         text = "".join(text)
@@ -622,6 +628,8 @@ def dnsperf(args, qfile, duration, qps=None, verbose=False, runs=None, tag="", w
         res["rcodes"] = {k: int(v) for k, v in re.findall(r"([A-Z]+) (\d+)", m.group(1))}
     elif rcodes:
         res["rcodes"] = rcodes
+    if rcodes.get("T"):
+        res["timeouts_logged"] = rcodes["T"]
     if lat:
         lat.sort()
         res["p50_s"] = lat[len(lat) // 2]
@@ -674,7 +682,12 @@ def run_server(args, data, name):
             return result
         result["rss_kb_start"] = rss_kb(p.pid)
         for job in args.jobs:
-            result["jobs"][job] = run_job(args, data, name, job, p)
+            try:
+                result["jobs"][job] = run_job(args, data, name, job, p)
+            except Exception as e:  # keep the other jobs and servers going
+                import traceback
+                traceback.print_exc()
+                result["jobs"][job] = {"error": "%s: %s" % (type(e).__name__, e)}
             if p.poll() is not None:
                 result["error"] = "%s exited during job %s:\n%s" % (name, job, p.tail())
                 log(result["error"])

@@ -115,15 +115,17 @@ class UDPClient:
         self.stats = stats
         self.pool_size = pool_size
         self.sockets: list[_UDPSocket] = []
+        self.by_family: dict[bool, list[_UDPSocket]] = {False: [], True: []}   # keyed by "is IPv6"
 
     def _socket(self, family_v6: bool) -> _UDPSocket:
         """A socket from the pool, chosen at random; replaced after a number of uses."""
-        candidates = [s for s in self.sockets if s.v6 == family_v6]  # type: ignore[attr-defined]
+        candidates = self.by_family[family_v6]
         if len(candidates) < self.pool_size:
             sock = _UDPSocket(self)
             sock.v6 = family_v6  # type: ignore[attr-defined]
             sock.port = self.reactor.listenUDP(0, sock, interface="::" if family_v6 else "0.0.0.0")
             self.sockets.append(sock)
+            candidates.append(sock)
             return sock
         return secrets.choice(candidates)
 
@@ -131,6 +133,7 @@ class UDPClient:
         """Retire a socket that has served its share once it has nothing pending."""
         if sock.used >= UDP_SOCKET_REUSES and not sock.pending and sock in self.sockets:
             self.sockets.remove(sock)
+            self.by_family[sock.v6].remove(sock)  # type: ignore[attr-defined]
             sock.port.stopListening()
 
     def query(self, upstream: Upstream, qname: bytes, qtype: int, qclass: int, timeout: float,
@@ -173,6 +176,7 @@ class UDPClient:
             sock.pending.clear()
             sock.port.stopListening()
         self.sockets.clear()
+        self.by_family = {False: [], True: []}
 
 
 class _StreamConnection(Int16StringReceiver):
@@ -428,37 +432,54 @@ class Forwarder:
 
         return d.addCallback(maybe_tcp)
 
-    @defer.inlineCallbacks
     def query(self, qname: bytes, qtype: int, qclass: int = wire.IN, *, do: bool = False,
-              cd: bool = False, pool: Pool | None = None) -> Any:
-        """The first usable upstream answer; ``UpstreamError`` when every upstream failed in time."""
+              cd: bool = False, pool: Pool | None = None) -> defer.Deferred[wire.Reply]:
+        """The first usable upstream answer; ``UpstreamError`` when every upstream failed in time.
+
+        Written as explicit callbacks rather than inlineCallbacks: this runs once per cache miss."""
         pool = pool or self.pool_for(qname.lower())
-        start = self.reactor.seconds()
+        reactor = self.reactor
+        start = reactor.seconds()
         deadline = start + self.config.total_timeout
-        last_error = "no upstreams configured"
-        for upstream in pool.order(start):
-            now = self.reactor.seconds()
-            left = deadline - now
-            if left <= 0:
-                last_error = f"gave up after {self.config.total_timeout:g}s"
-                break
-            health = pool.health.setdefault(upstream, Health())
-            try:
-                message = yield self._try(upstream, qname, qtype, qclass, min(self.config.timeout, left), do, cd)
-            except UpstreamError as e:
+        order = pool.order(start)
+        result: defer.Deferred[wire.Reply] = defer.Deferred()
+        state = {"next": 0, "error": "no upstreams configured"}
+
+        def attempt() -> None:
+            while state["next"] < len(order):
+                upstream = order[state["next"]]
+                state["next"] += 1
+                left = deadline - reactor.seconds()
+                if left <= 0:
+                    state["error"] = f"gave up after {self.config.total_timeout:g}s"
+                    break
+                health = pool.health.setdefault(upstream, Health())
+                d = self._try(upstream, qname, qtype, qclass, min(self.config.timeout, left), do, cd)
+                d.addCallbacks(answered, failed, callbackArgs=(upstream, health), errbackArgs=(upstream, health))
+                return
+            self.stats.failures += 1
+            result.errback(UpstreamError(state["error"]))
+
+        def answered(reply: wire.Reply, upstream: Upstream, health: Health) -> None:
+            if reply.rcode in FAILED_RCODES:
                 self._mark_down(upstream, health)
-                last_error = str(e)
-                log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=last_error)
-                continue
-            rcode = message.rcode
-            if rcode in FAILED_RCODES:
-                self._mark_down(upstream, health)
-                last_error = f"{upstream} answered rcode {rcode}"
-                continue
+                state["error"] = f"{upstream} answered rcode {reply.rcode}"
+                attempt()
+                return
             health.succeed()
-            return message
-        self.stats.failures += 1
-        raise UpstreamError(last_error)
+            result.callback(reply)
+
+        def failed(reason: Failure, upstream: Upstream, health: Health) -> None:
+            if not reason.check(UpstreamError):
+                result.errback(reason)
+                return
+            self._mark_down(upstream, health)
+            state["error"] = reason.getErrorMessage()
+            log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=state["error"])
+            attempt()
+
+        attempt()
+        return result
 
     def _mark_down(self, upstream: Upstream, health: Health) -> None:
         """Back the upstream off and probe it until it answers again."""

@@ -10,11 +10,11 @@ down for a back-off interval and the query moves on; the whole attempt is bounde
 """
 from __future__ import annotations
 
+import os
 import random
-import secrets
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, error as ierror, protocol
 from twisted.logger import Logger
@@ -28,11 +28,12 @@ from smartdns.errors import UpstreamError
 log = Logger()
 
 UDP_SOCKET_POOL_SIZE = 16           # source ports to spread queries over
-UDP_SOCKET_REUSES = 256             # queries per socket before it is replaced by a new random port
+UDP_SOCKET_REUSES = 4096            # queries per socket before it moves to a new random port (each move logs)
 BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 TCP_IDLE_SECONDS = 10.0
 TCP_MAX_PENDING = 128
+RANDOM_BATCH_BYTES = 4096
 FAILED_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR})
 
 
@@ -45,6 +46,22 @@ class Stats:
     timeouts: int = 0
     failures: int = 0
     tcp_retries: int = 0
+
+
+class _RandomPool:
+    """16-bit values from the OS CSPRNG, fetched 4 KiB at a time: one ``os.urandom`` call per
+    2,048 query IDs instead of one per ID (RFC 5452 wants them unpredictable, not per-syscall)."""
+
+    def __init__(self) -> None:
+        self._values: list[int] = []
+
+    def __call__(self) -> int:
+        if not self._values:
+            self._values = list(memoryview(os.urandom(RANDOM_BATCH_BYTES)).cast("H"))
+        return self._values.pop()
+
+
+_random16 = _RandomPool()
 
 
 class _Pending:
@@ -127,7 +144,7 @@ class UDPClient:
             self.sockets.append(sock)
             candidates.append(sock)
             return sock
-        return secrets.choice(candidates)
+        return candidates[_random16() % len(candidates)]
 
     def release(self, sock: _UDPSocket) -> None:
         """Retire a socket that has served its share once it has nothing pending."""
@@ -141,9 +158,9 @@ class UDPClient:
         """Send one query; the Deferred fires with the validated reply or fails on timeout."""
         sock = self._socket(":" in upstream.host)
         sock.used += 1
-        qid = secrets.randbits(16)
+        qid = _random16()
         while qid in sock.pending:
-            qid = secrets.randbits(16)
+            qid = _random16()
         d: defer.Deferred[wire.Reply] = defer.Deferred()
         address = (upstream.host, upstream.port)
         question = (qname, qtype, qclass)
@@ -158,7 +175,7 @@ class UDPClient:
         sock.pending[qid] = _Pending(d, question, address, timer)
         packet = wire.encode_query(qid, qname, qtype, qclass, edns_payload=edns_payload, do=do, cd=cd)
         try:
-            sock.port.write(packet, address)
+            sock.port.socket.sendto(packet, address)   # addresses are IP literals (checked at load)
         except (OSError, ierror.MessageLengthError) as e:
             del sock.pending[qid]
             timer.cancel()
@@ -272,7 +289,7 @@ class StreamClient:
               *, edns_payload: int | None, do: bool, cd: bool) -> defer.Deferred[wire.Reply]:
         """Send one query over the connection; bounded by ``timeout`` including the connect."""
         result: defer.Deferred[wire.Reply] = defer.Deferred()
-        qid = secrets.randbits(16)
+        qid = _random16()
         state: dict[str, Any] = {}
 
         def expire() -> None:
@@ -291,7 +308,7 @@ class StreamClient:
             state["conn"] = conn
             nonlocal qid
             while qid in conn.pending:
-                qid = secrets.randbits(16)
+                qid = _random16()
             packet = wire.encode_query(qid, qname, qtype, qclass, edns_payload=edns_payload, do=do, cd=cd)
             inner: defer.Deferred[wire.Reply] = defer.Deferred()
             inner.addCallbacks(lambda m: None if result.called else result.callback(m),
@@ -356,8 +373,10 @@ class Pool:
     next_start: int = 0
     health: dict[Upstream, Health] = field(default_factory=dict)
 
-    def order(self, now: float) -> list[Upstream]:
+    def order(self, now: float) -> Sequence[Upstream]:
         """Upstreams in the order to try: by policy, healthy ones first, down ones as a last resort."""
+        if self.policy == "sequential" and not any(h.down_until > now for h in self.health.values()):
+            return self.upstreams       # the common case: nothing is down, nothing to reorder
         ups = list(self.upstreams)
         if self.policy == "round_robin" and ups:
             start = self.next_start % len(ups)

@@ -59,8 +59,8 @@ class QueryHandler:
         self.chaos_version = chaos_version
         self.stats = Stats()
         # Rendered local answers by everything that shapes them (the question byte for byte, RD,
-        # AD and CD, line, recursion, size limit, EDNS, DO), valid for one snapshot only.  Keyed by line, so a
-        # line's answer is only ever replayed to clients of the same line.
+        # AD and CD, line, recursion, size limit, EDNS, DO), valid for one snapshot only.  Keyed
+        # by line, so a line's answer is only ever replayed to clients of the same line.
         self._memo: dict[tuple[Any, ...], Any] = {}     # bytes (local) or (cache key, Entry) (forwarded)
         self._memo_snapshot: Snapshot | None = None
         self._clients: dict[str, tuple[str | None, bool]] = {}   # address → (line, may recurse), per snapshot

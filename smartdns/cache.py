@@ -116,7 +116,7 @@ def make_entry(rcode: int, sections: tuple[tuple[wire.RRset, ...], tuple[wire.RR
     return make_entry_from_wire(rcode, message, offsets, lifetime, now, serve_stale)
 
 
-def _packed_key(key: CacheKey) -> bytes:
+def packed_key(key: CacheKey) -> bytes:
     """The tuple key as one bytes object (a tuple of five objects per entry costs ~150 bytes)."""
     qkey, qtype, qclass, do, pool = key
     return qkey + _KEY_TAIL.pack(qtype, qclass, do, pool)
@@ -141,7 +141,7 @@ class AnswerCache:
 
     def get(self, key: CacheKey) -> Entry | None:
         """A fresh entry, or None; expired entries past their stale window are dropped."""
-        k = _packed_key(key)
+        k = packed_key(key)
         packed = self._entries.get(k)
         if packed is None:
             self.misses += 1
@@ -159,13 +159,14 @@ class AnswerCache:
 
     def peek(self, key: CacheKey) -> Entry | None:
         """The entry under ``key`` whatever its age, without touching LRU order or counters."""
-        packed = self._entries.get(_packed_key(key))
+        packed = self._entries.get(packed_key(key))
         return Entry(packed) if packed is not None else None
 
-    def touch(self, key: CacheKey, entry: Entry) -> bool:
+    def touch(self, key: CacheKey | bytes, entry: Entry) -> bool:
         """For the fast path: whether ``entry`` is still the one cached under ``key`` (not evicted,
-        replaced or flushed); if so it counts as a hit and becomes most recently used."""
-        k = _packed_key(key)
+        replaced or flushed); if so it counts as a hit and becomes most recently used.  ``key``
+        may be given packed (``packed_key``) to save packing it on every hit."""
+        k = key if type(key) is bytes else packed_key(key)
         if self._entries.get(k) is not entry.packed:
             return False
         self._entries.move_to_end(k)
@@ -187,7 +188,7 @@ class AnswerCache:
         if self.config.max_entries <= 0:
             return
         entries = self._entries
-        k = _packed_key(key)
+        k = packed_key(key)
         entries[k] = entry.packed
         entries.move_to_end(k)
         while len(entries) > self.config.max_entries:

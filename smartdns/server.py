@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from smartdns import policy as policy_mod
 from smartdns import wire
 from smartdns.authority import Authority, negative_soa
-from smartdns.cache import Entry
+from smartdns.cache import Entry, packed_key
 from smartdns.resolver import PREFETCH_FRACTION, STALE_TTL_SECONDS, ForwardResolver
 from smartdns.snapshot import Snapshot
 
@@ -64,6 +64,12 @@ class QueryHandler:
         self._memo: dict[tuple[Any, ...], Any] = {}     # bytes (local) or (cache key, Entry) (forwarded)
         self._memo_snapshot: Snapshot | None = None
         self._clients: dict[str, tuple[str | None, bool]] = {}   # address → (line, may recurse), per snapshot
+        self._opt = {do: wire.opt_record(max_udp_payload, do) for do in (False, True)}
+
+    def set_max_udp_payload(self, size: int) -> None:
+        """The largest UDP answer to EDNS clients, as advertised in our OPT."""
+        self.max_udp_payload = size
+        self._opt = {do: wire.opt_record(size, do) for do in (False, True)}
 
     # -- entry point -----------------------------------------------------------------------------
 
@@ -103,7 +109,7 @@ class QueryHandler:
                     self.stats.memo_hits += 1
                     self.stats.by_source["cache"] += 1
                     flags = (wire.FLAG_QR | wire.FLAG_RA | ((data[2] << 8 | data[3]) & RESPONSE_COPY_MASK))
-                    opt = wire.opt_record(self.max_udp_payload, do) if payload else None
+                    opt = self._opt[do] if payload else None
                     return self._serve_entry(template, data[0:2], data[12:qend], flags, opt, limit)
                 del self._memo[memo_key]
         return self._handle_full(data, client, tcp, snap, memo_key)
@@ -209,7 +215,7 @@ class QueryHandler:
                 and entry.expires_at > self.reactor.seconds():
             if len(self._memo) >= MEMO_MAX_ENTRIES:
                 self._memo.clear()
-            self._memo[memo_key] = (cache_key, entry)
+            self._memo[memo_key] = (packed_key(cache_key), entry)
 
     def _resolved(self, entry: Entry, query: wire.Query, flags: int, opt: bytes | None, limit: int,
                   snap: Snapshot, memo_key: tuple[Any, ...] | None, cache_key: Any) -> bytes:

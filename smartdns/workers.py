@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from smartdns.reload import ZoneFileCache
-    from smartdns.service import SmartDNSService
+    from smartdns.service import SmartDNSService, tune_gc
     from smartdns.snapshot import build_snapshot
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     files = ZoneFileCache()
     config = pin(load_config(args.config), ports)
     snapshot = build_snapshot(config, 1, read_zone=files.read)
+    tune_gc()
     service = SmartDNSService(config, snapshot, reactor, files=files, install_signals=True, worker=True,
                               transform=lambda c: pin(c, ports))
     service.startService()

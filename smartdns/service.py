@@ -17,6 +17,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from smartdns import reuseport
 from smartdns.cache import AnswerCache
 from smartdns.config import Config, load_config
 from smartdns.errors import LoadError
@@ -25,7 +26,6 @@ from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory
 from smartdns.reload import Reloader, ReloadResult, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
-from smartdns import reuseport
 from smartdns.watch import ControlFactory, Watcher
 from smartdns.workers import Supervisor
 
@@ -82,6 +82,7 @@ class SmartDNSService(service.MultiService):
         self.ports: list[Any] = []
         self.control_port: Any = None
         self._old_sighup: Any = None
+        self._retired: list[tuple[Forwarder, Any]] = []    # replaced forwarders and their close timers
 
     def privilegedStartService(self) -> None:  # noqa: N802
         """Bind every listener before twistd drops privileges (port 53)."""
@@ -182,7 +183,7 @@ class SmartDNSService(service.MultiService):
         self.forwarder = Forwarder(self.reactor, config.forward, tls_connector=_tls_connector(self.reactor, config))
         self.resolver = ForwardResolver(self.reactor, self.cache, self.forwarder, config.cache)
         self.handler.resolver = self.resolver
-        self.reactor.callLater(old.config.total_timeout + 1, old.close)
+        self._retired.append((old, self.reactor.callLater(old.config.total_timeout + 1, old.close)))
 
     def stopService(self) -> defer.Deferred[None]:  # noqa: N802
         stopping = []
@@ -194,6 +195,11 @@ class SmartDNSService(service.MultiService):
             signal.signal(signal.SIGHUP, self._old_sighup)
             self._old_sighup = None
         self.forwarder.close()
+        for forwarder, timer in self._retired:
+            if timer.active():
+                timer.cancel()
+                forwarder.close()
+        self._retired.clear()
         ports, self.ports = self.ports, []
         if self.control_port is not None:
             ports.append(self.control_port)

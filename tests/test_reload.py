@@ -357,3 +357,28 @@ class SignalTests(unittest.TestCase):
         self.assertEqual(addresses(ask(service, "www.example.test")), ["192.0.2.20"])
         yield service.stopService()
         self.assertEqual(signal_module.getsignal(signal_module.SIGHUP), before)
+
+
+class ForwardingReloadTests(unittest.TestCase):
+    """Upstream changes take effect on reload; the old forwarder is retired cleanly."""
+
+    def test_new_upstreams_apply_and_old_forwarder_is_closed_at_stop(self):
+        """A changed [forward] gives a fresh forwarder and cache; stopping closes the retired one."""
+        base = os.path.abspath(self.mktemp())
+        write_tree(base, {"smartdns.toml": CONFIG, "zones/example.test.zone": ZONE_V1})
+        path = os.path.join(base, "smartdns.toml")
+        clock = task.Clock()
+        files = ZoneFileCache()
+        config, snapshot = load(path, files)
+        service = SmartDNSService(config, snapshot, clock, files=files)
+        service.reloader._run = sync_run
+        old = service.forwarder
+        write_tree(base, {"smartdns.toml": CONFIG.replace("127.0.0.1:9", "127.0.0.1:10")})
+        self.assertTrue(self.successResultOf(service.reload("test")).ok)
+        self.assertIsNot(service.forwarder, old)
+        self.assertEqual([str(u) for u in service.forwarder.config.upstreams], ["127.0.0.1:10"])
+        self.assertIs(service.handler.resolver, service.resolver)
+        self.assertFalse(old.closed)
+        service.stopService()
+        self.assertTrue(old.closed)
+        self.assertEqual(clock.getDelayedCalls(), [])

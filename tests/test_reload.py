@@ -55,6 +55,18 @@ def addresses(message: dns.message.Message) -> list[str]:
     return sorted(rd.to_text() for rrset in message.answer for rd in rrset if rrset.rdtype == 1)
 
 
+def start_live(testcase: unittest.TestCase, config: str = CONFIG, **service_options) -> tuple[str, SmartDNSService]:
+    """The real service on the global reactor over a temp dir holding ``config`` and ZONE_V1."""
+    base = os.path.abspath(testcase.mktemp())
+    write_tree(base, {"smartdns.toml": config, "zones/example.test.zone": ZONE_V1})
+    files = ZoneFileCache()
+    config_value, snapshot = load(os.path.join(base, "smartdns.toml"), files)
+    service = SmartDNSService(config_value, snapshot, reactor, files=files, **service_options)
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    return base, service
+
+
 class ReloadTests(unittest.TestCase):
     """Reloads with a task.Clock and real files in a temp dir."""
 
@@ -218,15 +230,7 @@ class LiveReloadTests(unittest.TestCase):
     timeout = 60
 
     def start(self, watch: bool) -> tuple[str, SmartDNSService, str, int]:
-        base = os.path.abspath(self.mktemp())
-        write_tree(base, {"smartdns.toml": CONFIG.replace("watch = false", f"watch = {str(watch).lower()}"),
-                          "zones/example.test.zone": ZONE_V1})
-        path = os.path.join(base, "smartdns.toml")
-        files = ZoneFileCache()
-        config, snapshot = load(path, files)
-        service = SmartDNSService(config, snapshot, reactor, files=files)
-        service.startService()
-        self.addCleanup(service.stopService)
+        base, service = start_live(self, CONFIG.replace("watch = false", f"watch = {str(watch).lower()}"))
         host, port = service.addresses()[0]
         return base, service, host, port
 
@@ -299,16 +303,9 @@ class ReloadCommandTests(unittest.TestCase):
 
         short = tempfile.mkdtemp(prefix="sd")          # AF_UNIX paths must stay short
         self.addCleanup(lambda: __import__("shutil").rmtree(short, ignore_errors=True))
-        base = os.path.abspath(self.mktemp())
         sock = os.path.join(short, "ctl.sock")
-        write_tree(base, {"smartdns.toml": CONFIG.replace('control_socket = ""', f'control_socket = "{sock}"'),
-                          "zones/example.test.zone": ZONE_V1})
+        base, service = start_live(self, CONFIG.replace('control_socket = ""', f'control_socket = "{sock}"'))
         path = os.path.join(base, "smartdns.toml")
-        files = ZoneFileCache()
-        config, snapshot = load(path, files)
-        service = SmartDNSService(config, snapshot, reactor, files=files)
-        service.startService()
-        self.addCleanup(service.stopService)
 
         def run() -> tuple[int, str, str]:
             out, err = io.StringIO(), io.StringIO()
@@ -336,13 +333,8 @@ class SignalTests(unittest.TestCase):
         """Sending SIGHUP to the process reloads the zones; the handler is removed at stop."""
         import signal as signal_module
 
-        base = os.path.abspath(self.mktemp())
-        write_tree(base, {"smartdns.toml": CONFIG, "zones/example.test.zone": ZONE_V1})
-        files = ZoneFileCache()
-        config, snapshot = load(os.path.join(base, "smartdns.toml"), files)
-        service = SmartDNSService(config, snapshot, reactor, files=files, install_signals=True)
         before = signal_module.getsignal(signal_module.SIGHUP)
-        service.startService()
+        base, service = start_live(self, install_signals=True)
         swapped: defer.Deferred[None] = defer.Deferred()
         original = service.reloader.apply
 

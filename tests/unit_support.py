@@ -17,20 +17,12 @@ import dns.rrset
 from twisted.trial import unittest
 
 from smartdns import wire
+from tests.support import write_tree
 from smartdns.config import Config, parse_config
 from smartdns.snapshot import Snapshot, build_snapshot
 
 # Upstreams are given explicitly so no test reads the host's /etc/resolv.conf.
 NO_RESOLV_CONF = "/nonexistent/resolv.conf"
-
-
-def write_tree(base: str, files: dict[str, str]) -> None:
-    """Write ``{relative path: text}`` under ``base``; each text is dedented first."""
-    for rel, text in files.items():
-        path = os.path.join(base, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(textwrap.dedent(text).lstrip("\n"))
 
 
 def temp_tree(testcase: unittest.SynchronousTestCase, files: dict[str, str]) -> str:

@@ -805,6 +805,24 @@ def _read_upstreams(table: _Table, key: str) -> tuple[Upstream, ...] | None:
     return tuple(upstream for _index, upstream in table.parsed(key, items, _quoted(parse_upstream)))
 
 
+def _check_ca_file(path: str) -> str | None:
+    """Why a CA file cannot be used (unreadable, or no PEM certificate in it), or None.
+
+    Checked here so ``smartdns check`` catches it, not the first DoT connection."""
+    from cryptography import x509
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as e:
+        return f"cannot be read: {e.strerror}"
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return "holds no PEM certificate"
+    return None
+
+
 def _read_forward(table: _Table, reader: _Reader, base_dir: str, resolv_conf: str) -> ForwardConfig:
     table.reject_unknown(("upstreams", "timeout", "total_timeout", "policy", "tls_ca_file", "edns_udp_size", "zone"))
     upstreams = _read_upstreams(table, "upstreams")
@@ -835,6 +853,10 @@ def _read_forward(table: _Table, reader: _Reader, base_dir: str, resolv_conf: st
             table.report("tls_ca_file", f"[forward] tls_ca_file: {tls_ca_file!r} does not exist")
         elif not os.path.isfile(tls_ca_file):
             table.report("tls_ca_file", f"[forward] tls_ca_file: {tls_ca_file!r} is not a file")
+        else:
+            problem = _check_ca_file(tls_ca_file)
+            if problem:
+                table.report("tls_ca_file", f"[forward] tls_ca_file: {tls_ca_file!r} {problem}")
 
     edns_udp_size = table.integer(
         "edns_udp_size", DEFAULT_EDNS_UDP_SIZE_BYTES, MIN_UDP_PAYLOAD_BYTES, MAX_UDP_PAYLOAD_BYTES, " bytes"

@@ -35,6 +35,25 @@ CPU_WORKERS = min(os.cpu_count() or 1, MAX_WORKERS)
 CONFIG_NAME = "smartdns.toml"
 CA_NAME = "ca.pem"
 
+
+def _self_signed_pem() -> bytes:
+    """A real (throwaway) CA certificate, so tls_ca_file's content check passes."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smartdns test CA")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
 #: (TOML text, {attribute path: expected value}). Paths like "forward.zones[0].name".
 VALID: list[tuple[str, dict[str, Any]]] = [
     # Defaults: an empty file is a complete configuration.
@@ -457,8 +476,10 @@ class ParseConfigTests(TestCase):
     def setUp(self) -> None:
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
-        with open(os.path.join(self.directory, CA_NAME), "w") as f:
-            f.write("-----BEGIN CERTIFICATE-----\n")
+        with open(os.path.join(self.directory, CA_NAME), "wb") as f:
+            f.write(_self_signed_pem())
+        with open(os.path.join(self.directory, "not-a-ca.pem"), "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot base64\n")
         self.config_path = os.path.join(self.directory, CONFIG_NAME)
         self.no_resolv_conf = os.path.join(self.directory, "missing-resolv.conf")
 
@@ -495,6 +516,14 @@ class ParseConfigTests(TestCase):
                 mismatches.append(f"{text!r}: no error, expected {expected}")
         if mismatches:
             self.fail("\n".join(mismatches))
+
+    def test_ca_file_without_certificate(self) -> None:
+        """A tls_ca_file with no PEM certificate in it is a config error, caught by `smartdns check`."""
+        path = os.path.join(self.directory, CONFIG_NAME)
+        with self.assertRaises(ConfigError) as caught:
+            self.parse('[forward]\ntls_ca_file = "not-a-ca.pem"', path)
+        self.assertEqual(str(caught.exception), f"{path}:2: [forward] tls_ca_file: "
+                         f"'{self.directory}/not-a-ca.pem' holds no PEM certificate")
 
     def test_every_problem_reported_at_once(self) -> None:
         """Problems across tables are all collected, in line order, in one ConfigError."""

@@ -142,6 +142,7 @@ QUERY_TIMEOUT_SECONDS = 1.0
 #: unanswered (a dead server would otherwise cost a timeout per query).
 MAX_CONSECUTIVE_FAILURES = 10
 STARTUP_TIMEOUT_SECONDS = 20.0
+POLL_SECONDS = 0.05              # between readiness probes of a starting server
 STOP_TIMEOUT_SECONDS = 5.0
 
 NAMED_OPTIONS = """\
@@ -254,7 +255,16 @@ def wait_until_answers(
                 f"{server.name} did not answer on port {server.port} within "
                 f"{timeout:.0f}s:\n{server.log()}"
             )
-        time.sleep(0.05)
+        _wait_for_exit(server.proc, POLL_SECONDS)
+
+
+def _wait_for_exit(proc: subprocess.Popen, seconds: float) -> None:
+    """Block until the process exits or ``seconds`` pass (the next readiness probe comes then):
+    a wait on the process itself, so a server that dies is noticed at once."""
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def named_conf(zone_dir: str, zones: Sequence[str], port: int, workdir: str) -> str:
@@ -339,7 +349,7 @@ def wait_for_soa(server: ServerProcess, origin: str) -> None:
                 return
         except (dns.exception.DNSException, OSError):
             pass
-        time.sleep(0.05)
+        _wait_for_exit(server.proc, POLL_SECONDS)
     server.stop()
     raise RuntimeError(f"{server.name} never served {origin}:\n{server.log()}")
 

@@ -21,6 +21,7 @@ import dns.rdatatype
 
 from smartdns import wire
 from smartdns.errors import Problem
+from smartdns.zones import name_wire, rdata_wire
 
 _OBJECT_RDATA = {
     "MX": ("preference", "exchange"),
@@ -142,9 +143,10 @@ def read_records_json(path: str) -> tuple[list[JsonRecord], list[JsonDeny], list
             name_text, type_text = item.get("name"), item.get("type")
             if not isinstance(name_text, str) or not isinstance(type_text, str):
                 raise ValueError("name and type must be strings")
-            name = dns.name.from_text(name_text).to_wire().lower()
-            rtype = int(dns.rdatatype.from_text(type_text))
-            type_text = dns.rdatatype.to_text(rtype)
+            name = name_wire(dns.name.from_text(name_text)).lower()
+            rdtype = dns.rdatatype.from_text(type_text)
+            rtype = int(rdtype)
+            type_text = dns.rdatatype.to_text(rdtype)
             labels = item.get("labels", [])
             if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
                 raise ValueError("labels must be a list of line names")
@@ -159,9 +161,9 @@ def read_records_json(path: str) -> tuple[list[JsonRecord], list[JsonDeny], list
                 raise ValueError("ttl must be an integer from 0 to 2147483647")
             if "rdata" not in item:
                 raise ValueError("rdata is missing")
-            rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, _rdata_text(type_text, item["rdata"]),
+            rd = dns.rdata.from_text(dns.rdataclass.IN, rdtype, _rdata_text(type_text, item["rdata"]),
                                      origin=dns.name.root, relativize=False)
-            records.append(JsonRecord(name, rtype, ttl, rd.to_wire(), tuple(labels),
+            records.append(JsonRecord(name, rtype, ttl, rdata_wire(rd), tuple(labels),
                                       Problem(path, line, label)))
         except (ValueError, dns.exception.DNSException) as e:
             problems.append(Problem(path, line, f"{label}: {e}"))

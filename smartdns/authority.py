@@ -217,29 +217,34 @@ class Authority:
                 return None
             result.answer.append(wire.make_rrset(sname, wire.CNAME, dname.ttl, [synthesised]))
             return None if qtype == wire.CNAME else synthesised
-        node = view.node(skey)
-        owner: bytes | None = None
-        if node is None and not view.exists(skey):
-            node = _wildcard(view, skey)
-            if node is None:
+        found_node = view.node(skey)
+        synthesised_owner: bytes | None = None
+        if found_node is None and not view.exists(skey):
+            found_node = _wildcard(view, skey)
+            if found_node is None:
                 result.rcode = wire.NXDOMAIN
                 result.authority.append(negative_soa(view))
                 return None
-            owner = _synthesised_owner(skey, next(iter(node.values())).name)
-        if node is None:
+            synthesised_owner = _synthesised_owner(skey, next(iter(found_node.values())).name)
+        if found_node is None:
             result.authority.append(negative_soa(view))   # empty non-terminal: NODATA
             return None
+        node = found_node
+
+        def placed(rrset: wire.RRset) -> wire.RRset:
+            """The RRset under the query name when a wildcard matched (RFC 4592 §3.3.1)."""
+            return rrset if synthesised_owner is None else rrset.with_name(synthesised_owner)
+
         if qtype == wire.ANY:
-            rtype = wire.CNAME if wire.CNAME in node else min(node)
-            result.answer.append(node[rtype] if owner is None else node[rtype].with_name(owner))
+            result.answer.append(placed(node[wire.CNAME if wire.CNAME in node else min(node)]))
             return None
         rrset = node.get(qtype)
         if rrset is not None:
-            result.answer.append(rrset if owner is None else rrset.with_name(owner))
+            result.answer.append(placed(rrset))
             return None
         cname = node.get(wire.CNAME)
         if cname is not None:
-            result.answer.append(cname if owner is None else cname.with_name(owner))
+            result.answer.append(placed(cname))
             return b"".join(cname.rdatas[0])
         result.authority.append(negative_soa(view))
         return None

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import Protocol
 
 from smartdns import wire
+from smartdns.wire import RRset     # the Entry.wire property shadows the module name in class scope
 from smartdns.config import CacheConfig
 
 
@@ -54,7 +55,7 @@ class Entry:
         return struct.unpack_from(f"!{count}H", self.packed, _HEAD.size)
 
     @property
-    def sections(self) -> tuple[tuple[wire.RRset, ...], ...]:
+    def sections(self) -> tuple[tuple[RRset, ...], ...]:
         """The records as RRsets, decoded again from the message (only the slow path needs this)."""
         message = wire.parse_message(self.wire)
         return tuple(tuple(_rrsets(records)) for records in (message.answer, message.authority, message.additional))
@@ -63,7 +64,7 @@ class Entry:
         """Whole seconds of freshness left (0 when expired)."""
         return max(0, int(self.expires_at - now))
 
-    def sections_at(self, now: float, stale_ttl: int | None = None) -> tuple[tuple[wire.RRset, ...], ...]:
+    def sections_at(self, now: float, stale_ttl: int | None = None) -> tuple[tuple[RRset, ...], ...]:
         """The sections with TTLs counted down (or all set to ``stale_ttl`` when serving stale)."""
         elapsed = int(now - self.stored_at)
         return tuple(
@@ -166,7 +167,7 @@ class AnswerCache:
         """For the fast path: whether ``entry`` is still the one cached under ``key`` (not evicted,
         replaced or flushed); if so it counts as a hit and becomes most recently used.  ``key``
         may be given packed (``packed_key``) to save packing it on every hit."""
-        k = key if type(key) is bytes else packed_key(key)
+        k = key if isinstance(key, bytes) else packed_key(key)
         if self._entries.get(k) is not entry.packed:
             return False
         self._entries.move_to_end(k)

@@ -389,6 +389,14 @@ class Pool:
         return healthy + down
 
 
+@dataclass
+class _Attempts:
+    """Where one query is in its walk over a pool."""
+
+    next: int = 0
+    error: str = "no upstreams configured"
+
+
 class Forwarder:
     """Chooses the pool for a name and walks its upstreams until one gives a usable answer."""
 
@@ -462,27 +470,27 @@ class Forwarder:
         deadline = start + self.config.total_timeout
         order = pool.order(start)
         result: defer.Deferred[wire.Reply] = defer.Deferred()
-        state = {"next": 0, "error": "no upstreams configured"}
+        state = _Attempts()
 
         def attempt() -> None:
-            while state["next"] < len(order):
-                upstream = order[state["next"]]
-                state["next"] += 1
+            while state.next < len(order):
+                upstream = order[state.next]
+                state.next += 1
                 left = deadline - reactor.seconds()
                 if left <= 0:
-                    state["error"] = f"gave up after {self.config.total_timeout:g}s"
+                    state.error = f"gave up after {self.config.total_timeout:g}s"
                     break
                 health = pool.health.setdefault(upstream, Health())
                 d = self._try(upstream, qname, qtype, qclass, min(self.config.timeout, left), do, cd)
                 d.addCallbacks(answered, failed, callbackArgs=(upstream, health), errbackArgs=(upstream, health))
                 return
             self.stats.failures += 1
-            result.errback(UpstreamError(state["error"]))
+            result.errback(UpstreamError(state.error))
 
         def answered(reply: wire.Reply, upstream: Upstream, health: Health) -> None:
             if reply.rcode in FAILED_RCODES:
                 self._mark_down(upstream, health)
-                state["error"] = f"{upstream} answered rcode {reply.rcode}"
+                state.error = f"{upstream} answered rcode {reply.rcode}"
                 attempt()
                 return
             health.succeed()
@@ -493,8 +501,8 @@ class Forwarder:
                 result.errback(reason)
                 return
             self._mark_down(upstream, health)
-            state["error"] = reason.getErrorMessage()
-            log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=state["error"])
+            state.error = reason.getErrorMessage()
+            log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=state.error)
             attempt()
 
         attempt()

@@ -136,7 +136,15 @@ class Reloader:
             if self._again is None:
                 self._again = defer.Deferred()
             waiter: defer.Deferred[ReloadResult] = defer.Deferred()
-            self._again.addBoth(lambda r: (waiter.callback(r) if not isinstance(r, Failure) else waiter.errback(r)) or r)
+
+            def relay(result: Any) -> Any:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+                return result
+
+            self._again.addBoth(relay)
             return waiter
         started = self.reactor.seconds()
         generation = self.current().generation + 1

@@ -113,7 +113,11 @@ class ForwardResolver:
         if stale is None:
             return d
         answer: defer.Deferred[Entry] = defer.Deferred()
-        timer = self.reactor.callLater(STALE_ANSWER_AFTER_SECONDS, lambda: answer.called or answer.callback(stale))
+        def answer_stale() -> None:
+            if not answer.called:
+                answer.callback(stale)
+
+        timer = self.reactor.callLater(STALE_ANSWER_AFTER_SECONDS, answer_stale)
 
         def settled(result: Any) -> None:
             if timer.active():

@@ -337,7 +337,7 @@ class DNSDatagramProtocol(protocol.DatagramProtocol):
             result = _servfail(Failure(), data)
         if result is None:
             return
-        if type(result) is bytes:
+        if isinstance(result, bytes):
             self._send(result, addr)
             return
         dispatch_later(result, data, lambda response: self._send(response, addr))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from smartdns import articlejson, wire
 from smartdns.config import Config, LineConfig
@@ -156,7 +156,8 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
     if json_records:
         _merge_json(json_records, line_names, zones, overlay_zones, problems)
 
-    rules = [(p.names, p.action, p.lines, p.types) for p in config.policies]
+    rules: list[tuple[Iterable[str], str, Iterable[str], Iterable[int]]] = [
+        (p.names, p.action, p.lines, p.types) for p in config.policies]
     for policy in config.policies:
         for line in policy.lines:
             if line not in line_names:

@@ -161,7 +161,12 @@ class Watcher:
     def _fire(self, reason: str) -> None:
         self._pending = None
         d = defer.maybeDeferred(self.trigger, reason)
-        d.addBoth(lambda r: self._sync() or r)
+
+        def resync(result: Any) -> Any:
+            self._sync()             # new line directories get watches; a lost INotify is rebuilt
+            return result
+
+        d.addBoth(resync)
 
 
 class ControlProtocol(LineOnlyReceiver):

@@ -240,20 +240,35 @@ def _syntax_problem(path: str, text: str) -> Problem:
     return Problem(path, 0, text)
 
 
+def name_wire(name: dns.name.Name | None) -> bytes:
+    """The uncompressed wire form of a dnspython name (typed: ``to_wire`` may say None)."""
+    assert name is not None
+    data = name.to_wire()
+    assert data is not None
+    return data
+
+
+def rdata_wire(rdata: Any) -> bytes:
+    """The uncompressed wire form of a dnspython rdata."""
+    data = rdata.to_wire()
+    assert data is not None
+    return bytes(data)
+
+
 def convert_zone(zone: dns.zone.Zone, path: str, *, overlay: bool = False, included: tuple[str, ...] = (),
                  first_ttl: Mapping[tuple[dns.name.Name, int], int] | None = None) -> tuple[Zone | None, list[Problem]]:
     """dnspython zone → our immutable Zone with wire-ready RRsets."""
-    origin = zone.origin.to_wire().lower()
+    origin = name_wire(zone.origin).lower()
     nodes: dict[bytes, dict[int, wire.RRset]] = {}
     for name, dnode in zone.nodes.items():
-        spelled = name.to_wire()          # owners keep the zone file's case, as BIND serves them
+        spelled = name_wire(name)         # owners keep the zone file's case, as BIND serves them
         key = spelled.lower()
         node: dict[int, wire.RRset] = {}
         for rds in dnode.rdatasets:
             if rds.rdclass != dns.rdataclass.IN or rds.rdtype == dns.rdatatype.RRSIG:
                 continue  # IN only; RRSIGs are per covered type and signing is out of scope
             ttl = first_ttl.get((name, int(rds.rdtype)), rds.ttl) if first_ttl else rds.ttl
-            node[int(rds.rdtype)] = wire.make_rrset(spelled, int(rds.rdtype), ttl, [rd.to_wire() for rd in rds])
+            node[int(rds.rdtype)] = wire.make_rrset(spelled, int(rds.rdtype), ttl, [rdata_wire(rd) for rd in rds])
         if node:
             nodes.setdefault(key, {}).update(node)
     problems: list[Problem] = []

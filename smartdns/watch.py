@@ -74,6 +74,7 @@ class Watcher:
         self._poller: task.LoopingCall | None = None
         self._state: dict[str, tuple[int, int, int]] = {}
         self._pending: Any = None
+        self.running = False
 
     def set_paths(self, directories: list[str], files: list[str]) -> None:
         """Watch these directories (and their line subdirectories) and these files."""
@@ -83,6 +84,7 @@ class Watcher:
 
     def start(self) -> None:
         """Begin watching; inotify where available, else polling."""
+        self.running = True
         if self.use_inotify:
             try:
                 from twisted.internet import inotify
@@ -99,7 +101,8 @@ class Watcher:
         self._poller.start(POLL_INTERVAL_SECONDS, now=False)
 
     def stop(self) -> None:
-        """Stop every watch and timer."""
+        """Stop every watch and timer (a reload still finishing will not start new ones)."""
+        self.running = False
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         if self._pending is not None and self._pending.active():
@@ -123,7 +126,7 @@ class Watcher:
 
     def _sync(self) -> None:
         """(Re)create inotify watches for the current set of directories."""
-        if not self.use_inotify or not hasattr(self, "_inotify"):
+        if not self.running or not self.use_inotify or not hasattr(self, "_inotify"):
             return
         if self._notifier is not None and not self._notifier.connected:
             self._notifier = None          # a watched directory went away and took the watches with it

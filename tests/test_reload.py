@@ -374,3 +374,39 @@ class ForwardingReloadTests(unittest.TestCase):
         service.stopService()
         self.assertTrue(old.closed)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ConfigMapTests(unittest.TestCase):
+    """A Kubernetes ConfigMap mount: files are symlinks through ``..data``, swapped atomically."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_configmap_swap_is_picked_up(self):
+        """Replacing the ``..data`` symlink (as the kubelet does) reloads the new zone data."""
+        base = os.path.abspath(self.mktemp())
+        zones = os.path.join(base, "zones")
+        write_tree(base, {"smartdns.toml": CONFIG.replace("watch = false", "watch = true"),
+                          "zones/..2026_01/example.test.zone": ZONE_V1})
+        os.symlink("..2026_01", os.path.join(zones, "..data"))
+        os.symlink("..data/example.test.zone", os.path.join(zones, "example.test.zone"))
+        files = ZoneFileCache()
+        config, snapshot = load(os.path.join(base, "smartdns.toml"), files)
+        service = SmartDNSService(config, snapshot, reactor, files=files)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(addresses(ask(service, "www.example.test")), ["192.0.2.10"])
+        swapped: defer.Deferred[None] = defer.Deferred()
+        original = service.reloader.apply
+
+        def apply(config, snapshot):
+            original(config, snapshot)
+            if not swapped.called:
+                swapped.callback(None)
+
+        service.reloader.apply = apply
+        write_tree(base, {"zones/..2026_02/example.test.zone": ZONE_V2})
+        os.symlink("..2026_02", os.path.join(zones, "..data_tmp"))
+        os.rename(os.path.join(zones, "..data_tmp"), os.path.join(zones, "..data"))
+        yield swapped
+        self.assertEqual(addresses(ask(service, "www.example.test")), ["192.0.2.20"])

@@ -53,6 +53,8 @@ MAX_FORWARD_TOTAL_TIMEOUT_SECONDS = 60.0
 FORWARD_POLICIES = ("sequential", "round_robin", "random")
 DEFAULT_FORWARD_POLICY = "sequential"
 DEFAULT_EDNS_UDP_SIZE_BYTES = 1232
+DEFAULT_MAX_OUTSTANDING = 10_000  # a random-name flood cannot queue more upstream queries than this
+MAX_MAX_OUTSTANDING = 1_000_000
 
 # [access]
 DEFAULT_RECURSION: tuple[Network, ...] = tuple(
@@ -153,6 +155,7 @@ class ForwardConfig:
     policy: str = DEFAULT_FORWARD_POLICY
     tls_ca_file: str | None = None  # None = the system trust store
     edns_udp_size: int = DEFAULT_EDNS_UDP_SIZE_BYTES
+    max_outstanding: int = DEFAULT_MAX_OUTSTANDING  # distinct questions waiting on upstreams at once
     zones: tuple[ForwardZone, ...] = ()
 
 
@@ -824,7 +827,8 @@ def _check_ca_file(path: str) -> str | None:
 
 
 def _read_forward(table: _Table, reader: _Reader, base_dir: str, resolv_conf: str) -> ForwardConfig:
-    table.reject_unknown(("upstreams", "timeout", "total_timeout", "policy", "tls_ca_file", "edns_udp_size", "zone"))
+    table.reject_unknown(("upstreams", "timeout", "total_timeout", "policy", "tls_ca_file", "edns_udp_size",
+                          "max_outstanding", "zone"))
     upstreams = _read_upstreams(table, "upstreams")
     if upstreams is None and "upstreams" not in table.bad:
         upstreams = read_resolv_conf(resolv_conf)
@@ -861,6 +865,7 @@ def _read_forward(table: _Table, reader: _Reader, base_dir: str, resolv_conf: st
     edns_udp_size = table.integer(
         "edns_udp_size", DEFAULT_EDNS_UDP_SIZE_BYTES, MIN_UDP_PAYLOAD_BYTES, MAX_UDP_PAYLOAD_BYTES, " bytes"
     )
+    max_outstanding = table.integer("max_outstanding", DEFAULT_MAX_OUTSTANDING, 1, MAX_MAX_OUTSTANDING)
 
     zones: list[ForwardZone] = []
     if "zone" in table.data:
@@ -881,6 +886,7 @@ def _read_forward(table: _Table, reader: _Reader, base_dir: str, resolv_conf: st
         policy=policy,
         tls_ca_file=tls_ca_file,
         edns_udp_size=edns_udp_size,
+        max_outstanding=max_outstanding,
         zones=tuple(zones),
     )
 

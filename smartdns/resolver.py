@@ -89,6 +89,7 @@ class ForwardResolver:
         self.forwarder = forwarder
         self.config = config
         self._inflight: dict[CacheKey, list[defer.Deferred[Entry]]] = {}
+        self.overloaded = 0         # misses refused because max_outstanding questions were waiting
 
     def key(self, qkey: bytes, qtype: int, qclass: int, do: bool) -> CacheKey:
         """Everything that changes a forwarded answer."""
@@ -135,6 +136,10 @@ class ForwardResolver:
         if waiters is not None:
             waiters.append(waiter)
             return waiter
+        if len(self._inflight) >= self.forwarder.config.max_outstanding:
+            self.overloaded += 1
+            waiter.errback(UpstreamError("too many questions waiting on upstreams"))
+            return waiter           # SERVFAIL for this client, not cached: the name itself is fine
         self._inflight[key] = waiters = [waiter]
         qkey, qtype, qclass, do, pool_index = key
         d = self.forwarder.query(qkey, qtype, qclass, do=do, pool=self.forwarder.pools[pool_index])

@@ -22,6 +22,7 @@ from smartdns import policy as policy_mod
 from smartdns import wire
 from smartdns.authority import Authority, negative_soa
 from smartdns.cache import Entry, packed_key
+from smartdns.errors import UpstreamError
 from smartdns.resolver import PREFETCH_FRACTION, STALE_TTL_SECONDS, ForwardResolver
 from smartdns.snapshot import Snapshot
 
@@ -207,7 +208,14 @@ class QueryHandler:
             self._remember(snap, memo_key, key, entry)
             return self._count(self._from_entry(entry, query, flags, opt, limit), entry.rcode, "cache")
         d = self.resolver.resolve_for_client(key)
-        return d.addCallback(self._resolved, query, flags, opt, limit, snap, memo_key, key)
+        d.addCallbacks(self._resolved, self._unresolved, callbackArgs=(query, flags, opt, limit, snap, memo_key, key),
+                       errbackArgs=(query, flags, opt))
+        return d
+
+    def _unresolved(self, reason: Failure, query: wire.Query, flags: int, opt: bytes | None) -> bytes:
+        """No upstream answer at all (e.g. too many questions already waiting): SERVFAIL, not cached."""
+        reason.trap(UpstreamError)
+        return self._simple(query, flags, wire.SERVFAIL, opt, "upstream")
 
     def _remember(self, snap: Snapshot, memo_key: tuple[Any, ...] | None, cache_key: Any, entry: Entry) -> None:
         """Let the fast path find a cached forwarded answer, if the key was made under this snapshot."""

@@ -72,6 +72,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
             "forward.policy": "sequential",
             "forward.tls_ca_file": None,
             "forward.edns_udp_size": 1232,
+            "forward.max_outstanding": 10000,
             "forward.zones": (),
             "access": AccessConfig(DEFAULT_RECURSION),
             "cache": CacheConfig(),
@@ -143,6 +144,8 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ('[forward]\ntls_ca_file = ""', {"forward.tls_ca_file": None}),
     ("[forward]\nedns_udp_size = 512", {"forward.edns_udp_size": 512}),
     ("[forward]\nedns_udp_size = 4096", {"forward.edns_udp_size": 4096}),
+    ("[forward]\nmax_outstanding = 1", {"forward.max_outstanding": 1}),
+    ("[forward]\nmax_outstanding = 1_000_000", {"forward.max_outstanding": 1000000}),
     # [[forward.zone]]: names normalised, policy inherited unless set, root allowed.
     (
         '[forward]\npolicy = "random"\n\n[[forward.zone]]\nname = "Corp.Example."\n'
@@ -341,6 +344,10 @@ INVALID: list[tuple[str, str]] = [
     (
         "[forward]\nedns_udp_size = 65535",
         "smartdns.toml:2: [forward] edns_udp_size must be between 512 and 4096 bytes, not 65535",
+    ),
+    (
+        "[forward]\nmax_outstanding = 0",
+        "smartdns.toml:2: [forward] max_outstanding must be between 1 and 1000000, not 0",
     ),
     # [[forward.zone]]: the line of the right occurrence.
     ("[[forward.zone]]\nupstreams = ['192.0.2.1']", "smartdns.toml:1: [[forward.zone]] name is required"),

@@ -326,3 +326,40 @@ class ServeStaleTimerTests(unittest.TestCase):
         reply = yield query(host, port, "stale.example.net")
         self.assertEqual((ips(reply), ttls(reply)), (["198.51.100.4"], [30]))
         self.assertLess(reactor.seconds() - started, 3.5)
+
+
+class OutstandingLimitTests(unittest.TestCase):
+    """[forward] max_outstanding bounds the questions waiting on upstreams."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_new_questions_beyond_the_limit_get_servfail_at_once(self):
+        """With one question waiting, a different one is SERVFAIL at once (and not cached); the
+        same one still shares the waiting query; after the answer, new questions go out again."""
+        held = []
+        up = FakeUpstream(lambda q, t: held.append(q) or None).start(self)
+        service, host, port = start_server(self, f"""
+        [forward]
+        upstreams = ["{up.address}"]
+        timeout = 3.0
+        total_timeout = 4.0
+        max_outstanding = 1
+        """)
+        first = query(host, port, "a.example.net")
+        while not held:
+            yield task.deferLater(reactor, WAIT_STEP_SECONDS, lambda: None)
+        started = reactor.seconds()
+        refused = yield query(host, port, "b.example.net")
+        self.assertEqual(refused.rcode(), dns.rcode.SERVFAIL)
+        self.assertLess(reactor.seconds() - started, 1.0)
+        same = query(host, port, "a.example.net")
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(len(held), 1)
+        up.udp.write(answer_a(held[0], ["198.51.100.1"]), up.last_client)
+        replies = yield defer.gatherResults([first, same])
+        self.assertEqual([ips(r) for r in replies], [["198.51.100.1"]] * 2)
+        self.assertEqual(service.resolver.overloaded, 1)
+        up.answer = lambda q, t: answer_a(q, ["198.51.100.2"])
+        again = yield query(host, port, "b.example.net")
+        self.assertEqual(ips(again), ["198.51.100.2"])

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from smartdns import wire
 from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry, make_entry_from_wire
-from smartdns.config import CacheConfig
+from smartdns.config import DEFAULT_MAX_OUTSTANDING, CacheConfig
 from smartdns.errors import UpstreamError
 from smartdns.forwarder import Forwarder
 
@@ -83,11 +83,13 @@ def _targets(rrset: wire.RRset) -> list[bytes]:
 class ForwardResolver:
     """Cache lookups, shared misses and cache fills for forwarded names."""
 
-    def __init__(self, reactor: Any, cache: AnswerCache, forwarder: Forwarder, config: CacheConfig) -> None:
+    def __init__(self, reactor: Any, cache: AnswerCache, forwarder: Forwarder, config: CacheConfig,
+                 max_outstanding: int = DEFAULT_MAX_OUTSTANDING) -> None:
         self.reactor = reactor
         self.cache = cache
         self.forwarder = forwarder
         self.config = config
+        self.max_outstanding = max_outstanding
         self._inflight: dict[CacheKey, list[defer.Deferred[Entry]]] = {}
         self.overloaded = 0         # misses refused because max_outstanding questions were waiting
 
@@ -136,7 +138,7 @@ class ForwardResolver:
         if waiters is not None:
             waiters.append(waiter)
             return waiter
-        if len(self._inflight) >= self.forwarder.config.max_outstanding:
+        if len(self._inflight) >= self.max_outstanding:
             self.overloaded += 1
             waiter.errback(UpstreamError("too many questions waiting on upstreams"))
             return waiter           # SERVFAIL for this client, not cached: the name itself is fine

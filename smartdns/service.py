@@ -69,7 +69,8 @@ class SmartDNSService(service.MultiService):
         self.install_signals = install_signals
         self.cache = AnswerCache(reactor, config.cache)
         self.forwarder = Forwarder(reactor, config.forward, tls_connector=_tls_connector(reactor, config))
-        self.resolver = ForwardResolver(reactor, self.cache, self.forwarder, config.cache)
+        self.resolver = ForwardResolver(reactor, self.cache, self.forwarder, config.cache,
+                                        config.forward.max_outstanding)
         self.handler = QueryHandler(reactor, lambda: self.current, self.resolver,
                                     config.server.max_udp_payload, config.server.chaos_version)
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
@@ -181,7 +182,8 @@ class SmartDNSService(service.MultiService):
         old = self.forwarder
         self.cache = AnswerCache(self.reactor, config.cache)
         self.forwarder = Forwarder(self.reactor, config.forward, tls_connector=_tls_connector(self.reactor, config))
-        self.resolver = ForwardResolver(self.reactor, self.cache, self.forwarder, config.cache)
+        self.resolver = ForwardResolver(self.reactor, self.cache, self.forwarder, config.cache,
+                                        config.forward.max_outstanding)
         self.handler.resolver = self.resolver
         self._retired.append((old, self.reactor.callLater(old.config.total_timeout + 1, old.close)))
 

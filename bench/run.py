@@ -901,7 +901,7 @@ def parse_args(argv):
                     help="throughput runs per job; the one with the median qps is reported (default 3)")
     ap.add_argument("--retries", type=int, default=3,
                     help="re-runs allowed per measurement when other processes disturbed a run "
-                         "(> %d%% of a CPU) or the host stole CPU (default 3)" % DISTURBED)
+                         "(> %d%%%% of a CPU) or the host stole CPU (default 3)" % DISTURBED)
     ap.add_argument("--latency-duration", type=int, default=5,
                     help="seconds of the fixed-rate latency run per job; 0 skips it (default 5)")
     ap.add_argument("--latency-qps", type=int, default=1000, help="rate of the latency run (default 1000)")

@@ -7,7 +7,7 @@ connections over every process bound to the port.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.error import CannotListenError
 
@@ -31,10 +31,14 @@ def _socket(host: str, port: int, kind: int) -> socket.socket:
     return sock
 
 
-def listen_udp(reactor: Any, host: str, port: int, protocol: Any) -> Any:
-    """A UDP port with SO_REUSEPORT set."""
+def listen_udp(reactor: Any, host: str, port: int, protocol: Any,
+               adopt: Callable[[Any, int, int, Any], Any] | None = None) -> Any:
+    """A UDP port with SO_REUSEPORT set; ``adopt(reactor, fd, family, protocol)`` makes the port
+    (default: ``reactor.adoptDatagramPort``)."""
     sock = _socket(host, port, socket.SOCK_DGRAM)
     try:
+        if adopt is not None:
+            return adopt(reactor, sock.fileno(), sock.family, protocol)
         return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol)
     finally:
         sock.close()          # the reactor holds its own duplicate of the descriptor

@@ -4,15 +4,27 @@ Order per query (fixed in one place, ``QueryHandler.handle``):
   header checks (QR, opcode) → parse (FORMERR) → EDNS version (BADVERS) → class and meta-types
   → client line → policy → local zones (aa=1) → recursion check (REFUSED) → cache → upstream.
 The client's line is chosen from the peer address of the datagram or connection; it only ever
-selects zone views.  Local answers are rendered fresh per query and never stored, so one line's
-answer cannot reach another line's client.
+selects zone views.  Local answers never enter the answer cache.
+
+Three levels of reuse, each keyed by everything that shapes the answer and dropped with the
+snapshot it was made under:
+  replay  UDP only: (client address, query bytes after the ID) → answer bytes after the ID,
+          answered by ``DNSDatagramPort`` inside its read loop without entering the handler.
+          Filled on the second sight of a query; a cached answer's bytes are kept only until
+          its TTLs next count down or its prefetch point, whichever comes first.
+  memo    (question bytes, RD/AD/CD, line, recursion right, size limit, EDNS, DO) → a rendered
+          local answer, or a cache entry whose TTLs are patched per answer.
+  full    parse, decide, render (``_handle_full``).
+The memo and replay keys include the client's line (memo) or address (replay), so a line's
+answer is only ever replayed to clients of the same line.
 """
 from __future__ import annotations
 
+import errno
 import struct
 from typing import Any, Callable
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, udp
 from twisted.logger import Logger
 from twisted.protocols.basic import Int16StringReceiver
 from twisted.protocols.policies import TimeoutMixin
@@ -33,6 +45,9 @@ CHAOS_NAMES = frozenset(wire.from_text(n) for n in ("version.bind", "version.ser
 TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
 MEMO_MAX_ENTRIES = 100_000        # rendered local answers kept per snapshot
 CLIENT_CACHE_ENTRIES = 65_536     # client addresses whose line and recursion right are remembered
+REPLAY_MAX_ENTRIES = 65_536       # (client, query) pairs answered inside the UDP read loop
+UDP_READ_BUDGET = 1024            # datagrams read per readiness event before other sockets get a turn
+NEVER = float("inf")
 RESPONSE_COPY_MASK = 0x7800 | wire.FLAG_RD | wire.FLAG_CD    # opcode, RD and CD are echoed
 
 
@@ -65,23 +80,53 @@ class QueryHandler:
         self._memo: dict[tuple[Any, ...], Any] = {}     # bytes (local) or (cache key, Entry) (forwarded)
         self._memo_snapshot: Snapshot | None = None
         self._clients: dict[str, tuple[str | None, bool]] = {}   # address → (line, may recurse), per snapshot
+        # UDP answers by (client address, query after the ID): (answer after the ID, valid until,
+        # 1 if it came from the cache else 0).  Read by DNSDatagramPort; only ever cleared in
+        # place, since the port holds a reference while it reads.
+        self.replay: dict[tuple[str, bytes], tuple[bytes, float, int]] = {}
         self._opt = {do: wire.opt_record(max_udp_payload, do) for do in (False, True)}
 
     def set_max_udp_payload(self, size: int) -> None:
         """The largest UDP answer to EDNS clients, as advertised in our OPT."""
         self.max_udp_payload = size
         self._opt = {do: wire.opt_record(size, do) for do in (False, True)}
+        self.replay.clear()                 # its keys do not include the size limit
+
+    def current_replay(self) -> dict[tuple[str, bytes], tuple[bytes, float, int]]:
+        """The replay table, emptied first if the snapshot changed since it was filled."""
+        self._sync()
+        return self.replay
+
+    def count_replayed(self, answers: int, from_cache: int) -> None:
+        """Account for answers the UDP port sent from the replay table."""
+        self.stats.queries += answers
+        self.stats.memo_hits += answers
+        self.stats.by_source["cache"] += from_cache
+        self.resolver.cache.hits += from_cache
+
+    def _sync(self) -> Snapshot:
+        """The current snapshot; everything rendered under an older one is dropped."""
+        snap = self.snapshot()
+        if snap is not self._memo_snapshot:
+            self._memo.clear()
+            self._clients.clear()
+            self.replay.clear()
+            self._memo_snapshot = snap
+        return snap
+
+    def _replay_put(self, client: str, data: bytes, tail: bytes, until: float, from_cache: int) -> None:
+        """Remember the answer (``tail``: everything after the ID) to ``data`` from ``client``."""
+        replay = self.replay
+        if len(replay) >= REPLAY_MAX_ENTRIES:
+            replay.clear()
+        replay[(client, data[2:])] = (tail, until, from_cache)
 
     # -- entry point -----------------------------------------------------------------------------
 
     def handle(self, data: bytes, client: str, tcp: bool) -> bytes | defer.Deferred[bytes | None] | None:
         """The response to ``data`` from ``client``: bytes, a Deferred of bytes, or None to drop."""
         self.stats.queries += 1
-        snap = self.snapshot()
-        if snap is not self._memo_snapshot:
-            self._memo.clear()
-            self._clients.clear()
-            self._memo_snapshot = snap
+        snap = self._sync()
         sniffed = wire.sniff(data)
         memo_key = None
         if sniffed is not None:
@@ -97,21 +142,27 @@ class QueryHandler:
                 self._clients[client] = info
             memo_key = (data[12:qend], data[2] & 0x01, data[3] & 0x30, info, limit, bool(payload), do)
             template = self._memo.get(memo_key)
-            if type(template) is bytes:
-                buf = bytearray(template)
-                buf[0:2] = data[0:2]                  # the question is in the key, byte for byte
+            if type(template) is bytes:               # a local answer after its ID
                 self.stats.memo_hits += 1
-                return bytes(buf)
+                if not tcp:
+                    self._replay_put(client, data, template, NEVER, 0)
+                return data[0:2] + template            # the question is in the key, byte for byte
             if template is not None:                   # a forwarded answer: still cached, fresh, no prefetch due?
                 cache_key, template = template
-                lifetime = template.expires_at - template.stored_at
-                if self.resolver.cache.touch(cache_key, template) \
-                        and self.reactor.seconds() < template.expires_at - lifetime * PREFETCH_FRACTION:
+                stored = template.stored_at
+                prefetch_at = template.expires_at - (template.expires_at - stored) * PREFETCH_FRACTION
+                now = self.reactor.seconds()
+                if self.resolver.cache.touch(cache_key, template) and now < prefetch_at:
                     self.stats.memo_hits += 1
                     self.stats.by_source["cache"] += 1
                     flags = (wire.FLAG_QR | wire.FLAG_RA | ((data[2] << 8 | data[3]) & RESPONSE_COPY_MASK))
                     opt = self._opt[do] if payload else None
-                    return self._serve_entry(template, data[0:2], data[12:qend], flags, opt, limit)
+                    answer = self._serve_entry(template, data[0:2], data[12:qend], flags, opt, limit)
+                    if not tcp:
+                        # The same bytes until the TTLs next count down (whole seconds since
+                        # stored), and never past the prefetch point.
+                        self._replay_put(client, data, answer[2:], min(stored + int(now - stored) + 1, prefetch_at), 1)
+                    return answer
                 del self._memo[memo_key]
         return self._handle_full(data, client, tcp, snap, memo_key)
 
@@ -197,7 +248,7 @@ class QueryHandler:
             if memo_key is not None:
                 if len(self._memo) >= MEMO_MAX_ENTRIES:
                     self._memo.clear()
-                self._memo[memo_key] = message
+                self._memo[memo_key] = message[2:]         # replayed with each query's own ID
             return self._count(message, local.rcode, "local")
         if not recursion:
             return self._simple(query, flags, wire.REFUSED, opt)
@@ -343,6 +394,72 @@ class DNSDatagramProtocol(protocol.DatagramProtocol):
             self._sendto(response, addr[:2])
         except OSError as e:       # a full socket buffer or an unreachable client: drop, like UDP
             log.debug("UDP send to {addr} failed: {error}", addr=addr, error=e)
+
+
+_READ_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+
+class DNSDatagramPort(udp.Port):
+    """A UDP port whose read loop answers replayable queries itself.
+
+    A query seen before from the same address, byte for byte after the ID, under the same
+    snapshot, gets the recorded answer with its own ID: one dict lookup between ``recvfrom``
+    and ``sendto``.  Everything else goes to the protocol as usual.  Unlike Twisted's loop,
+    an unexpected receive error is logged and the port keeps listening.
+    """
+
+    def doRead(self) -> None:  # noqa: N802 (Twisted API)
+        proto = self.protocol
+        handler = proto.handler
+        replay = handler.current_replay()
+        clock = handler.reactor.seconds
+        recv = self.socket.recvfrom
+        send = self.socket.sendto
+        size = self.maxPacketSize
+        received = proto.datagramReceived
+        answered = from_cache = 0
+        try:
+            for _ in range(UDP_READ_BUDGET):
+                try:
+                    data, addr = recv(size)
+                except OSError as e:
+                    if e.errno not in _READ_AGAIN and e.errno != errno.ECONNREFUSED:
+                        log.warn("UDP receive failed: {error}", error=e)
+                    return
+                hit = replay.get((addr[0], data[2:]))
+                if hit is not None and clock() < hit[1]:
+                    try:
+                        send(data[:2] + hit[0], addr)
+                    except OSError:
+                        pass                    # a full buffer or an unreachable client: dropped, like UDP
+                    answered += 1
+                    from_cache += hit[2]
+                    continue
+                try:
+                    received(data, addr)
+                except Exception:
+                    log.failure("unexpected error reading a datagram")
+        finally:
+            if answered:
+                handler.count_replayed(answered, from_cache)
+
+
+def listen_udp(reactor: Any, port: int, proto: DNSDatagramProtocol, interface: str = "") -> Any:
+    """``reactor.listenUDP`` with the replaying port where the reactor can take one."""
+    if not hasattr(reactor, "addReader"):
+        return reactor.listenUDP(port, proto, interface=interface)
+    p = DNSDatagramPort(port, proto, interface, reactor=reactor)
+    p.startListening()
+    return p
+
+
+def adopt_udp(reactor: Any, fd: int, family: int, proto: DNSDatagramProtocol) -> Any:
+    """``reactor.adoptDatagramPort`` with the replaying port where the reactor can take one."""
+    if not hasattr(reactor, "addReader"):
+        return reactor.adoptDatagramPort(fd, family, proto)
+    p = DNSDatagramPort._fromListeningDescriptor(reactor, fd, family, proto, maxPacketSize=8192)
+    p.startListening()
+    return p
 
 
 class DNSStreamProtocol(Int16StringReceiver, TimeoutMixin):

@@ -23,7 +23,7 @@ from smartdns.config import Config, load_config
 from smartdns.errors import LoadError
 from smartdns.forwarder import Forwarder
 from smartdns.resolver import ForwardResolver
-from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory
+from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, adopt_udp, listen_udp
 from smartdns.reload import Reloader, ReloadResult, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
 from smartdns.watch import ControlFactory, Watcher
@@ -97,9 +97,9 @@ class SmartDNSService(service.MultiService):
         """UDP and TCP on the same port; for port 0, retry until one number is free for both."""
         for _ in range(PORT_PAIR_ATTEMPTS):
             if self.reuse_port:
-                udp = reuseport.listen_udp(self.reactor, host, port, DNSDatagramProtocol(self.handler))
+                udp = reuseport.listen_udp(self.reactor, host, port, DNSDatagramProtocol(self.handler), adopt_udp)
             else:
-                udp = self.reactor.listenUDP(port, DNSDatagramProtocol(self.handler), interface=host)
+                udp = listen_udp(self.reactor, port, DNSDatagramProtocol(self.handler), interface=host)
             try:
                 if self.reuse_port:
                     tcp = reuseport.listen_tcp(self.reactor, host, udp.getHost().port, self.tcp_factory)

@@ -175,12 +175,16 @@ def query(host: str, port: int, name: str, rdtype: str | int = "A", *, tcp: bool
                                  source=source, ignore_trailing=False)
 
 
-def raw_udp(host: str, port: int, data: bytes, *, timeout: float = 1.0) -> defer.Deferred[bytes | None]:
-    """Send raw bytes over UDP; the reply bytes, or None if nothing came back in ``timeout``."""
+def raw_udp(host: str, port: int, data: bytes, *, timeout: float = 1.0,
+            source: str = "") -> defer.Deferred[bytes | None]:
+    """Send raw bytes over UDP (from ``source`` if given); the reply bytes, or None if nothing
+    came back in ``timeout``."""
     import socket
 
     def run() -> bytes | None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            if source:
+                sock.bind((source, 0))
             sock.settimeout(timeout)
             sock.sendto(data, (host, port))
             try:

@@ -1,0 +1,176 @@
+"""The UDP replay table: answers sent from inside the read loop, over live loopback sockets.
+
+A repeated query (same client address, same bytes after the ID, same snapshot) is answered by
+``DNSDatagramPort`` without entering the handler.  These tests prove that such answers are the
+bytes the full path computes, that they never cross lines, and that a reload or a TTL tick
+retires them.
+"""
+from __future__ import annotations
+
+import os
+import random
+import struct
+
+import dns.flags
+import dns.message
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from smartdns import server
+from smartdns.server import DNSDatagramPort
+from tests.support import FakeUpstream, ShiftedReactor, answer_a, query, raw_udp, start_server, write_tree
+from tests.test_server import CONFIG, ZONES
+
+OFFICE, OTHER = "127.0.0.3", "127.0.0.1"      # CONFIG's office line is 127.0.0.3/32
+
+
+def with_id(data: bytes, qid: int) -> bytes:
+    return struct.pack("!H", qid) + data[2:]
+
+
+class ReplayTests(unittest.TestCase):
+    """Local answers through the replay table."""
+
+    def setUp(self) -> None:
+        self.service, self.host, self.port = start_server(self, CONFIG, zones=ZONES)
+        self.handler = self.service.handler
+
+    def ask(self, data: bytes, source: str) -> defer.Deferred[bytes | None]:
+        return raw_udp(self.host, self.port, data, source=source)
+
+    def test_listener_is_the_replaying_port(self):
+        self.assertIsInstance(self.service.ports[0], DNSDatagramPort)
+
+    @defer.inlineCallbacks
+    def test_replayed_answers_are_the_full_paths_bytes(self):
+        """Over a corpus of shapes (0x20 case, EDNS sizes, DO, CD, RD=0, truncation, NXDOMAIN,
+        wildcard, CNAME) and two lines, the third sight of a query is sent from the replay table,
+        and every answer equals what the full path computes for that ID, byte for byte."""
+        corpus = [
+            ("www.proto.test", "A", {}), ("WwW.PrOtO.TeSt", "A", {}),
+            ("www.proto.test", "AAAA", {"use_edns": 0}),
+            ("big.proto.test", "TXT", {}), ("big.proto.test", "TXT", {"use_edns": 0, "payload": 512}),
+            ("big.proto.test", "TXT", {"use_edns": 0, "payload": 4096}),
+            ("many.proto.test", "A", {"want_dnssec": True}), ("x.wild.proto.test", "A", {}),
+            ("alias.proto.test", "A", {}), ("nx.proto.test", "MX", {}), ("proto.test", "NS", {}),
+        ]
+        replayed = 0
+        for name, rdtype, kwargs in corpus:
+            for source in (OFFICE, OTHER):
+                for flags in (0, dns.flags.CD, -dns.flags.RD):
+                    msg = dns.message.make_query(name, rdtype, **kwargs)
+                    msg.flags = msg.flags & ~dns.flags.RD if flags < 0 else msg.flags | flags
+                    data = msg.to_wire()
+                    for round_ in range(3):
+                        qid = random.randrange(65536)
+                        before = self.handler.stats.queries, self.handler.stats.memo_hits
+                        answer = yield self.ask(with_id(data, qid), source)
+                        full = self.handler._handle_full(with_id(data, qid), source, False,
+                                                         self.handler.snapshot(), None)
+                        self.assertEqual(answer, full, (name, rdtype, kwargs, source, flags, round_))
+                        if round_ == 2:
+                            self.assertIn((source, data[2:]), self.handler.replay)
+                            self.assertEqual(self.handler.stats.memo_hits, before[1] + 1)
+                            replayed += 1
+                        self.assertEqual(self.handler.stats.queries, before[0] + 1)
+        self.assertEqual(replayed, len(corpus) * 6)
+
+    @defer.inlineCallbacks
+    def test_lines_never_share_a_replayed_answer(self):
+        """The same bytes from two lines, interleaved: each keeps its own address throughout."""
+        data = dns.message.make_query("www.proto.test", "A").to_wire()
+        for _ in range(6):
+            office = yield self.ask(data, OFFICE)
+            other = yield self.ask(data, OTHER)
+            self.assertEqual(dns.message.from_wire(office).answer[0][0].address, "10.0.0.2")
+            self.assertEqual(dns.message.from_wire(other).answer[0][0].address, "192.0.2.2")
+        self.assertIn((OFFICE, data[2:]), self.handler.replay)
+        self.assertIn((OTHER, data[2:]), self.handler.replay)
+
+    @defer.inlineCallbacks
+    def test_reload_retires_replayed_answers(self):
+        """After a zone edit and reload, a query that was being replayed gets the new data."""
+        data = dns.message.make_query("www.proto.test", "A").to_wire()
+        for _ in range(3):
+            answer = yield self.ask(data, OTHER)
+        self.assertIn((OTHER, data[2:]), self.handler.replay)
+        zone = os.path.join(os.path.dirname(self.service.config.path), "zones", "proto.test.zone")
+        with open(zone, encoding="utf-8") as handle:
+            text = handle.read().replace("192.0.2.2", "192.0.2.222")
+        write_tree(os.path.dirname(zone), {"proto.test.zone": text})
+        st = os.stat(zone)
+        os.utime(zone, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        result = yield self.service.reload("test")
+        self.assertTrue(result.ok, result)
+        answer = yield self.ask(data, OTHER)
+        self.assertEqual(dns.message.from_wire(answer).answer[0][0].address, "192.0.2.222")
+
+    @defer.inlineCallbacks
+    def test_udp_size_change_retires_replayed_answers(self):
+        """The replay key has no size limit in it: a new max_udp_payload empties the table."""
+        data = dns.message.make_query("big.proto.test", "TXT", use_edns=0, payload=4096).to_wire()
+        for _ in range(3):
+            yield self.ask(data, OTHER)
+        self.assertTrue(self.handler.replay)
+        self.handler.set_max_udp_payload(512)
+        self.assertFalse(self.handler.replay)
+        answer = yield self.ask(data, OTHER)
+        self.assertTrue(answer[2] & 0x02, "TC expected at the new 512-byte limit")
+
+    @defer.inlineCallbacks
+    def test_tcp_answers_are_not_recorded(self):
+        for _ in range(3):
+            yield query(self.host, self.port, "www.proto.test", tcp=True)
+        self.assertFalse(self.handler.replay)
+
+
+class ReplayedCacheTests(unittest.TestCase):
+    """Forwarded answers through the replay table: TTLs still count down, prefetch still runs."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_ttl_counts_down_and_prefetch_still_happens(self):
+        up = FakeUpstream(lambda q, t: answer_a(q, ["198.51.100.7"], ttl=100)).start(self)
+        clock = ShiftedReactor()
+        service, host, port = start_server(self, f'[forward]\nupstreams = ["{up.address}"]\n', clock=clock)
+        data = dns.message.make_query("hot.example.net", "A").to_wire()
+
+        def ttl(answer: bytes) -> int:
+            return dns.message.from_wire(answer).answer[0].ttl
+
+        for _ in range(4):
+            answer = yield raw_udp(host, port, data)
+        self.assertEqual(ttl(answer), 100)
+        self.assertEqual(service.handler.replay[(OTHER, data[2:])][2], 1)
+        hits = service.cache.hits
+        answer = yield raw_udp(host, port, data)
+        self.assertEqual(service.cache.hits, hits + 1, "a replayed cache answer counts as a cache hit")
+        clock.advance(1.2)
+        self.assertEqual(ttl((yield raw_udp(host, port, data))), 99)
+        self.assertEqual(ttl((yield raw_udp(host, port, data))), 99)
+        clock.advance(40)
+        self.assertEqual(ttl((yield raw_udp(host, port, data))), 59)
+        self.assertEqual(len(up.queries), 1)
+        clock.advance(55)                   # into the last tenth: the next answer starts a refresh
+        self.assertEqual(ttl((yield raw_udp(host, port, data))), 4)
+        while len(up.queries) < 2 or service.resolver._inflight:
+            yield raw_udp(host, port, data, timeout=0.05)
+        self.assertEqual(ttl((yield raw_udp(host, port, data))), 100)
+        self.assertEqual(len(up.queries), 2)
+
+
+class ReplayTableBoundTests(unittest.TestCase):
+    """The table never grows past its bound."""
+
+    def test_bound(self):
+        service, _, _ = start_server(self, CONFIG, zones=ZONES)
+        handler = service.handler
+        self.patch(server, "REPLAY_MAX_ENTRIES", 8)
+        data = dns.message.make_query("www.proto.test", "A").to_wire()
+        for i in range(40):
+            client = f"127.0.1.{i}"
+            handler.handle(data, client, False)
+            handler.handle(data, client, False)
+            self.assertLessEqual(len(handler.replay), 8)
+        self.assertIn(("127.0.1.39", data[2:]), handler.replay)

@@ -389,12 +389,65 @@ class Pool:
         return healthy + down
 
 
-@dataclass
-class _Attempts:
-    """Where one query is in its walk over a pool."""
+class _Walk:
+    """One query's walk over a pool's upstreams, in order, until one gives a usable answer.
 
-    next: int = 0
-    error: str = "no upstreams configured"
+    A class rather than nested closures: closures that call each other form a reference cycle
+    per query, which only the cyclic garbage collector frees, and its pauses were the tail of
+    the miss latency (p99 53 ms at 1,000 qps in the bench)."""
+
+    __slots__ = ("forwarder", "pool", "qname", "qtype", "qclass", "do", "cd", "order", "deadline",
+                 "next", "error", "result")
+
+    def __init__(self, forwarder: "Forwarder", pool: Pool, qname: bytes, qtype: int, qclass: int,
+                 do: bool, cd: bool) -> None:
+        self.forwarder = forwarder
+        self.pool = pool
+        self.qname, self.qtype, self.qclass, self.do, self.cd = qname, qtype, qclass, do, cd
+        start = forwarder.reactor.seconds()
+        self.deadline = start + forwarder.config.total_timeout
+        self.order = pool.order(start)
+        self.next = 0
+        self.error = "no upstreams configured"
+        self.result: defer.Deferred[wire.Reply] = defer.Deferred()
+
+    def attempt(self) -> None:
+        """Ask the next upstream in order, or fail if none is left or time is up."""
+        forwarder = self.forwarder
+        config = forwarder.config
+        while self.next < len(self.order):
+            upstream = self.order[self.next]
+            self.next += 1
+            left = self.deadline - forwarder.reactor.seconds()
+            if left <= 0:
+                self.error = f"gave up after {config.total_timeout:g}s"
+                break
+            health = self.pool.health.setdefault(upstream, Health())
+            d = forwarder._try(upstream, self.qname, self.qtype, self.qclass, min(config.timeout, left),
+                               self.do, self.cd)
+            d.addCallbacks(self.answered, self.failed, callbackArgs=(upstream, health),
+                           errbackArgs=(upstream, health))
+            return
+        forwarder.stats.failures += 1
+        self.result.errback(UpstreamError(self.error))
+
+    def answered(self, reply: wire.Reply, upstream: Upstream, health: Health) -> None:
+        if reply.rcode in FAILED_RCODES:
+            self.forwarder._mark_down(upstream, health)
+            self.error = f"{upstream} answered rcode {reply.rcode}"
+            self.attempt()
+            return
+        health.succeed()
+        self.result.callback(reply)
+
+    def failed(self, reason: Failure, upstream: Upstream, health: Health) -> None:
+        if not reason.check(UpstreamError):
+            self.result.errback(reason)
+            return
+        self.forwarder._mark_down(upstream, health)
+        self.error = reason.getErrorMessage()
+        log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=self.error)
+        self.attempt()
 
 
 class Forwarder:
@@ -461,52 +514,10 @@ class Forwarder:
 
     def query(self, qname: bytes, qtype: int, qclass: int = wire.IN, *, do: bool = False,
               cd: bool = False, pool: Pool | None = None) -> defer.Deferred[wire.Reply]:
-        """The first usable upstream answer; ``UpstreamError`` when every upstream failed in time.
-
-        Written as explicit callbacks rather than inlineCallbacks: this runs once per cache miss."""
-        pool = pool or self.pool_for(qname.lower())
-        reactor = self.reactor
-        start = reactor.seconds()
-        deadline = start + self.config.total_timeout
-        order = pool.order(start)
-        result: defer.Deferred[wire.Reply] = defer.Deferred()
-        state = _Attempts()
-
-        def attempt() -> None:
-            while state.next < len(order):
-                upstream = order[state.next]
-                state.next += 1
-                left = deadline - reactor.seconds()
-                if left <= 0:
-                    state.error = f"gave up after {self.config.total_timeout:g}s"
-                    break
-                health = pool.health.setdefault(upstream, Health())
-                d = self._try(upstream, qname, qtype, qclass, min(self.config.timeout, left), do, cd)
-                d.addCallbacks(answered, failed, callbackArgs=(upstream, health), errbackArgs=(upstream, health))
-                return
-            self.stats.failures += 1
-            result.errback(UpstreamError(state.error))
-
-        def answered(reply: wire.Reply, upstream: Upstream, health: Health) -> None:
-            if reply.rcode in FAILED_RCODES:
-                self._mark_down(upstream, health)
-                state.error = f"{upstream} answered rcode {reply.rcode}"
-                attempt()
-                return
-            health.succeed()
-            result.callback(reply)
-
-        def failed(reason: Failure, upstream: Upstream, health: Health) -> None:
-            if not reason.check(UpstreamError):
-                result.errback(reason)
-                return
-            self._mark_down(upstream, health)
-            state.error = reason.getErrorMessage()
-            log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=state.error)
-            attempt()
-
-        attempt()
-        return result
+        """The first usable upstream answer; ``UpstreamError`` when every upstream failed in time."""
+        walk = _Walk(self, pool or self.pool_for(qname.lower()), qname, qtype, qclass, do, cd)
+        walk.attempt()
+        return walk.result
 
     def _mark_down(self, upstream: Upstream, health: Health) -> None:
         """Back the upstream off and probe it until it answers again."""

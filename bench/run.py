@@ -566,6 +566,8 @@ def dnsperf(args, qfile, duration, qps=None, verbose=False, runs=None, tag="", w
     run) is reported as cpu_<label>; dnsperf's own is cpu_dnsperf."""
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(args.port), "-d", qfile,
            "-c", str(args.clients), "-q", str(args.outstanding), "-t", str(args.timeout)]
+    if args.client_threads > 1:
+        cmd += ["-T", str(args.client_threads)]
     if duration:
         cmd += ["-l", str(duration)]
     if runs:
@@ -907,6 +909,8 @@ def parse_args(argv):
     ap.add_argument("--latency-qps", type=int, default=1000, help="rate of the latency run (default 1000)")
     ap.add_argument("--outstanding", type=int, default=100, help="dnsperf -q for the throughput run (default 100)")
     ap.add_argument("--clients", type=int, default=8, help="dnsperf -c: client sockets (default 8)")
+    ap.add_argument("--client-threads", type=int, default=1,
+                    help="dnsperf -T: client threads (default 1); give them CPUs with --client-cpu, e.g. 1-2")
     ap.add_argument("--timeout", type=int, default=2, help="dnsperf -t: seconds before a query counts as lost (default 2)")
     ap.add_argument("--smartdns-cmd", default=None,
                     help="command line to run smartdns; {config} and {port} are substituted "
@@ -972,6 +976,7 @@ def main(argv):
                            if l.startswith("model name")), "?"),
         "pinning": {"server": args.server_cpu, "dnsperf": args.client_cpu, "upstream": args.upstream_cpu},
         "dnsperf": {"duration": args.duration, "outstanding": args.outstanding, "clients": args.clients,
+                    "threads": args.client_threads,
                     "timeout": args.timeout, "latency_qps": args.latency_qps,
                     "latency_duration": args.latency_duration},
         "versions": {"dnsperf": dnsperf_version(), "nsd": cmd_version(["nsd", "-v"])},

@@ -182,7 +182,7 @@ def raw_udp(host: str, port: int, data: bytes, *, timeout: float = 1.0,
     import socket
 
     def run() -> bytes | None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
             if source:
                 sock.bind((source, 0))
             sock.settimeout(timeout)

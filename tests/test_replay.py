@@ -14,6 +14,7 @@ import struct
 import dns.flags
 import dns.message
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.trial import unittest
 
 from smartdns import server
@@ -122,6 +123,24 @@ class ReplayTests(unittest.TestCase):
         for _ in range(3):
             yield query(self.host, self.port, "www.proto.test", tcp=True)
         self.assertFalse(self.handler.replay)
+
+
+class IPv6ReplayTests(unittest.TestCase):
+    """The replay key is the address as an IPv6 socket reports it; lines still apply."""
+
+    @defer.inlineCallbacks
+    def test_ipv6_client(self):
+        config = CONFIG.replace('listen = ["127.0.0.1:0"]', 'listen = ["[::1]:0"]').replace(
+            'office = ["127.0.0.3/32"]', 'office = ["::1/128"]')
+        try:
+            service, host, port = start_server(self, config, zones=ZONES)
+        except CannotListenError as e:
+            raise unittest.SkipTest(f"no IPv6 loopback here: {e}")
+        data = dns.message.make_query("www.proto.test", "A").to_wire()
+        for _ in range(4):
+            answer = yield raw_udp(host, port, data)
+            self.assertEqual(dns.message.from_wire(answer).answer[0][0].address, "10.0.0.2")
+        self.assertIn(("::1", data[2:]), service.handler.replay)
 
 
 class ReplayedCacheTests(unittest.TestCase):

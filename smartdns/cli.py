@@ -1,5 +1,5 @@
 """The ``smartdns`` command: ``check`` validates without serving, ``reload`` asks a running
-server to reload and prints whether it worked."""
+server to reload and prints whether it worked, ``stats`` prints its counters."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +28,46 @@ def check(config_path: str | None) -> int:
     return 0
 
 
-RELOAD_TIMEOUT_SECONDS = 60.0
+CONTROL_TIMEOUT_SECONDS = 60.0     # a reload of large zones can take a while
+
+
+def _control(config_path: str | None, command: bytes) -> tuple[int, str]:
+    """Send one command to the running server's control socket: (1, message) when it cannot
+    be reached or the config names none, else (0, the reply)."""
+    from smartdns.config import load_config
+
+    try:
+        config = load_config(config_path)
+    except LoadError as e:
+        return 1, "\n".join(e.problems)
+    path = config.server.control_socket
+    if not path:
+        return 1, "no [server] control_socket in the config"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CONTROL_TIMEOUT_SECONDS)
+            sock.connect(path)
+            sock.sendall(command + b"\n")
+            chunks = []
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    except OSError as e:
+        return 1, f"cannot reach the server's control socket {path}: {e.strerror or e}"
+    return 0, b"".join(chunks).decode("utf-8", "replace").strip()
+
+
+def stats(config_path: str | None) -> int:
+    """Print the running server's counters, one ``name value`` per line."""
+    code, reply = _control(config_path, b"stats")
+    status, _, text = reply.partition("\n")
+    if code or status != "ok stats":
+        print(reply, file=sys.stderr)
+        return 1
+    print(text)
+    return 0
 
 
 def reload(config_path: str | None, pidfile: str | None) -> int:
@@ -37,28 +76,16 @@ def reload(config_path: str | None, pidfile: str | None) -> int:
     from smartdns.config import load_config
 
     try:
-        config = load_config(config_path)
+        has_socket = bool(load_config(config_path).server.control_socket)
     except LoadError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
-    path = config.server.control_socket
-    if path:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(RELOAD_TIMEOUT_SECONDS)
-                sock.connect(path)
-                sock.sendall(b"reload\n")
-                chunks = []
-                while True:
-                    data = sock.recv(65536)
-                    if not data:
-                        break
-                    chunks.append(data)
-        except OSError as e:
-            print(f"cannot reach the server's control socket {path}: {e.strerror or e}", file=sys.stderr)
+    if has_socket:
+        code, reply = _control(config_path, b"reload")
+        if code:
+            print(reply, file=sys.stderr)
             return 1
-        reply = b"".join(chunks).decode("utf-8", "replace").strip()
         status, _, text = reply.partition(" ")
         print(text, file=sys.stdout if status == "ok" else sys.stderr)
         return 0 if status == "ok" else 1
@@ -86,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p_reload = sub.add_parser("reload", help="make the running server reload and print the result")
     p_reload.add_argument("--config", "-c", default=None, help="path to smartdns.toml (finds the control socket)")
     p_reload.add_argument("--pidfile", default=None, help="send SIGHUP to this twistd pidfile's process instead")
+    p_stats = sub.add_parser("stats", help="print the running server's counters")
+    p_stats.add_argument("--config", "-c", default=None, help="path to smartdns.toml (finds the control socket)")
     args = parser.parse_args(argv)
+    if args.command == "stats":
+        return stats(args.config)
     if args.command == "check":
         return check(args.config)
     if args.command == "reload":

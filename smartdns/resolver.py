@@ -93,6 +93,10 @@ class ForwardResolver:
         self._inflight: dict[CacheKey, list[defer.Deferred[Entry]]] = {}
         self.overloaded = 0         # misses refused because max_outstanding questions were waiting
 
+    def in_flight(self) -> int:
+        """Questions waiting on upstreams now (one per key, however many clients wait on it)."""
+        return len(self._inflight)
+
     def key(self, qkey: bytes, qtype: int, qclass: int, do: bool) -> CacheKey:
         """Everything that changes a forwarded answer."""
         return (qkey, qtype, qclass, do, self.forwarder.pool_for(qkey).index)

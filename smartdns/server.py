@@ -102,6 +102,7 @@ class QueryHandler:
         self.stats.queries += answers
         self.stats.memo_hits += answers
         self.stats.by_source["cache"] += from_cache
+        self.stats.by_source["local"] += answers - from_cache
         self.resolver.cache.hits += from_cache
 
     def _sync(self) -> Snapshot:
@@ -144,6 +145,7 @@ class QueryHandler:
             template = self._memo.get(memo_key)
             if type(template) is bytes:               # a local answer after its ID
                 self.stats.memo_hits += 1
+                self.stats.by_source["local"] += 1
                 if not tcp:
                     self._replay_put(client, data, template, NEVER, 0)
                 return data[0:2] + template            # the question is in the key, byte for byte

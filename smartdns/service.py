@@ -139,10 +139,36 @@ class SmartDNSService(service.MultiService):
         try:
             if os.path.exists(path):
                 os.unlink(path)
-            self.control_port = self.reactor.listenUNIX(path, ControlFactory(self.reload), mode=0o600)
+            self.control_port = self.reactor.listenUNIX(path, ControlFactory(self.reload, self.stats), mode=0o600)
         except (OSError, CannotListenError) as e:
             log.warn("control socket {path} unavailable, `smartdns reload` will not work: {error}",
                      path=path, error=e)
+
+    def stats(self) -> list[tuple[str, int]]:
+        """Counters of this process since it started (each worker of ``[server] workers`` keeps
+        its own; the control socket is the first process's), for ``smartdns stats``."""
+        handler, cache, resolver = self.handler, self.cache, self.resolver
+        forwarded = self.forwarder.stats
+        counters = [
+            ("generation", self.current.generation),
+            ("queries", handler.stats.queries),
+            ("dropped", handler.stats.dropped),
+            *((f"answers.{source}", count) for source, count in handler.stats.by_source.items()),
+            ("fast.memo_or_replay", handler.stats.memo_hits),
+            ("fast.replay_entries", len(handler.replay)),
+            ("cache.entries", len(cache)),
+            ("cache.hits", cache.hits),
+            ("cache.misses", cache.misses),
+            ("cache.evictions", cache.evictions),
+            ("upstream.sent", forwarded.sent),
+            ("upstream.timeouts", forwarded.timeouts),
+            ("upstream.failures", forwarded.failures),
+            ("upstream.dropped_replies", forwarded.dropped_replies),
+            ("upstream.tcp_retries", forwarded.tcp_retries),
+            ("upstream.in_flight", resolver.in_flight()),
+            ("upstream.overloaded", resolver.overloaded),
+        ]
+        return counters
 
     def _watch_paths(self) -> None:
         paths = watched_paths(self.config)

@@ -173,14 +173,21 @@ class Watcher:
 
 
 class ControlProtocol(LineOnlyReceiver):
-    """``reload`` → one line ``ok ...`` or ``error ...`` followed by the problems, then close."""
+    """``reload`` → one line ``ok ...`` or ``error ...`` followed by the problems, then close.
+    ``stats`` → ``ok stats`` then one ``name value`` line per counter, then close."""
 
     delimiter = b"\n"
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         command = line.strip().decode("ascii", "replace")
+        if command == "stats":
+            self.sendLine(b"ok stats")
+            for name, value in self.factory.stats():
+                self.sendLine(f"{name} {value}".encode("utf-8"))
+            self.transport.loseConnection()
+            return
         if command != "reload":
-            self.sendLine(b"error unknown command (try: reload)")
+            self.sendLine(b"error unknown command (try: reload, stats)")
             self.transport.loseConnection()
             return
         d = defer.maybeDeferred(self.factory.reload, "smartdns reload")
@@ -204,5 +211,7 @@ class ControlFactory(protocol.ServerFactory):
     protocol = ControlProtocol
     noisy = False
 
-    def __init__(self, reload: Callable[[str], Any]) -> None:
+    def __init__(self, reload: Callable[[str], Any],
+                 stats: Callable[[], list[tuple[str, int]]] = lambda: []) -> None:
         self.reload = reload
+        self.stats = stats

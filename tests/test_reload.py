@@ -15,7 +15,7 @@ from smartdns.cache import make_entry
 from smartdns.reload import Reloader, ZoneFileCache
 from smartdns.service import SmartDNSService, load
 from smartdns.watch import Watcher
-from tests.support import write_tree
+from tests.support import raw_udp, write_tree
 
 ZONE_V1 = """
 $TTL 300
@@ -321,6 +321,63 @@ class ReloadCommandTests(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertIn("reload FAILED, still serving generation 2", err)
         self.assertIn("zones/example.test.zone:6:", err)
+
+
+class StatsCommandTests(unittest.TestCase):
+    """``smartdns stats`` over the control socket."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_stats_command_prints_counters(self):
+        """After three identical queries and one for a missing name, the counters say so: every
+        answer is counted by source, two came from the fast paths, one replay entry exists."""
+        import io
+        import tempfile
+        from contextlib import redirect_stderr, redirect_stdout
+
+
+        from smartdns import cli
+
+        short = tempfile.mkdtemp(prefix="sd")
+        self.addCleanup(lambda: __import__("shutil").rmtree(short, ignore_errors=True))
+        sock = os.path.join(short, "ctl.sock")
+        base, service = start_live(self, CONFIG.replace('control_socket = ""', f'control_socket = "{sock}"'))
+        host, port = service.addresses()[0]
+        data = dns.message.make_query("www.example.test", "A").to_wire()
+        for _ in range(3):
+            yield raw_udp(host, port, data)
+        yield raw_udp(host, port, dns.message.make_query("nope.example.test", "A").to_wire())
+
+        def run() -> tuple[int, str, str]:
+            out, err = io.StringIO(), io.StringIO()
+            with redirect_stdout(out), redirect_stderr(err):
+                code = cli.main(["stats", "--config", os.path.join(base, "smartdns.toml")])
+            return code, out.getvalue(), err.getvalue()
+
+        code, out, err = yield threads.deferToThread(run)
+        self.assertEqual(code, 0, err)
+        counters = dict(line.split(" ", 1) for line in out.strip().splitlines())
+        self.assertEqual(counters["queries"], "4")
+        self.assertEqual(counters["answers.local"], "4")
+        self.assertEqual(counters["fast.memo_or_replay"], "2")
+        self.assertEqual(counters["fast.replay_entries"], "1")
+        self.assertEqual(counters["generation"], "1")
+        self.assertIn("upstream.in_flight", counters)
+
+    def test_stats_without_a_control_socket(self):
+        import io
+        from contextlib import redirect_stderr
+
+        from smartdns import cli
+
+        base = os.path.abspath(self.mktemp())
+        write_tree(base, {"smartdns.toml": CONFIG, "zones/example.test.zone": ZONE_V1})
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = cli.main(["stats", "--config", os.path.join(base, "smartdns.toml")])
+        self.assertEqual(code, 1)
+        self.assertIn("no [server] control_socket", err.getvalue())
 
 
 class SignalTests(unittest.TestCase):

@@ -39,7 +39,7 @@ def _control(config_path: str | None, command: bytes) -> tuple[int, str]:
     try:
         config = load_config(config_path)
     except LoadError as e:
-        return 1, "\n".join(e.problems)
+        return 1, "\n".join(str(p) for p in e.problems)
     path = config.server.control_socket
     if not path:
         return 1, "no [server] control_socket in the config"

@@ -113,12 +113,13 @@ def _rdata_text(rtype: str, rdata: Any) -> str:
         raise ValueError("rdata must be a string or an object")
     if rtype in ("TXT", "SPF"):
         return '"' + rdata.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if rtype == "AAAA" and len(rdata) == 32 and ":" not in rdata:
+    text = rdata                     # a str from here on (rdata itself is declared Any)
+    if rtype == "AAAA" and len(text) == 32 and ":" not in text:
         # Pipy's codec writes AAAA as 32 hex digits without colons.
-        rdata = ":".join(rdata[i:i + 4] for i in range(0, 32, 4))
+        text = ":".join(text[i:i + 4] for i in range(0, 32, 4))
     if rtype in ("A", "AAAA"):
-        ipaddress.ip_address(rdata)  # stricter than dnspython about leading zeros and the like
-    return rdata
+        ipaddress.ip_address(text)  # stricter than dnspython about leading zeros and the like
+    return text
 
 
 def read_records_json(path: str) -> tuple[list[JsonRecord], list[JsonDeny], list[Problem]]:

@@ -218,12 +218,19 @@ def _generic_ok(rdtype: int) -> bool:
             is dns.node.NodeKind.REGULAR)
 
 
+def _to_wire(item: dns.name.Name | dns.rdata.Rdata) -> bytes:
+    """Uncompressed wire form; dnspython types ``to_wire`` as Optional for its write-to-file mode."""
+    data = item.to_wire()
+    assert data is not None         # no file given: the bytes are returned
+    return data
+
+
 class _Loader:
     """Reader state (origins, last owner, TTL defaults) and the RRsets built so far."""
 
     def __init__(self, origin: dns.name.Name, default_ttl: int | None) -> None:
         self.origin_name = origin
-        self.origin_wire = origin.to_wire()
+        self.origin_wire = _to_wire(origin)
         self.origin_key = self.origin_wire.lower()
         self.current_name = origin                 # $ORIGIN, for names dnspython parses
         self.current = self.origin_wire            # the same, as wire with its case
@@ -372,7 +379,7 @@ class _Loader:
             except dns.exception.DNSException as e:
                 raise _Decline("bad $ORIGIN") from e
             self.current_name = origin
-            self.current = origin.to_wire()
+            self.current = _to_wire(origin)
             self.current_in_zone = wire.is_subdomain(self.current.lower(), self.origin_key)
 
     # -- records -------------------------------------------------------------------------
@@ -547,9 +554,9 @@ class _Loader:
     def generic(self, rdtype: int, text: str) -> tuple[bytes, bytes, int]:
         """RDATA parsed by dnspython from the rest of the record's text (same tokenizer)."""
         try:
-            rd = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, self.current_name,
-                                     False, self.origin_name)
-            data = rd.to_wire()
+            rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.RdataType.make(rdtype), text,
+                                     self.current_name, False, self.origin_name)
+            data = _to_wire(rd)
             canonical = rd.to_digestable()
         except Exception as e:        # dnspython reports every rdata failure as a syntax error
             raise _Decline(f"rdata: {e}") from e

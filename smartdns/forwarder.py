@@ -18,12 +18,12 @@ from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, error as ierror, protocol
 from twisted.logger import Logger
-from twisted.protocols.basic import Int16StringReceiver
 from twisted.python.failure import Failure
 
 from smartdns import wire
 from smartdns.config import ForwardConfig, Upstream
 from smartdns.errors import UpstreamError
+from smartdns.txtyping import TypedInt16StringReceiver, connect_tcp, failure_check, lose_connection
 
 log = Logger()
 
@@ -196,7 +196,7 @@ class UDPClient:
         self.by_family = {False: [], True: []}
 
 
-class _StreamConnection(Int16StringReceiver):
+class _StreamConnection(TypedInt16StringReceiver):
     """A pipelined DNS-over-TCP (or TLS) client connection (RFC 7766 §6.2.1)."""
 
     def __init__(self, owner: "StreamClient") -> None:
@@ -212,7 +212,7 @@ class _StreamConnection(Int16StringReceiver):
             self.idle_timer.cancel()
         self.idle_timer = None
         if not self.pending:
-            self.idle_timer = self.owner.reactor.callLater(TCP_IDLE_SECONDS, self.transport.loseConnection)
+            self.idle_timer = self.owner.reactor.callLater(TCP_IDLE_SECONDS, lose_connection, self)
 
     def send(self, qid: int, packet: bytes, pending: _Pending) -> None:
         """Write one query onto the connection."""
@@ -328,14 +328,13 @@ class StreamClient:
     def close(self) -> None:
         """Drop the connection."""
         if self.connection is not None:
-            self.connection.transport.loseConnection()
+            lose_connection(self.connection)
 
 
 def tcp_connector(reactor: Any, timeout: float) -> Callable[[StreamClient], defer.Deferred[_StreamConnection]]:
     """Plain TCP connections (``tcp://`` upstreams and UDP truncation fallback)."""
     def connect(client: StreamClient) -> defer.Deferred[_StreamConnection]:
-        creator = protocol.ClientCreator(reactor, _StreamConnection, client)
-        return creator.connectTCP(client.upstream.host, client.upstream.port, timeout=timeout)
+        return connect_tcp(reactor, client.upstream.host, client.upstream.port, timeout, _StreamConnection, client)
     return connect
 
 
@@ -441,7 +440,7 @@ class _Walk:
         self.result.callback(reply)
 
     def failed(self, reason: Failure, upstream: Upstream, health: Health) -> None:
-        if not reason.check(UpstreamError):
+        if not failure_check(reason, UpstreamError):
             self.result.errback(reason)
             return
         self.forwarder._mark_down(upstream, health)

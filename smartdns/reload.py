@@ -172,12 +172,13 @@ class Reloader:
         return result
 
     def _failed(self, reason: Failure, started: float, generation: int) -> ReloadResult:
-        if not reason.check(LoadError):
+        error = reason.value
+        if not isinstance(error, LoadError):
             log.failure("reload crashed; keeping the old data", reason)
             problems: tuple[Problem, ...] = (Problem(self.config_path or "<defaults>", 0,
                                                      f"internal error: {reason.getErrorMessage()}"),)
         else:
-            problems = reason.value.problems
+            problems = error.problems
         result = ReloadResult(False, self.current().generation, (), self.reactor.seconds() - started, problems)
         for problem in problems:
             log.error("reload rejected: {problem}", problem=str(problem))

@@ -19,6 +19,7 @@ from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry, make_entry_
 from smartdns.config import DEFAULT_MAX_OUTSTANDING, CacheConfig
 from smartdns.errors import UpstreamError
 from smartdns.forwarder import Forwarder
+from smartdns.txtyping import failure_of, failure_trap
 
 log = Logger()
 
@@ -174,7 +175,7 @@ class ForwardResolver:
         try:
             message = reply.message
         except wire.FormError as e:
-            return self._failed(Failure(UpstreamError(f"malformed upstream reply: {e}")), key)
+            return self._failed(failure_of(UpstreamError(f"malformed upstream reply: {e}")), key)
         answer, authority, additional = sanitize(message, qkey)
         clamp = self.cache.clamp_ttl
         rcode = message.rcode
@@ -227,7 +228,7 @@ class ForwardResolver:
 
     def _failed(self, reason: Failure, key: CacheKey) -> Entry:
         """Every upstream failed: serve stale if allowed, else remember SERVFAIL briefly."""
-        reason.trap(UpstreamError)
+        failure_trap(reason, UpstreamError)
         current = self.cache.peek(key)
         if current is not None and current.rcode != wire.SERVFAIL and self.reactor.seconds() < current.expires_at:
             return current      # a failed prefetch leaves the still-fresh entry alone

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable
 
-from twisted.internet.error import CannotListenError
+from smartdns.txtyping import cannot_listen
 
 TCP_BACKLOG = 1024
 
@@ -27,7 +27,7 @@ def _socket(host: str, port: int, kind: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as e:
         sock.close()
-        raise CannotListenError(host, port, e) from None
+        raise cannot_listen(host, port, e) from None
     return sock
 
 

@@ -11,7 +11,6 @@ import os
 import signal
 from typing import Any, Callable
 
-from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -26,6 +25,7 @@ from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, adopt_udp, listen_udp
 from smartdns.reload import Reloader, ReloadResult, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
+from smartdns.txtyping import TypedMultiService, cannot_listen
 from smartdns.watch import ControlFactory, Watcher
 from smartdns.workers import Supervisor
 
@@ -55,7 +55,7 @@ def load(path: str | None, files: ZoneFileCache | None = None) -> tuple[Config, 
     return config, build_snapshot(config, generation=1, read_zone=(files or ZoneFileCache()).read)
 
 
-class SmartDNSService(service.MultiService):
+class SmartDNSService(TypedMultiService):
     """The running server: current snapshot, cache, forwarder, and UDP+TCP listeners."""
 
     def __init__(self, config: Config, snapshot: Snapshot, reactor: Any, *,
@@ -111,7 +111,7 @@ class SmartDNSService(service.MultiService):
                     raise
                 continue
             return udp, tcp
-        raise CannotListenError(host, port, OSError("no port free for both UDP and TCP"))
+        raise cannot_listen(host, port, OSError("no port free for both UDP and TCP"))
 
     def startService(self) -> None:  # noqa: N802
         if not self.ports:
@@ -213,7 +213,7 @@ class SmartDNSService(service.MultiService):
         self.handler.resolver = self.resolver
         self._retired.append((old, self.reactor.callLater(old.config.total_timeout + 1, old.close)))
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[list[tuple[bool, Any]]]:  # noqa: N802
         stopping = []
         if self.supervisor is not None:
             stopping.append(self.supervisor.stop())

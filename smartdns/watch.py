@@ -12,8 +12,9 @@ from typing import Any, Callable
 
 from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
-from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.filepath import FilePath
+
+from smartdns.txtyping import TypedLineOnlyReceiver, lose_connection, new_inotify
 
 log = Logger()
 
@@ -132,7 +133,7 @@ class Watcher:
             self._notifier = None          # a watched directory went away and took the watches with it
             self._watched.clear()
         if self._notifier is None:
-            self._notifier = self._inotify.INotify(reactor=self.reactor)
+            self._notifier = new_inotify(self.reactor)
             self._notifier.startReading()
         mask = (self._inotify.IN_CLOSE_WRITE | self._inotify.IN_MOVED_TO | self._inotify.IN_MOVED_FROM
                 | self._inotify.IN_DELETE | self._inotify.IN_CREATE | self._inotify.IN_ATTRIB)
@@ -172,7 +173,7 @@ class Watcher:
         d.addBoth(resync)
 
 
-class ControlProtocol(LineOnlyReceiver):
+class ControlProtocol(TypedLineOnlyReceiver):
     """``reload`` → one line ``ok ...`` or ``error ...`` followed by the problems, then close.
     ``stats`` → ``ok stats`` then one ``name value`` line per counter, then close."""
 
@@ -184,11 +185,11 @@ class ControlProtocol(LineOnlyReceiver):
             self.sendLine(b"ok stats")
             for name, value in self.factory.stats():
                 self.sendLine(f"{name} {value}".encode("utf-8"))
-            self.transport.loseConnection()
+            lose_connection(self)
             return
         if command != "reload":
             self.sendLine(b"error unknown command (try: reload, stats)")
-            self.transport.loseConnection()
+            lose_connection(self)
             return
         d = defer.maybeDeferred(self.factory.reload, "smartdns reload")
 
@@ -196,11 +197,11 @@ class ControlProtocol(LineOnlyReceiver):
             status = "ok" if result.ok else "error"
             for text in [f"{status} {result.summary()}"]:
                 self.sendLine(text.encode("utf-8"))
-            self.transport.loseConnection()
+            lose_connection(self)
 
         def crashed(reason: Any) -> None:
             self.sendLine(f"error {reason.getErrorMessage()}".encode("utf-8"))
-            self.transport.loseConnection()
+            lose_connection(self)
 
         d.addCallbacks(reply, crashed)
 

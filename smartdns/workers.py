@@ -125,14 +125,17 @@ def main(argv: list[str] | None = None) -> int:
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         except (OSError, AttributeError):
             pass
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.internet import reactor as installed_reactor
+    from twisted.logger import globalLogBeginner
 
     from smartdns.reload import ZoneFileCache
     from smartdns.service import SmartDNSService, tune_gc
     from smartdns.snapshot import build_snapshot
+    from smartdns.txtyping import text_log_observer
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    # Any, like every reactor in smartdns: mypy cannot call the zope interfaces it is typed by.
+    reactor: Any = installed_reactor
+    globalLogBeginner.beginLoggingTo([text_log_observer(sys.stderr)], redirectStandardIO=False)
     ports = [int(p) for p in args.ports.split(",")]
     files = ZoneFileCache()
     config = pin(load_config(args.config), ports)

@@ -166,7 +166,7 @@ class _Reader(dns.zonefile.Reader):
 
     def _rr_line(self) -> None:
         self.rr_where = self.tok.where()
-        super()._rr_line()  # type: ignore[misc]
+        super()._rr_line()
         self.rr_where = None
 
     def where(self) -> tuple[str, int]:

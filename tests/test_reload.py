@@ -379,6 +379,22 @@ class StatsCommandTests(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertIn("no [server] control_socket", err.getvalue())
 
+    def test_stats_and_reload_with_a_bad_config_print_its_problems(self):
+        """An invalid config is reported as file:line, not a traceback, by both commands."""
+        import io
+        from contextlib import redirect_stderr
+
+        from smartdns import cli
+
+        base = os.path.abspath(self.mktemp())
+        write_tree(base, {"smartdns.toml": "[server]\nworkers = 0\n"})
+        for command in ("stats", "reload"):
+            err = io.StringIO()
+            with redirect_stderr(err):
+                code = cli.main([command, "--config", os.path.join(base, "smartdns.toml")])
+            self.assertEqual(code, 1, command)
+            self.assertIn("smartdns.toml:2:", err.getvalue(), command)
+
 
 class SignalTests(unittest.TestCase):
     """SIGHUP reloads a service started the way twistd starts it."""

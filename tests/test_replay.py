@@ -118,6 +118,34 @@ class ReplayTests(unittest.TestCase):
         answer = yield self.ask(data, OTHER)
         self.assertTrue(answer[2] & 0x02, "TC expected at the new 512-byte limit")
 
+    def test_queued_queries_are_all_answered_in_bursts(self):
+        """100 queued replayable queries (more than three bursts) read in one go: every one is
+        answered once, with its own ID, and counted."""
+        import socket
+
+        data = dns.message.make_query("www.proto.test", "A").to_wire()
+        self.handler.handle(data, OTHER, False)
+        self.handler.handle(data, OTHER, False)          # memo hit: now replayable
+        self.assertIn((OTHER, data[2:]), self.handler.replay)
+        port = self.service.ports[0]
+        port.stopReading()
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(client.close)
+        client.bind((OTHER, 0))
+        ids = list(range(1000, 1100))
+        for qid in ids:
+            client.sendto(with_id(data, qid), (self.host, self.port))
+        before = self.handler.stats.queries
+        port.doRead()
+        port.startReading()
+        self.assertEqual(self.handler.stats.queries, before + len(ids))
+        client.settimeout(1.0)
+        answers = [client.recv(4096) for _ in ids]
+        self.assertEqual(sorted(struct.unpack("!H", a[:2])[0] for a in answers), ids)
+        self.assertEqual({a[2:] for a in answers}, {self.handler.replay[(OTHER, data[2:])][0]})
+        client.settimeout(0.2)
+        self.assertRaises(socket.timeout, client.recv, 4096)      # nothing sent twice
+
     @defer.inlineCallbacks
     def test_tcp_answers_are_not_recorded(self):
         for _ in range(3):

@@ -31,18 +31,22 @@ def check(config_path: str | None) -> int:
 CONTROL_TIMEOUT_SECONDS = 60.0     # a reload of large zones can take a while
 
 
-def _control(config_path: str | None, command: bytes) -> tuple[int, str]:
-    """Send one command to the running server's control socket: (1, message) when it cannot
-    be reached or the config names none, else (0, the reply)."""
+def _control_socket(config_path: str | None) -> str | None:
+    """The control socket the config names ("" when none); None after printing why the config
+    cannot be loaded."""
     from smartdns.config import load_config
 
     try:
-        config = load_config(config_path)
+        return load_config(config_path).server.control_socket or ""
     except LoadError as e:
-        return 1, "\n".join(str(p) for p in e.problems)
-    path = config.server.control_socket
-    if not path:
-        return 1, "no [server] control_socket in the config"
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def _control(path: str, command: bytes) -> tuple[int, str]:
+    """Send one command to the control socket at ``path``: (1, message) when it cannot be
+    reached, else (0, the reply)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(CONTROL_TIMEOUT_SECONDS)
@@ -61,7 +65,13 @@ def _control(config_path: str | None, command: bytes) -> tuple[int, str]:
 
 def stats(config_path: str | None) -> int:
     """Print the running server's counters, one ``name value`` per line."""
-    code, reply = _control(config_path, b"stats")
+    path = _control_socket(config_path)
+    if path is None:
+        return 1
+    if not path:
+        print("no [server] control_socket in the config", file=sys.stderr)
+        return 1
+    code, reply = _control(path, b"stats")
     status, _, text = reply.partition("\n")
     if code or status != "ok stats":
         print(reply, file=sys.stderr)
@@ -73,16 +83,11 @@ def stats(config_path: str | None) -> int:
 def reload(config_path: str | None, pidfile: str | None) -> int:
     """Ask the running server to reload: over its control socket (and print the result), or with
     SIGHUP to the pid in ``pidfile`` when no control socket is configured."""
-    from smartdns.config import load_config
-
-    try:
-        has_socket = bool(load_config(config_path).server.control_socket)
-    except LoadError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
+    path = _control_socket(config_path)
+    if path is None:
         return 1
-    if has_socket:
-        code, reply = _control(config_path, b"reload")
+    if path:
+        code, reply = _control(path, b"reload")
         if code:
             print(reply, file=sys.stderr)
             return 1

@@ -180,6 +180,13 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HostsConfig:
+    """``[hosts]``: hosts(5) files answered after local zones and before forwarding."""
+
+    files: tuple[str, ...] = ()  # absolute paths; read at load and on every reload
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyRule:
     """One ``[[policy]]``: what to do with queries for some names (and lines, and types)."""
 
@@ -201,6 +208,7 @@ class Config:
     access: AccessConfig
     cache: CacheConfig
     policies: tuple[PolicyRule, ...]
+    hosts: HostsConfig = HostsConfig()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -698,7 +706,7 @@ def _absolute(base_dir: str, path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sections
 
-_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache")
+_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache", "hosts")
 _ARRAY_TABLES = ("policy",)
 
 
@@ -944,6 +952,17 @@ def _read_cache(table: _Table) -> CacheConfig:
     )
 
 
+def _read_hosts(table: _Table, base_dir: str) -> HostsConfig:
+    table.reject_unknown(("files",))
+    files: list[str] = []
+    for index, path in table.strings("files") or []:
+        if path:
+            files.append(_absolute(base_dir, path))
+        else:
+            table.report("files", "[hosts] files entries must not be empty", index)
+    return HostsConfig(tuple(files))
+
+
 def _parse_policy_name(text: str) -> str:
     try:
         return _normalize_name(text, wildcard=True)
@@ -1020,6 +1039,7 @@ def _build(
         access=_read_access(section("access")),
         cache=_read_cache(section("cache")),
         policies=tuple(policies),
+        hosts=_read_hosts(section("hosts"), base_dir),
     )
     if reader.problems:
         reader.problems.sort(key=lambda p: p.line)

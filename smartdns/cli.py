@@ -8,11 +8,18 @@ import signal
 import socket
 import sys
 
+from smartdns import DISTRIBUTION_NAME, __version__
 from smartdns.errors import LoadError
 
 
+def version_text() -> str:
+    """``smartdns X.Y.Z``, with the distribution's name when it differs from the command's."""
+    return f"smartdns {__version__} ({DISTRIBUTION_NAME})"
+
+
 def check(config_path: str | None) -> int:
-    """Load the config and every zone; print each problem as ``file:line: message``."""
+    """Load the config and every zone; print each problem as ``file:line: message``, and each
+    warning (allowed, but probably not meant) as ``file:line: warning: message``."""
     from smartdns.service import load
 
     try:
@@ -21,6 +28,8 @@ def check(config_path: str | None) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        print(f"{warning.path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
     records = sum(len(rrset.rdatas) for zone in snapshot.zones.values()
                   for node in zone.nodes.values() for rrset in node.values())
     print(f"{config.path or '<defaults>'}: OK, {len(snapshot.zones)} zones, {records} records, "
@@ -112,6 +121,7 @@ def reload(config_path: str | None, pidfile: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = argparse.ArgumentParser(prog="smartdns", description="smartdns DNS server tools")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="validate the config and zones, then exit")
     p_check.add_argument("--config", "-c", default=None, help="path to smartdns.toml")

@@ -41,6 +41,9 @@ DEFAULT_CONTROL_SOCKET = ""  # off unless configured; relative paths are beside 
 # [zones]
 DEFAULT_ZONES_DIRECTORY = "zones"
 
+#: Without ``--config``, this file in the working directory is read if it exists.
+DEFAULT_CONFIG_NAME = "smartdns.toml"
+
 # [forward]
 DNS_PORT = 53
 DNS_OVER_TLS_PORT = 853  # RFC 7858
@@ -126,6 +129,9 @@ class ZonesConfig:
     records_json: tuple[str, ...] = ()
     lines_json: str | None = None
     watch: bool = True
+    # True when ``directory`` was not set: then a missing directory means no local zones (the
+    # forward-only server of an empty config), not an error.
+    directory_optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +215,9 @@ class Config:
     cache: CacheConfig
     policies: tuple[PolicyRule, ...]
     hosts: HostsConfig = HostsConfig()
+    # What is valid but probably not meant (an open resolver); printed by ``smartdns check`` and
+    # logged at start, never a reason to refuse the file.
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -732,6 +741,10 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
         )
     )
     control = table.string("control_socket", DEFAULT_CONTROL_SOCKET)
+    if control:
+        parent = os.path.dirname(_absolute(base_dir, control))
+        if not os.path.isdir(parent):
+            table.report("control_socket", f"[server] control_socket: directory {parent!r} does not exist")
     listen = DEFAULT_LISTEN
     items = table.strings("listen")
     if items is not None:
@@ -780,15 +793,35 @@ def _read_zones(table: _Table, base_dir: str) -> ZonesConfig:
     for index, path in table.strings("records_json") or []:
         if path:
             records.append(_absolute(base_dir, path))
+            problem = _file_problem(records[-1])
+            if problem:
+                table.report("records_json", f"[zones] records_json: {records[-1]!r} {problem}", index)
         else:
             table.report("records_json", "[zones] records_json entries must not be empty", index)
     lines_json = table.string("lines_json", "")
+    if lines_json:
+        problem = _file_problem(_absolute(base_dir, lines_json))
+        if problem:
+            table.report("lines_json", f"[zones] lines_json: {_absolute(base_dir, lines_json)!r} {problem}")
     return ZonesConfig(
         directory=_absolute(base_dir, directory),
         records_json=tuple(records),
         lines_json=_absolute(base_dir, lines_json) if lines_json else None,
         watch=table.boolean("watch", True),
+        directory_optional="directory" not in table.data,
     )
+
+
+def _file_problem(path: str) -> str | None:
+    """Why a data file named in the config cannot be read, or None (its content is checked with
+    the zones)."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isfile(path):
+        return "is not a file"
+    if not os.access(path, os.R_OK):
+        return "cannot be read"
+    return None
 
 
 def _read_lines(table: _Table) -> tuple[LineConfig, ...]:
@@ -922,12 +955,20 @@ def _read_forward_zone(table: _Table, default_policy: str) -> ForwardZone | None
     return ForwardZone(name, upstreams, policy)
 
 
-def _read_access(table: _Table) -> AccessConfig:
+def _read_access(table: _Table, warnings: list[Problem]) -> AccessConfig:
     table.reject_unknown(("recursion",))
     items = table.strings("recursion")
     if items is None:
         return AccessConfig()
-    return AccessConfig(tuple(network for _index, network in table.parsed("recursion", items, _parse_network)))
+    networks = table.parsed("recursion", items, _parse_network)
+    for index, network in networks:
+        if network.prefixlen == 0:
+            warnings.append(Problem(
+                table.reader.file, table.reader.source.line(table.where + ("recursion", index)),
+                f"[access] recursion: {str(network)!r} makes this an open resolver: anyone who can reach "
+                "it can have names forwarded, and use it in reflection attacks (RFC 5358); "
+                "list your clients' networks instead"))
+    return AccessConfig(tuple(network for _index, network in networks))
 
 
 def _read_cache(table: _Table) -> CacheConfig:
@@ -1030,21 +1071,53 @@ def _build(
     def section(name: str) -> _Table:
         return tables.get(name) or _Table(reader, {}, (name,), f"[{name}]")
 
+    warnings: list[Problem] = []
+    zones = _read_zones(section("zones"), base_dir)
+    lines = _read_lines(section("lines"))
+    _check_policy_lines(reader, data.get("policy"), lines, zones.lines_json)
     config = Config(
         path=config_path,
         server=_read_server(section("server"), base_dir),
-        zones=_read_zones(section("zones"), base_dir),
-        lines=_read_lines(section("lines")),
+        zones=zones,
+        lines=lines,
         forward=_read_forward(section("forward"), reader, base_dir, resolv_conf),
-        access=_read_access(section("access")),
+        access=_read_access(section("access"), warnings),
         cache=_read_cache(section("cache")),
         policies=tuple(policies),
         hosts=_read_hosts(section("hosts"), base_dir),
+        warnings=tuple(warnings),
     )
     if reader.problems:
         reader.problems.sort(key=lambda p: p.line)
         raise ConfigError(reader.problems)
     return config
+
+
+def _check_policy_lines(reader: _Reader, entries: object, lines: tuple[LineConfig, ...],
+                        lines_json: str | None) -> None:
+    """Each ``[[policy]] lines`` entry must name a line from ``[lines]`` or ``lines_json``.
+
+    Checked here, at the entry's own line, so it comes with every other config problem; when
+    ``lines_json`` cannot be read, that is reported by itself and the policies are not checked."""
+    if not isinstance(entries, list):
+        return
+    known = {line.name for line in lines}
+    if lines_json:
+        from smartdns.articlejson import read_lines_json   # reads the JSON only, no zone data
+
+        found, problems = read_lines_json(lines_json)
+        if problems:
+            return
+        known |= {name for name, _cidrs in found}
+    for number, entry in enumerate(entries):
+        names = entry.get("lines") if isinstance(entry, dict) else None
+        if not isinstance(names, list):
+            continue
+        for index, name in enumerate(names):
+            if isinstance(name, str) and name not in known:
+                configured = ", ".join(sorted(known)) or "none"
+                reader.report(("policy", number, "lines", index),
+                              f"[[policy]] lines: {name!r} is not a configured line (configured: {configured})")
 
 
 _SYNTAX_POSITION = re.compile(r" \(at (?:line (\d+), column \d+|end of document)\)\Z")
@@ -1072,12 +1145,15 @@ def parse_config(text: str, path: str, *, resolv_conf: str = "/etc/resolv.conf")
 
 
 def load_config(path: str | None, *, resolv_conf: str = "/etc/resolv.conf") -> Config:
-    """Read and parse the config file; None gives the built-in default.
+    """Read and parse the config file; None reads ``./smartdns.toml`` if there is one, else
+    gives the built-in default.
 
-    The default serves ``./zones`` (relative to the working directory) and forwards to the
-    nameservers in ``resolv_conf``.
+    The default serves ``./zones`` (relative to the working directory; none if it does not
+    exist) and forwards to the nameservers in ``resolv_conf``.
     """
     if path is None:
+        if os.path.isfile(DEFAULT_CONFIG_NAME):
+            return load_config(DEFAULT_CONFIG_NAME, resolv_conf=resolv_conf)
         return _build({}, _Reader("<default>", _SourceMap("")), None, os.getcwd(), resolv_conf)
     try:
         with open(path, "rb") as f:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet.error import CannotListenError
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -13,6 +15,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        """``file:line: message``, or ``file: message`` when no line applies (a directory, a file
+        that cannot be read, a whole zone without an SOA)."""
+        if self.line <= 0:
+            return f"{self.path}: {self.message}"
         return f"{self.path}:{self.line}: {self.message}"
 
 
@@ -38,3 +44,25 @@ class ZoneError(LoadError):
 
 class UpstreamError(SmartDNSError):
     """An upstream failed to give a usable answer (timeout, bad reply, SERVFAIL, lost connection)."""
+
+
+class ListenError(CannotListenError, SmartDNSError):  # type: ignore[misc]  # Twisted's class is unannotated
+    """A listening socket could not be bound; says which address, port and protocol, and why.
+
+    A CannotListenError still, so code that catches Twisted's error (retrying port 0) keeps
+    working; its text is the one line a failed start prints."""
+
+    def __init__(self, host: str, port: int, protocol: str, error: BaseException) -> None:
+        CannotListenError.__init__(self, host, port, error)  # type: ignore[no-untyped-call]
+        self.protocol = protocol
+        self.reason = error
+
+    def __str__(self) -> str:
+        """``cannot listen on 127.0.0.1:53/udp: permission denied``."""
+        reason = self.reason
+        if isinstance(reason, CannotListenError):
+            reason = reason.socketError
+        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        text = text[:1].lower() + text[1:]
+        host = f"[{self.interface}]" if ":" in self.interface else self.interface
+        return f"cannot listen on {host}:{self.port}/{self.protocol}: {text}"

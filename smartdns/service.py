@@ -19,7 +19,7 @@ from twisted.python import usage
 from smartdns import reuseport
 from smartdns.cache import AnswerCache
 from smartdns.config import Config, load_config
-from smartdns.errors import LoadError
+from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, adopt_udp, listen_udp
@@ -86,7 +86,10 @@ class SmartDNSService(TypedMultiService):
         self._retired: list[tuple[Forwarder, Any]] = []    # replaced forwarders and their close timers
 
     def privilegedStartService(self) -> None:  # noqa: N802
-        """Bind every listener before twistd drops privileges (port 53)."""
+        """Bind every listener before twistd drops privileges (port 53); a second call does
+        nothing (the twistd entry, smartdns.tap, binds before twistd daemonises)."""
+        if self.ports:
+            return
         super().privilegedStartService()
         for host, port in self.config.server.listen:
             udp, tcp = self._listen_pair(host, port)
@@ -96,19 +99,22 @@ class SmartDNSService(TypedMultiService):
     def _listen_pair(self, host: str, port: int) -> tuple[Any, Any]:
         """UDP and TCP on the same port; for port 0, retry until one number is free for both."""
         for _ in range(PORT_PAIR_ATTEMPTS):
-            if self.reuse_port:
-                udp = reuseport.listen_udp(self.reactor, host, port, DNSDatagramProtocol(self.handler), adopt_udp)
-            else:
-                udp = listen_udp(self.reactor, port, DNSDatagramProtocol(self.handler), interface=host)
+            try:
+                if self.reuse_port:
+                    udp = reuseport.listen_udp(self.reactor, host, port, DNSDatagramProtocol(self.handler), adopt_udp)
+                else:
+                    udp = listen_udp(self.reactor, port, DNSDatagramProtocol(self.handler), interface=host)
+            except CannotListenError as e:
+                raise ListenError(host, port, "udp", e) from None
             try:
                 if self.reuse_port:
                     tcp = reuseport.listen_tcp(self.reactor, host, udp.getHost().port, self.tcp_factory)
                 else:
                     tcp = self.reactor.listenTCP(udp.getHost().port, self.tcp_factory, interface=host, backlog=1024)
-            except CannotListenError:
+            except CannotListenError as e:
                 udp.stopListening()
                 if port != 0:
-                    raise
+                    raise ListenError(host, port, "tcp", e) from None
                 continue
             return udp, tcp
         raise cannot_listen(host, port, OSError("no port free for both UDP and TCP"))

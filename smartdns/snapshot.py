@@ -117,7 +117,8 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
     line_names = tuple(line.name for line in line_configs)
     table = LineTable([(line.name, line.networks) for line in line_configs])
 
-    bases, overlays, found = scan_zone_directory(config.zones.directory, line_names)
+    bases, overlays, found = scan_zone_directory(config.zones.directory, line_names,
+                                                 missing_ok=config.zones.directory_optional)
     problems.extend(found)
     zones: dict[bytes, Zone] = {}
     for origin_text, path in bases.items():

@@ -298,13 +298,14 @@ def zone_from_records(origin: bytes, records: Iterable[tuple[bytes, int, int, by
     return Zone(origin, nodes, all_names(origin, nodes), sources)
 
 
-def scan_zone_directory(directory: str, line_names: Iterable[str]) -> tuple[
+def scan_zone_directory(directory: str, line_names: Iterable[str], *, missing_ok: bool = False) -> tuple[
         dict[str, str], dict[str, dict[str, str]], list[Problem]]:
     """Find base zone files and per-line overlay files.
 
     Returns ({origin text: path}, {line: {origin text: path}}, problems).  A subdirectory holding
     zone files that is not a configured line is an error: its data would otherwise silently never
-    be served.
+    be served.  With ``missing_ok`` (the directory is the default, not configured), a directory
+    that does not exist holds no zones.
     """
     bases: dict[str, str] = {}
     overlays: dict[str, dict[str, str]] = {}
@@ -312,6 +313,10 @@ def scan_zone_directory(directory: str, line_names: Iterable[str]) -> tuple[
     lines = set(line_names)
     try:
         entries = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        if missing_ok:
+            return bases, overlays, problems
+        return bases, overlays, [Problem(directory, 0, "the zones directory does not exist")]
     except OSError as e:
         return bases, overlays, [Problem(directory, 0, f"cannot read zones directory: {e.strerror}")]
     for entry in entries:
@@ -327,7 +332,9 @@ def scan_zone_directory(directory: str, line_names: Iterable[str]) -> tuple[
             if entry not in lines:
                 # Directories without zone files ($INCLUDE fragments, say) are not overlays.
                 if files:
-                    problems.append(Problem(path, 0, f"overlay directory for unknown line {entry!r}"))
+                    known = ", ".join(sorted(lines)) or "none"
+                    problems.append(Problem(path, 0, f"overlay directory for unknown line {entry!r} "
+                                                     f"(add it to [lines]; configured lines: {known})"))
                 continue
             for sub in files:
                 overlays.setdefault(entry, {})[origin_from_filename(sub)] = os.path.join(path, sub)

@@ -102,8 +102,8 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ('[zones]\ndirectory = "data/zones/"', {"zones.directory": "{dir}/data/zones"}),
     ('[zones]\ndirectory = "../zones"', {"zones.directory": "{up}/zones"}),
     (
-        '[zones]\nrecords_json = ["records.json", "/etc/x.json"]',
-        {"zones.records_json": ("{dir}/records.json", "/etc/x.json")},
+        '[zones]\nrecords_json = ["records.json", "../x.json"]',
+        {"zones.records_json": ("{dir}/records.json", "{up}/x.json")},
     ),
     ('[zones]\nlines_json = ""', {"zones.lines_json": None}),
     ('[zones]\nlines_json = "smart-line.json"', {"zones.lines_json": "{dir}/smart-line.json"}),
@@ -185,7 +185,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     # [[policy]]: names normalised, wildcards kept, types as numbers, order kept.
     (
         '[[policy]]\nnames = ["Blocked.Example.COM.", "*.ads.example"]\naction = "refuse"\n\n'
-        '[[policy]]\nnames = ["x.example"]\naction = "nxdomain"\nlines = ["line1", "line2"]\n'
+        '[lines]\nline1 = []\nline2 = []\n[[policy]]\nnames = ["x.example"]\naction = "nxdomain"\nlines = ["line1", "line2"]\n'
         'types = ["A", "aaaa", "TYPE65", "ANY"]\n\n'
         '[[policy]]\nnames = ["y.example"]\naction = "nodata"\n\n'
         '[[policy]]\nnames = ["z.example"]\naction = "drop"\nlines = []\ntypes = []',
@@ -202,6 +202,32 @@ VALID: list[tuple[str, dict[str, Any]]] = [
 
 #: (TOML text, the exact ConfigError text). The file is always CONFIG_NAME.
 INVALID: list[tuple[str, str]] = [
+    # Files and directories the config names are checked with everything else, at their lines.
+    (
+        '[server]\ncontrol_socket = "/nonexistent/smartdns.sock"',
+        "smartdns.toml:2: [server] control_socket: directory '/nonexistent' does not exist",
+    ),
+    (
+        '[zones]\nlines_json = "/nonexistent/smart-line.json"',
+        "smartdns.toml:2: [zones] lines_json: '/nonexistent/smart-line.json' does not exist",
+    ),
+    (
+        '[zones]\nrecords_json = [\n  "/nonexistent/records.json",\n]',
+        "smartdns.toml:3: [zones] records_json: '/nonexistent/records.json' does not exist",
+    ),
+    (
+        '[zones]\nlines_json = "/"',
+        "smartdns.toml:2: [zones] lines_json: '/' is not a file",
+    ),
+    # [[policy]] lines must be configured lines, reported at the entry.
+    (
+        '[lines]\na = []\n\n[[policy]]\nnames = ["x"]\naction = "drop"\nlines = [\n  "a",\n  "nosuchline",\n]',
+        "smartdns.toml:9: [[policy]] lines: 'nosuchline' is not a configured line (configured: a)",
+    ),
+    (
+        '[[policy]]\nnames = ["x"]\naction = "drop"\nlines = ["a"]',
+        "smartdns.toml:4: [[policy]] lines: 'a' is not a configured line (configured: none)",
+    ),
     # Syntax errors keep tomllib's words and take its line.
     ("[server]\nworkers = = 2", "smartdns.toml:2: Invalid value"),
     ("[cache\n", "smartdns.toml:1: Expected ']' at the end of a table declaration"),
@@ -284,7 +310,7 @@ INVALID: list[tuple[str, str]] = [
         '[zones]\nrecords_json = "records.json"',
         "smartdns.toml:2: [zones] records_json must be an array of strings, not a string",
     ),
-    ('[zones]\nrecords_json = ["a.json", ""]', "smartdns.toml:2: [zones] records_json entries must not be empty"),
+    ('[zones]\nrecords_json = [""]', "smartdns.toml:2: [zones] records_json entries must not be empty"),
     ("[zones]\nlines_json = false", "smartdns.toml:2: [zones] lines_json must be a string, not a boolean"),
     ('[zones]\nwatch = "yes"', "smartdns.toml:2: [zones] watch must be true or false, not a string"),
     # [lines]
@@ -487,6 +513,13 @@ class ParseConfigTests(TestCase):
             f.write(_self_signed_pem())
         with open(os.path.join(self.directory, "not-a-ca.pem"), "w") as f:
             f.write("-----BEGIN CERTIFICATE-----\nnot base64\n")
+        # Data files the valid rows name: the config checks that they exist.
+        os.makedirs(os.path.join(self.directory, "run"))
+        for name, text in ((os.path.join(self.directory, "records.json"), "[]"),
+                           (os.path.join(os.path.dirname(self.directory), "x.json"), "[]"),
+                           (os.path.join(self.directory, "smart-line.json"), '{"line2": []}')):
+            with open(name, "w") as f:
+                f.write(text)
         self.config_path = os.path.join(self.directory, CONFIG_NAME)
         self.no_resolv_conf = os.path.join(self.directory, "missing-resolv.conf")
 
@@ -548,6 +581,9 @@ class ParseConfigTests(TestCase):
                 "[[policy]]",  # 10
                 "action = 'drop'",
                 "types = ['NOPE']",  # 12
+                "lines = ['nosuchline']",  # 13
+                "[zones]",
+                "records_json = ['missing.json']",  # 15
             ]
         )
         error = self.assertRaises(ConfigError, self.parse, text, CONFIG_NAME)
@@ -562,8 +598,32 @@ class ParseConfigTests(TestCase):
                 "smartdns.toml:9: [cache] max_ttl must be between 0 and 604800 seconds, not -1",
                 "smartdns.toml:10: [[policy]] names is required",
                 "smartdns.toml:12: [[policy]] types: 'NOPE' is not a DNS record type",
+                "smartdns.toml:13: [[policy]] lines: 'nosuchline' is not a configured line (configured: line1)",
+                f"smartdns.toml:15: [zones] records_json: '{os.path.abspath('missing.json')}' does not exist",
             ],
         )
+
+    def test_policy_lines_may_come_from_lines_json(self) -> None:
+        """A line named only in lines_json may be used by a [[policy]]."""
+        config = self.parse('[zones]\nlines_json = "smart-line.json"\n[[policy]]\nnames = ["x"]\naction = "drop"\n'
+                            'lines = ["line2"]')
+        self.assertEqual(config.policies[0].lines, ("line2",))
+
+    def test_open_resolver_is_a_warning(self) -> None:
+        """Recursion for 0.0.0.0/0 or ::/0 loads, with a warning at that entry (RFC 5358)."""
+        config = self.parse('[access]\nrecursion = [\n  "127.0.0.0/8",\n  "0.0.0.0/0",\n  "::/0",\n]', CONFIG_NAME)
+        self.assertEqual(len(config.access.recursion), 3)
+        self.assertEqual([(w.path, w.line) for w in config.warnings], [(CONFIG_NAME, 4), (CONFIG_NAME, 5)])
+        self.assertEqual(
+            config.warnings[0].message,
+            "[access] recursion: '0.0.0.0/0' makes this an open resolver: anyone who can reach it can have "
+            "names forwarded, and use it in reflection attacks (RFC 5358); list your clients' networks instead")
+        self.assertEqual(self.parse('[access]\nrecursion = ["10.0.0.0/8"]').warnings, ())
+
+    def test_zones_directory_optional_only_when_unset(self) -> None:
+        """An unset [zones] directory may be missing (no local zones); a configured one may not."""
+        self.assertTrue(self.parse("").zones.directory_optional)
+        self.assertFalse(self.parse('[zones]\ndirectory = "zones"').zones.directory_optional)
 
     def test_problem_fields(self) -> None:
         """Problems carry the path as given, the line and the bare message."""
@@ -614,6 +674,18 @@ class LoadConfigTests(TestCase):
         self.assertEqual(config.forward.upstreams, (Upstream("udp", "192.0.2.1", 53, None),))
         self.assertEqual(config.server, ServerConfig())
 
+    def test_no_path_reads_smartdns_toml_in_the_working_directory(self) -> None:
+        """Without a path, ./smartdns.toml is read when it exists (the shipped quick start)."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, CONFIG_NAME), "w") as f:
+            f.write("[cache]\nmax_entries = 7\n")
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(directory)
+        config = load_config(None, resolv_conf=self.mktemp())
+        self.assertEqual(config.path, os.path.join(directory, CONFIG_NAME))
+        self.assertEqual(config.cache.max_entries, 7)
+
     def test_relative_paths_follow_the_file(self) -> None:
         """Relative paths in a loaded file are resolved against the file's directory, not the cwd."""
         directory = os.path.abspath(self.mktemp())
@@ -621,18 +693,21 @@ class LoadConfigTests(TestCase):
         path = os.path.join(directory, CONFIG_NAME)
         with open(path, "w") as f:
             f.write('[zones]\ndirectory = "my-zones"\nrecords_json = ["../records.json"]\n')
+        with open(os.path.join(os.path.dirname(directory), "records.json"), "w") as f:
+            f.write("[]")
         config = load_config(os.path.relpath(path), resolv_conf=self.mktemp())
         self.assertEqual(config.path, path)
         self.assertEqual(config.zones.directory, os.path.join(directory, "my-zones"))
         self.assertEqual(config.zones.records_json, (os.path.join(os.path.dirname(directory), "records.json"),))
 
     def test_missing_file(self) -> None:
-        """An unreadable file is a ConfigError naming the file, at line 0."""
+        """An unreadable file is a ConfigError naming the file, with no line (none applies)."""
         path = self.mktemp()
         error = self.assertRaises(ConfigError, load_config, path)
         self.assertEqual(
             error.problems, (Problem(path, 0, "cannot read the configuration: No such file or directory"),)
         )
+        self.assertEqual(str(error), f"{path}: cannot read the configuration: No such file or directory")
 
     def test_not_utf8(self) -> None:
         """A file that is not UTF-8 is a ConfigError at the offending line."""

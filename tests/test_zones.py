@@ -195,12 +195,12 @@ class ReadZoneFileTests(unittest.SynchronousTestCase):
         """A base zone without an SOA at its origin is an error naming the zone."""
         zone, problems, path = self.load("$TTL 60\n@ NS ns\nns A 192.0.2.1\n")
         self.assertIsNone(zone)
-        self.assertEqual([str(p) for p in problems], [f"{path}:0: zone example.com. has no SOA record at its origin"])
+        self.assertEqual([str(p) for p in problems], [f"{path}: zone example.com. has no SOA record at its origin"])
 
     def test_missing_ns(self) -> None:
         """A base zone without NS at its origin is an error naming the zone."""
         zone, problems, path = self.load("$TTL 60\n@ SOA ns h 1 2 3 4 5\n")
-        self.assertEqual([str(p) for p in problems], [f"{path}:0: zone example.com. has no NS records at its origin"])
+        self.assertEqual([str(p) for p in problems], [f"{path}: zone example.com. has no NS records at its origin"])
 
     def test_overlay_needs_no_soa_and_inherits_ttl(self) -> None:
         """An overlay may hold a single record, without SOA, NS or $TTL (TTL from the base SOA)."""
@@ -242,14 +242,19 @@ class FileNameTests(unittest.SynchronousTestCase):
                                  "b.test.": os.path.join(base, "b.test.zone")})
         self.assertEqual(overlays, {"office": {"a.test.": os.path.join(base, "office", "a.test.zone")}})
         self.assertEqual([(p.path, p.message) for p in problems],
-                         [(os.path.join(base, "ghost"), "overlay directory for unknown line 'ghost'")])
+                         [(os.path.join(base, "ghost"), "overlay directory for unknown line 'ghost' "
+                                                         "(add it to [lines]; configured lines: office, vpn)")])
 
     def test_scan_missing_directory(self) -> None:
         """A zones directory that cannot be read is one problem."""
         missing = os.path.join(os.path.abspath(self.mktemp()), "nope")
         _, _, problems = zones.scan_zone_directory(missing, [])
-        self.assertEqual(len(problems), 1)
-        self.assertEqual(problems[0].path, missing)
+        self.assertEqual(problems, [Problem(missing, 0, "the zones directory does not exist")])
+
+    def test_scan_missing_default_directory(self) -> None:
+        """The default zones directory may be missing (an empty config serves no local zones)."""
+        missing = os.path.join(os.path.abspath(self.mktemp()), "nope")
+        self.assertEqual(zones.scan_zone_directory(missing, [], missing_ok=True), ({}, {}, []))
 
 
 ORIGIN = name("example.com")

@@ -8,8 +8,14 @@ import signal
 import socket
 import sys
 
-from smartdns import DISTRIBUTION_NAME, __version__
-from smartdns.errors import LoadError
+from typing import TYPE_CHECKING
+
+from smartdns import DISTRIBUTION_NAME, __version__, wire
+from smartdns.errors import LoadError, Problem
+
+if TYPE_CHECKING:
+    from smartdns.config import Config
+    from smartdns.snapshot import Snapshot
 
 
 def version_text() -> str:
@@ -19,22 +25,67 @@ def version_text() -> str:
 
 def check(config_path: str | None) -> int:
     """Load the config and every zone; print each problem as ``file:line: message``, and each
-    warning (allowed, but probably not meant) as ``file:line: warning: message``."""
-    from smartdns.service import load
+    warning (allowed, but probably not meant) as ``file:line: warning: message``.
+
+    Zone and overlay files are also read strictly (`smartdns.zones.check_zone_file`): every
+    error in each file, and what named-checkzone rejects or warns about that loading lets
+    through (records outside the zone, a second CNAME at one name)."""
+    from smartdns.config import load_config
+    from smartdns.snapshot import build_snapshot
 
     try:
-        config, snapshot = load(config_path)
+        config = load_config(config_path)
     except LoadError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
     for warning in config.warnings:
         print(f"{warning.path}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+    snapshot: Snapshot | None = None
+    loading: list[Problem] = []
+    try:
+        snapshot = build_snapshot(config)
+    except LoadError as e:
+        loading = list(e.problems)
+    strict = strict_zone_problems(config, snapshot)
+    reported = {problem.path for problem in strict}
+    problems = strict + [p for p in loading if p.path not in reported]
+    if problems:
+        for problem in sorted(problems, key=lambda p: (p.path, p.line)):
+            print(problem, file=sys.stderr)
+        return 1
+    assert snapshot is not None
     records = sum(len(rrset.rdatas) for zone in snapshot.zones.values()
                   for node in zone.nodes.values() for rrset in node.values())
     print(f"{config.path or '<defaults>'}: OK, {len(snapshot.zones)} zones, {records} records, "
           f"{len(snapshot.line_names)} lines, {len(snapshot.views)} line overlays")
     return 0
+
+
+def strict_zone_problems(config: Config, snapshot: Snapshot | None) -> list[Problem]:
+    """`smartdns.zones.check_zone_file` over every base and overlay file of the config."""
+    from smartdns.articlejson import read_lines_json
+    from smartdns.zones import check_zone_file, overlay_default_ttl, scan_zone_directory
+
+    if snapshot is not None:
+        line_names = list(snapshot.line_names)
+    else:
+        line_names = [line.name for line in config.lines]
+        if config.zones.lines_json:
+            line_names += [name for name, _cidrs in read_lines_json(config.zones.lines_json)[0]]
+    bases, overlays, _ = scan_zone_directory(config.zones.directory, line_names,
+                                             missing_ok=config.zones.directory_optional)
+    problems: list[Problem] = []
+    for origin_text, path in bases.items():
+        problems += check_zone_file(path, origin_text)
+    for files in overlays.values():
+        for origin_text, path in files.items():
+            base = None
+            if snapshot is not None:
+                base = snapshot.zones.get(wire.from_text(origin_text).lower())
+            ttl = overlay_default_ttl(bases.get(origin_text), base)
+            problems += check_zone_file(path, origin_text, overlay=True, default_ttl=ttl)
+    return problems
 
 
 CONTROL_TIMEOUT_SECONDS = 60.0     # a reload of large zones can take a while

@@ -17,7 +17,8 @@ from smartdns.config import Config, LineConfig
 from smartdns.errors import Problem, ZoneError
 from smartdns.lines import AddressSet, LineTable
 from smartdns.policy import REFUSE, PolicyTable, compile_rules
-from smartdns.zones import Zone, ZoneView, make_view, read_zone_file, scan_zone_directory, zone_from_records
+from smartdns.zones import (Zone, ZoneView, make_view, overlay_default_ttl, read_zone_file, scan_zone_directory,
+                            zone_from_records)
 
 ZoneReader = Callable[..., "tuple[Zone | None, list[Problem]]"]
 
@@ -130,9 +131,8 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
     for line, files in overlays.items():
         for origin_text, path in files.items():
             base = zones.get(wire.from_text(origin_text).lower())
-            base_soa = base.soa if base is not None else None
             zone, found = read_zone(path, origin_text, overlay=True,
-                                    default_ttl=base_soa.ttl if base_soa is not None else None)
+                                    default_ttl=overlay_default_ttl(bases.get(origin_text), base))
             problems.extend(found)
             if zone is None:
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -18,6 +19,7 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.tokenizer
+import dns.ttl
 import dns.zone
 import dns.zonefile
 
@@ -126,48 +128,142 @@ def origin_from_filename(filename: str) -> str:
 
 class _FirstTTL:
     """A transaction proxy remembering the TTL of the first record of each RRset: BIND serves an
-    RRset whose records disagree (RFC 2181 §5.2) with the first TTL, dnspython keeps the lowest."""
+    RRset whose records disagree (RFC 2181 §5.2) with the first TTL, dnspython keeps the lowest.
 
-    def __init__(self, txn: Any) -> None:
+    In strict mode (``smartdns check``) it also refuses a second, different record of a
+    singleton type (CNAME, SOA), which dnspython would silently let replace the first."""
+
+    def __init__(self, txn: Any, strict: bool = False) -> None:
         self._txn = txn
         self.first: dict[tuple[dns.name.Name, int], int] = {}
+        self.strict = strict
+        self.singletons: dict[tuple[dns.name.Name, int], Any] = {}
+        self.reader: _Reader | None = None
 
     def add(self, name: dns.name.Name, ttl: int, rdata: Any) -> None:
-        self.first.setdefault((name, int(rdata.rdtype)), ttl)
+        rdtype = int(rdata.rdtype)
+        if self.strict and rdtype in _SINGLETON_TYPES:
+            seen = self.singletons.setdefault((name, rdtype), rdata)
+            if seen != rdata and self.reader is not None:
+                type_text = dns.rdatatype.to_text(rdtype)
+                self.reader.report(f"multiple {type_text} records at {name} (a {type_text} RRset holds "
+                                   "one record, RFC 2181 §10.1)")
+                return
+        self.first.setdefault((name, rdtype), ttl)
         self._txn.add(name, ttl, rdata)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._txn, attr)
 
 
+_SINGLETON_TYPES = frozenset({wire.CNAME, wire.SOA})
+
+
 class _LineTokenizer(dns.tokenizer.Tokenizer):
     """A tokenizer that remembers the line each statement (record or directive) starts on, so a
-    bad ``$TTL`` or a missing ``$INCLUDE`` file is reported at its own line, not the next."""
+    bad ``$TTL`` or a missing ``$INCLUDE`` file is reported at its own line, not the next; and
+    the words of the statement so far, so an error can name the word it is about."""
 
     statement_line = 1
     _fresh = True
+    at_line_end = False            # the last token read ended the statement (EOL or EOF)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.words: list[str] = []
+        self.leading_blank = False   # the statement began with blanks: no owner, the last one's
 
     def get(self, want_leading: bool = False, want_comment: bool = False) -> Any:
         token = super().get(want_leading, want_comment)
+        self.at_line_end = token.is_eol_or_eof()
         if token.is_eol_or_eof():
             self._fresh = True
-        elif self._fresh and not token.is_comment() and not token.is_whitespace():
+        elif token.is_whitespace():
+            if self._fresh:
+                self.leading_blank = True
+        elif self._fresh and not token.is_comment():
             self.statement_line = self.line_number
             self._fresh = False
+            self.words = []
+        if not self._fresh and (token.is_identifier() or token.is_quoted_string()):
+            self.words.append(str(token.value))
         return token
+
+    def unget(self, token: Any) -> None:
+        super().unget(token)
+        if (token.is_identifier() or token.is_quoted_string()) and self.words:
+            self.words.pop()
+        self.at_line_end = False
 
 
 class _Reader(dns.zonefile.Reader):
     """dnspython's reader, remembering where each record starts so errors name its first line
-    (dnspython reports the line after the one it has just consumed)."""
+    (dnspython reports the line after the one it has just consumed).
+
+    It reads on past a bad record, so every error in a file is reported (as named-checkzone
+    does), each naming the word it is about where that helps.  In strict mode records outside
+    the zone are errors too (dnspython skips them silently; named-checkzone warns)."""
 
     rr_where: tuple[str, int] | None = None
     base_directory = ""
+    strict = False
+    overlay = False
 
     def _rr_line(self) -> None:
         self.rr_where = self.tok.where()
-        super()._rr_line()
+        try:
+            super()._rr_line()
+        except (dns.exception.SyntaxError, dns.zonefile.CNAMEAndOtherData, dns.name.NameTooLong,
+                dns.name.LabelTooLong, dns.name.EmptyLabel, ValueError) as e:
+            self.report(self._describe(e))
+            if not getattr(self.tok, "at_line_end", True):
+                self._skip_statement()
         self.rr_where = None
+
+    def _eat_line(self) -> None:
+        """dnspython calls this only to skip a record whose owner is outside the zone."""
+        if self.strict:
+            self.report(f"out-of-zone data: {self.last_name} is not in zone {self.zone_origin}")
+        super()._eat_line()  # type: ignore[no-untyped-call]
+
+    def _skip_statement(self) -> None:
+        """Read to the end of a bad record (a tokenizer error there, e.g. an unclosed
+        parenthesis, ends the file's reading: nothing after it can be placed)."""
+        try:
+            while True:
+                token = self.tok.get()
+                if token.is_eol_or_eof():
+                    return
+        except dns.exception.SyntaxError:
+            raise _Rejected() from None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.problems: list[Problem] = []
+
+    def report(self, message: str) -> None:
+        """Record a problem at the record being read."""
+        self.problems.append(Problem(*self.where(), message))
+
+    def _describe(self, error: Exception) -> str:
+        """The error in words a zone author can act on, naming the offending word."""
+        if isinstance(error, dns.zonefile.CNAMEAndOtherData):
+            return "CNAME and other data at the same name"
+        detail = str(error)
+        if detail == "Missing default TTL value":
+            where = ("an overlay takes its base zone file's $TTL; " if self.overlay else "")
+            return ("no TTL: the record has none and no $TTL comes before it "
+                    f"({where}add a line such as '$TTL 3600' at the top of the file)")
+        words: list[str] = list(getattr(self.tok, "words", []))
+        word = words[-1] if words else ""
+        rdtype = _statement_type(words, bool(getattr(self.tok, "leading_blank", False)))
+        if rdtype == dns.rdatatype.A and word:
+            return f"bad IPv4 address {word!r}"
+        if rdtype == dns.rdatatype.AAAA and word:
+            return f"bad IPv6 address {word!r}"
+        if not detail or detail in ("Text input is malformed.", "syntax error"):
+            detail = "syntax error"
+        return f"{detail} near {word!r}" if word else detail
 
     def where(self) -> tuple[str, int]:
         """File and line of the record or directive being read (file names made absolute: an
@@ -184,16 +280,68 @@ class _Reader(dns.zonefile.Reader):
         return file, int(line)
 
 
+def _statement_type(words: list[str], leading_blank: bool) -> int | None:
+    """The record type among a statement's words (after the owner, TTL and class), if any."""
+    for word in words[0 if leading_blank else 1:]:
+        try:
+            return int(dns.rdatatype.from_text(word))
+        except (dns.rdatatype.UnknownRdatatype, ValueError):
+            continue
+    return None
+
+
+_TTL_DIRECTIVE = re.compile(r"^\$TTL[ \t]+(\S+)", re.MULTILINE | re.IGNORECASE)
+
+
+def file_default_ttl(path: str) -> int | None:
+    """The first ``$TTL`` of a zone file, or None: what its line overlays inherit."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            match = _TTL_DIRECTIVE.search(handle.read())
+    except OSError:
+        return None
+    if match is None:
+        return None
+    try:
+        return int(dns.ttl.from_text(match.group(1)))
+    except dns.ttl.BadTTL:
+        return None
+
+
+def overlay_default_ttl(base_path: str | None, base: Zone | None) -> int | None:
+    """The TTL of overlay records that give none: the base zone file's first ``$TTL``, else its
+    SOA's TTL (when the base loaded), else none (each record must then carry one)."""
+    ttl = file_default_ttl(base_path) if base_path else None
+    if ttl is None and base is not None and base.soa is not None:
+        ttl = base.soa.ttl
+    return ttl
+
+
+def check_zone_file(path: str, origin_text: str, *, overlay: bool = False,
+                    default_ttl: int | None = None) -> list[Problem]:
+    """Every problem in one zone file, as strictly as named-checkzone: what loading reports,
+    plus records outside the zone and a second CNAME at one name (which loading, like
+    dnspython, skips or lets replace the first).  For ``smartdns check``: it always takes
+    dnspython's slower path."""
+    return _read_with_dnspython(path, origin_text, overlay=overlay, default_ttl=default_ttl, strict=True)[1]
+
+
 def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
                    default_ttl: int | None = None) -> tuple[Zone | None, list[Problem]]:
     """Parse one zone file; return the zone or the problems (``file:line: message``).
 
-    ``default_ttl`` applies to records before any $TTL (an overlay inherits its base zone's
-    SOA TTL, so a one-line overlay needs no $TTL)."""
+    ``default_ttl`` applies to records before any $TTL (an overlay inherits its base zone
+    file's $TTL, so a one-line overlay needs none)."""
     from smartdns import fastzone   # imported here: fastzone builds this module's Zone
     fast = fastzone.read_zone_fast(path, origin_text, overlay=overlay, default_ttl=default_ttl)
     if fast is not None:            # None: dnspython reads it (and reports any problem)
         return fast, []
+    return _read_with_dnspython(path, origin_text, overlay=overlay, default_ttl=default_ttl, strict=False)
+
+
+def _read_with_dnspython(path: str, origin_text: str, *, overlay: bool, default_ttl: int | None,
+                         strict: bool) -> tuple[Zone | None, list[Problem]]:
+    """dnspython's reading of a zone file, reporting every problem in it."""
     try:
         origin = dns.name.from_text(origin_text)
     except dns.exception.DNSException as e:
@@ -206,16 +354,24 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
         with open(path, encoding="utf-8") as handle:
             with zone.writer(replacement=True) as txn:
                 tok = _LineTokenizer(handle, os.path.abspath(path))
-                recorder = _FirstTTL(txn)
+                recorder = _FirstTTL(txn, strict)
                 reader = _Reader(tok, dns.rdataclass.IN, recorder, allow_include=True,  # type: ignore[arg-type]
                                  default_ttl=default_ttl)
+                recorder.reader = reader
+                reader.strict = strict
+                reader.overlay = overlay
                 reader.base_directory = os.path.dirname(os.path.abspath(path))
                 reader.read()
+                if reader.problems:
+                    raise _Rejected()
+    except _Rejected:
+        assert reader is not None
+        return None, reader.problems
     except dns.exception.SyntaxError as e:
         problem = _syntax_problem(path, str(e))
         if reader is not None:
             problem = Problem(*reader.where(), problem.message)
-        return None, [problem]
+        return None, (reader.problems if reader is not None else []) + [problem]
     except dns.zonefile.CNAMEAndOtherData:
         where = reader.where() if reader else (path, 0)
         return None, [Problem(*where, "CNAME and other data at the same name")]
@@ -229,6 +385,10 @@ def read_zone_file(path: str, origin_text: str, *, overlay: bool = False,
         _include_base.directory = None
         included, _include_base.opened = _include_base.opened, None
     return convert_zone(zone, path, overlay=overlay, included=tuple(included), first_ttl=recorder.first)
+
+
+class _Rejected(Exception):
+    """Ends the zone transaction without committing when records had problems."""
 
 
 def _syntax_problem(path: str, text: str) -> Problem:

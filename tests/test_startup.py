@@ -9,10 +9,11 @@ import configparser
 import errno
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.trial import unittest
 
@@ -154,3 +155,33 @@ class StartupFailureTests(unittest.TestCase):
         path = self.write_config(f'[server]\nlisten = ["127.0.0.1:{port}"]\n[forward]\nupstreams = []\n')
         self.assert_one_line(self.start(path, daemon=False),
                              [f"cannot listen on 127.0.0.1:{port}/tcp: address already in use"])
+
+
+class WithoutConfigTests(unittest.TestCase):
+    """No ``--config``: ./smartdns.toml when there is one, else a forward-only default."""
+
+    def check_in(self, directory: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(directory)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(["check"])
+        return code, out.getvalue(), err.getvalue()
+
+    def test_empty_directory(self) -> None:
+        """In a directory with no config and no zones/, the default loads: no local zones."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        code, out, err = self.check_in(directory)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("<defaults>: OK, 0 zones", out)
+
+    def test_shipped_layout(self) -> None:
+        """In a copy of the repository's root, the shipped smartdns.toml is the one read."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        shutil.copy(os.path.join(ROOT, "smartdns.toml"), directory)
+        shutil.copytree(os.path.join(ROOT, "zones"), os.path.join(directory, "zones"))
+        code, out, err = self.check_in(directory)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn(f"{os.path.join(directory, 'smartdns.toml')}: OK, 1 zones", out)

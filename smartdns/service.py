@@ -177,7 +177,7 @@ class SmartDNSService(TypedMultiService):
         return counters
 
     def _watch_paths(self) -> None:
-        paths = watched_paths(self.config)
+        paths = watched_paths(self.config, self.current)
         self.watcher.set_paths([p for p in paths if os.path.isdir(p)], [p for p in paths if not os.path.isdir(p)])
 
     def reload(self, reason: str = "request") -> defer.Deferred[ReloadResult]:

@@ -227,11 +227,18 @@ def _merge_json(records: list[articlejson.JsonRecord], line_names: tuple[str, ..
                 origin, prior_rows + [(r.name, r.rtype, r.ttl, r.rdata) for r in line_rows], sources)
 
 
-def watched_paths(config: Config) -> list[str]:
-    """Files and directories whose change should trigger a reload."""
-    paths = [config.zones.directory, *config.zones.records_json]
+def watched_paths(config: Config, snapshot: Snapshot | None = None) -> list[str]:
+    """The files and directories that feed the server, whose change should trigger a reload:
+    the zones directory, the config, the JSON sources, hosts files, and (from ``snapshot``)
+    every file a zone was read from, ``$INCLUDE``d files among them."""
+    paths = [config.zones.directory, *config.zones.records_json, *config.hosts.files]
     if config.zones.lines_json:
         paths.append(config.zones.lines_json)
     if config.path:
         paths.append(config.path)
-    return [os.path.abspath(p) for p in paths]
+    if snapshot is not None:
+        for zone in snapshot.zones.values():
+            paths += zone.sources
+        for view in snapshot.views.values():
+            paths += view.overlay_sources
+    return list(dict.fromkeys(os.path.abspath(p) for p in paths))

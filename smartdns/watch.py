@@ -4,6 +4,11 @@ socket for ``smartdns reload``.
 Directories are watched, never single files: editors and ``mv`` replace files, and Twisted's
 ``INotify`` drops every watch when a watched file is deleted (IN_DELETE_SELF).  Events are
 debounced so a burst of writes makes one reload.
+
+Only files that feed the server trigger a reload: in a zones directory, ``*.zone`` files and
+line subdirectories (with their ``*.zone`` files); elsewhere, exactly the files named (the
+config, JSON sources, ``$INCLUDE``d files, hosts files).  A new ``notes.txt`` beside the config,
+or a test run's scratch files, change nothing, and each reload would empty the fast-path tables.
 """
 from __future__ import annotations
 
@@ -21,17 +26,26 @@ log = Logger()
 DEBOUNCE_SECONDS = 0.2
 POLL_INTERVAL_SECONDS = 1.0
 IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".bak", ".dpkg-new", ".sock")
+ZONE_SUFFIX = ".zone"
+CONFIGMAP_DATA = "..data"   # Kubernetes swaps a mounted ConfigMap by renaming this symlink
 
 
 def interesting(name: str) -> bool:
-    """Editor droppings and dotfiles do not trigger reloads (Kubernetes' ``..data`` does)."""
-    if name == "..data":
+    """Editor droppings and dotfiles are never data (Kubernetes' ``..data`` is)."""
+    if name == CONFIGMAP_DATA:
         return True
     return not name.startswith(".") and not name.startswith("#") and not name.endswith(IGNORED_SUFFIXES)
 
 
+def feeds_zones(name: str, is_directory: bool) -> bool:
+    """Whether an entry of a zones directory is zone data: a zone file or a line directory."""
+    if not interesting(name):
+        return False
+    return is_directory or name == CONFIGMAP_DATA or name.endswith(ZONE_SUFFIX)
+
+
 def snapshot_tree(directories: list[str], files: list[str]) -> dict[str, tuple[int, int, int]]:
-    """(size, mtime_ns, inode) of every interesting file in ``directories`` (one level of
+    """(size, mtime_ns, inode) of every zone file in ``directories`` (one level of
     subdirectories: line overlays) and of ``files``."""
     out: dict[str, tuple[int, int, int]] = {}
 
@@ -48,12 +62,13 @@ def snapshot_tree(directories: list[str], files: list[str]) -> dict[str, tuple[i
         except OSError:
             continue
         for entry in entries:
-            if not interesting(entry):
-                continue
             path = os.path.join(directory, entry)
-            if os.path.isdir(path):
+            is_directory = os.path.isdir(path)
+            if not feeds_zones(entry, is_directory):
+                continue
+            if is_directory:
                 for sub in os.listdir(path) if os.access(path, os.R_OK) else ():
-                    if interesting(sub):
+                    if feeds_zones(sub, False) and not os.path.isdir(os.path.join(path, sub)):
                         add(os.path.join(path, sub))
             add(path)
     for path in files:
@@ -144,10 +159,32 @@ class Watcher:
             except Exception as e:  # an unreadable or vanished directory must not stop serving
                 log.warn("cannot watch {directory}: {error}", directory=directory, error=e)
 
-    def _event(self, _watch: Any, path: FilePath[Any], _mask: int) -> None:
-        name = path.asTextMode().basename()
-        if interesting(name):
-            self._schedule(f"change to {path.asTextMode().path}")
+    def _event(self, _watch: Any, path: FilePath[Any], mask: int) -> None:
+        text = path.asTextMode().path
+        if self.feeds(text, bool(mask & self._inotify.IN_ISDIR)):
+            self._schedule(f"change to {text}")
+
+    def feeds(self, path: str, is_directory: bool | None = None) -> bool:
+        """Whether a change at ``path`` (an inotify event's; ``is_directory`` from the event, or
+        looked up) can change what is served."""
+        path = os.path.abspath(path)
+        if is_directory is None:
+            is_directory = os.path.isdir(path)
+        name = os.path.basename(path)
+        if path in self.files:
+            return True
+        parent = os.path.dirname(path)
+        if name == CONFIGMAP_DATA and (parent in self.directories or parent in self._file_dirs()):
+            return True
+        for directory in self.directories:
+            if parent == directory:
+                return feeds_zones(name, is_directory)
+            if os.path.dirname(parent) == directory and interesting(os.path.basename(parent)):
+                return feeds_zones(name, False)       # a file in a line's overlay directory
+        return False
+
+    def _file_dirs(self) -> set[str]:
+        return {os.path.dirname(f) for f in self.files}
 
     def _poll(self) -> None:
         state = snapshot_tree(self.directories, self.files)

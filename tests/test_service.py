@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import tomllib
 from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.application.service import IServiceMaker
@@ -49,7 +50,9 @@ class PluginTests(unittest.TestCase):
         options = service.Options()
         options.parseOptions(["--config", os.path.join(ROOT, "smartdns.toml")])
         svc = service.makeService(options)
-        self.assertEqual(svc.config.server.listen, (("127.0.0.1", 5300),))
+        with open(os.path.join(ROOT, "smartdns.toml"), "rb") as handle:
+            shipped = tomllib.load(handle)["server"]["listen"]
+        self.assertEqual([f"{host}:{port}" for host, port in svc.config.server.listen], shipped)
         self.assertEqual(len(svc.current.zones), 1)
 
     @defer.inlineCallbacks

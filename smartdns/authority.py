@@ -21,9 +21,8 @@ Where the RFCs leave room, smartdns does what BIND 9 (as an authoritative server
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
-
 from smartdns import wire
+from smartdns.response import Result
 from smartdns.snapshot import Snapshot
 from smartdns.zones import Node, ZoneView
 
@@ -38,22 +37,7 @@ ADDRESS_TYPES = (wire.A, wire.AAAA)
 EDE_OTHER = 0
 
 
-@dataclass(slots=True)
-class Answer:
-    """A local answer before rendering."""
-
-    rcode: int = wire.NOERROR
-    aa: bool = True
-    answer: list[wire.RRset] = field(default_factory=list)
-    authority: list[wire.RRset] = field(default_factory=list)
-    additional: list[wire.RRset] = field(default_factory=list)
-    referral: bool = False
-    ede: tuple[int, str] | None = None        # Extended DNS Error (RFC 8914) for EDNS clients
-
-    @property
-    def sections(self) -> tuple[list[wire.RRset], list[wire.RRset], list[wire.RRset]]:
-        """Answer, authority and additional, in rendering order."""
-        return self.answer, self.authority, self.additional
+Answer = Result          # a local answer is a chain result with aa=1 (see smartdns.response)
 
 
 def negative_soa(view: ZoneView) -> wire.RRset:
@@ -162,7 +146,7 @@ class Authority:
         if origin is None:
             return None
         view = snap.view(origin, line)
-        result = Answer()
+        result = Result(aa=True)
         sname = qname
         seen = {qkey}
         while True:

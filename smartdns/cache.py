@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Protocol
 
 from smartdns import wire
@@ -126,37 +127,69 @@ def packed_key(key: CacheKey) -> bytes:
 _KEY_TAIL = struct.Struct("!HH?H")
 
 
+@dataclass
+class CacheCounters:
+    """Counts since the process started: kept by the service and handed to each cache it
+    builds, so a reload that replaces the cache does not reset them."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+
+
 class AnswerCache:
     """Forwarded answers by key, bounded by ``max_entries`` with LRU eviction."""
 
-    def __init__(self, clock: Clock, config: CacheConfig) -> None:
+    def __init__(self, clock: Clock, config: CacheConfig, counters: CacheCounters | None = None) -> None:
         self.clock = clock
         self.config = config
         self._entries: OrderedDict[bytes, bytes] = OrderedDict()   # packed key → Entry.packed
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
+        self.counters = counters if counters is not None else CacheCounters()
+
+    @property
+    def hits(self) -> int:
+        """Answers served from the cache."""
+        return self.counters.hits
+
+    @property
+    def misses(self) -> int:
+        """Questions the cache could not answer."""
+        return self.counters.misses
+
+    @property
+    def evictions(self) -> int:
+        """Entries dropped to stay within ``max_entries``."""
+        return self.counters.evictions
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: CacheKey) -> Entry | None:
-        """A fresh entry, or None; expired entries past their stale window are dropped."""
+    def get(self, key: CacheKey, count_miss: bool = True) -> Entry | None:
+        """A fresh entry, or None; expired entries past their stale window are dropped.
+
+        ``count_miss=False`` is for a probe whose miss is counted where the question is then
+        forwarded (the chain asks the cache before it knows whether a name is local)."""
         k = packed_key(key)
         packed = self._entries.get(k)
         if packed is None:
-            self.misses += 1
+            if count_miss:
+                self.counters.misses += 1
             return None
         entry = Entry(packed)
         now = self.clock.seconds()
         if now >= entry.expires_at:
             if now >= entry.stale_until:
                 del self._entries[k]
-            self.misses += 1
+            if count_miss:
+                self.counters.misses += 1
             return None
         self._entries.move_to_end(k)
-        self.hits += 1
+        self.counters.hits += 1
         return entry
+
+    def count_miss(self) -> None:
+        """A question that was forwarded because the cache had no fresh answer."""
+        self.counters.misses += 1
 
     def peek(self, key: CacheKey) -> Entry | None:
         """The entry under ``key`` whatever its age, without touching LRU order or counters."""
@@ -171,7 +204,7 @@ class AnswerCache:
         if self._entries.get(k) is not entry.packed:
             return False
         self._entries.move_to_end(k)
-        self.hits += 1
+        self.counters.hits += 1
         return True
 
     def get_stale(self, key: CacheKey) -> Entry | None:
@@ -194,7 +227,7 @@ class AnswerCache:
         entries.move_to_end(k)
         while len(entries) > self.config.max_entries:
             entries.popitem(last=False)
-            self.evictions += 1
+            self.counters.evictions += 1
 
     def flush_below(self, names: set[bytes] | frozenset[bytes]) -> int:
         """Drop entries whose name is at or below any of ``names`` (key form); return how many."""

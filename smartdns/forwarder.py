@@ -46,6 +46,7 @@ class Stats:
     timeouts: int = 0
     failures: int = 0
     tcp_retries: int = 0
+    overloaded: int = 0            # misses refused because max_outstanding questions were waiting
 
 
 class _RandomPool:
@@ -452,10 +453,11 @@ class _Walk:
 class Forwarder:
     """Chooses the pool for a name and walks its upstreams until one gives a usable answer."""
 
-    def __init__(self, reactor: Any, config: ForwardConfig, *, tls_connector: Any = None) -> None:
+    def __init__(self, reactor: Any, config: ForwardConfig, *, tls_connector: Any = None,
+                 stats: Stats | None = None) -> None:
         self.reactor = reactor
         self.config = config
-        self.stats = Stats()
+        self.stats = stats if stats is not None else Stats()   # the service's, kept across reloads
         self.udp = UDPClient(reactor, self.stats)
         self.streams: dict[Upstream, StreamClient] = {}
         self._tls_connector = tls_connector

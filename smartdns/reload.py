@@ -89,7 +89,7 @@ class ReloadResult:
 
 
 def changed_origins(old: Snapshot, new: Snapshot) -> set[bytes]:
-    """Origins whose data any client could see differently after the swap."""
+    """Origins (and hosts-file names) whose data any client could see differently after the swap."""
     origins = set(old.zones) ^ set(new.zones)
     for origin in set(old.zones) & set(new.zones):
         if old.zones[origin] is not new.zones[origin]:
@@ -99,6 +99,8 @@ def changed_origins(old: Snapshot, new: Snapshot) -> set[bytes]:
     for key in set(old_views) | set(new_views):
         if old_views.get(key) is not new_views.get(key) and old_views.get(key) != new_views.get(key):
             origins.add(key[0])
+    if old.hosts is not new.hosts:
+        origins |= {name for name in set(old.hosts) | set(new.hosts) if old.hosts.get(name) != new.hosts.get(name)}
     return origins
 
 

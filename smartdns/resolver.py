@@ -23,7 +23,6 @@ from smartdns.txtyping import failure_of, failure_trap
 
 log = Logger()
 
-STALE_TTL_SECONDS = 30          # RFC 8767 §4: TTL of records served stale
 STALE_ANSWER_AFTER_SECONDS = 1.8    # RFC 8767 §5: client response timer before answering stale
 PREFETCH_FRACTION = 0.1         # refresh an entry asked for in the last 10% of its TTL
 PREFETCH_MIN_TTL_SECONDS = 10   # entries shorter than this are not worth prefetching
@@ -92,7 +91,11 @@ class ForwardResolver:
         self.config = config
         self.max_outstanding = max_outstanding
         self._inflight: dict[CacheKey, list[defer.Deferred[Entry]]] = {}
-        self.overloaded = 0         # misses refused because max_outstanding questions were waiting
+
+    @property
+    def overloaded(self) -> int:
+        """Misses refused because ``max_outstanding`` questions were waiting."""
+        return self.forwarder.stats.overloaded
 
     def in_flight(self) -> int:
         """Questions waiting on upstreams now (one per key, however many clients wait on it)."""
@@ -102,13 +105,22 @@ class ForwardResolver:
         """Everything that changes a forwarded answer."""
         return (qkey, qtype, qclass, do, self.forwarder.pool_for(qkey).index)
 
+    def prefetch_at(self, entry: Entry) -> float:
+        """When a hit on ``entry`` starts a background refresh (never, with prefetch off, for
+        short-lived entries and for remembered failures).  The fast lanes serve an entry again
+        only before this point, so a hit after it always reaches ``cached``."""
+        lifetime = entry.expires_at - entry.stored_at
+        if not self.config.prefetch or lifetime < PREFETCH_MIN_TTL_SECONDS or entry.rcode == wire.SERVFAIL:
+            return entry.expires_at
+        return entry.expires_at - lifetime * PREFETCH_FRACTION
+
     def cached(self, key: CacheKey) -> Entry | None:
-        """A fresh entry; also starts a background refresh when it is close to expiry."""
-        entry = self.cache.get(key)
-        if entry is not None and self.config.prefetch and key not in self._inflight and entry.rcode != wire.SERVFAIL:
-            lifetime = entry.expires_at - entry.stored_at
-            left = entry.expires_at - self.reactor.seconds()
-            if lifetime >= PREFETCH_MIN_TTL_SECONDS and left < lifetime * PREFETCH_FRACTION:
+        """A fresh entry; also starts a background refresh when it is close to expiry.  A miss
+        is not counted here: ``resolve_for_client`` counts the questions actually forwarded."""
+        entry = self.cache.get(key, count_miss=False)
+        if entry is not None and key not in self._inflight:
+            due = self.prefetch_at(entry)
+            if due < entry.expires_at and self.reactor.seconds() > due:
                 self.resolve(key).addErrback(lambda f: None)      # one refresh in flight per key
         return entry
 
@@ -116,6 +128,7 @@ class ForwardResolver:
         """``resolve``, but with serve-stale on: if an expired entry is at hand and the upstream has
         not answered within the client response timer, answer stale now and let the refresh go
         on in the background (RFC 8767 §5)."""
+        self.cache.count_miss()
         stale = self.cache.get_stale(key) if self.config.serve_stale else None
         d = self.resolve(key)
         if stale is None:
@@ -144,7 +157,7 @@ class ForwardResolver:
             waiters.append(waiter)
             return waiter
         if len(self._inflight) >= self.max_outstanding:
-            self.overloaded += 1
+            self.forwarder.stats.overloaded += 1
             waiter.errback(UpstreamError("too many questions waiting on upstreams"))
             return waiter           # SERVFAIL for this client, not cached: the name itself is fine
         self._inflight[key] = waiters = [waiter]

@@ -17,12 +17,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from smartdns import reuseport
-from smartdns.cache import AnswerCache
+from smartdns.cache import AnswerCache, CacheCounters
+from smartdns.chain import CacheStage, ChainSet, UpstreamStage, compose
 from smartdns.config import Config, load_config
 from smartdns.errors import ListenError, LoadError
-from smartdns.forwarder import Forwarder
+from smartdns.forwarder import Forwarder, Stats as UpstreamStats
 from smartdns.resolver import ForwardResolver
-from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, adopt_udp, listen_udp
+from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
 from smartdns.reload import Reloader, ReloadResult, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
 from smartdns.txtyping import TypedMultiService, cannot_listen
@@ -56,23 +57,28 @@ def load(path: str | None, files: ZoneFileCache | None = None) -> tuple[Config, 
 
 
 class SmartDNSService(TypedMultiService):
-    """The running server: current snapshot, cache, forwarder, and UDP+TCP listeners."""
+    """The running server: current snapshot, the chain's stages, and UDP+TCP listeners.
+
+    ``resolvers`` are IResolvers of your own, put into every chain after the local zones and
+    hosts files and before the upstreams (README.rst, "A chain of your own")."""
 
     def __init__(self, config: Config, snapshot: Snapshot, reactor: Any, *,
                  files: ZoneFileCache | None = None, install_signals: bool = False,
-                 worker: bool = False, transform: Callable[[Config], Config] | None = None) -> None:
+                 worker: bool = False, transform: Callable[[Config], Config] | None = None,
+                 resolvers: tuple[Any, ...] = ()) -> None:
         super().__init__()
         self.worker = worker                # a process started by the first one for [server] workers
         self.reactor = reactor
         self.config = config
         self.current = snapshot
         self.install_signals = install_signals
-        self.cache = AnswerCache(reactor, config.cache)
-        self.forwarder = Forwarder(reactor, config.forward, tls_connector=_tls_connector(reactor, config))
-        self.resolver = ForwardResolver(reactor, self.cache, self.forwarder, config.cache,
-                                        config.forward.max_outstanding)
-        self.handler = QueryHandler(reactor, lambda: self.current, self.resolver,
-                                    config.server.max_udp_payload, config.server.chaos_version)
+        self.resolvers = tuple(resolvers)
+        # Counters live as long as the process; every cache and forwarder built adds to them.
+        self.cache_counters = CacheCounters()
+        self.upstream_stats = UpstreamStats()
+        self._build_forwarding(config)
+        self.handler = QueryHandler(reactor, lambda: self.current, self._compose,
+                                    config.server.max_udp_payload, config.server.chaos_version, stats=Stats())
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
         self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files,
@@ -197,7 +203,7 @@ class SmartDNSService(TypedMultiService):
         if config.forward != self.config.forward or config.cache != self.config.cache:
             self._replace_forwarding(config)
         self.handler.set_max_udp_payload(config.server.max_udp_payload)
-        self.handler.chaos_version = config.server.chaos_version
+        self.handler.set_chaos_version(config.server.chaos_version)
         self.tcp_factory.idle_timeout = config.server.tcp_idle_timeout
         self.tcp_factory.max_connections = config.server.tcp_max_connections
         self.current = snapshot
@@ -208,15 +214,26 @@ class SmartDNSService(TypedMultiService):
         if config.zones.watch:
             self._watch_paths()
 
-    def _replace_forwarding(self, config: Config) -> None:
-        """New upstreams or cache settings: a fresh forwarder and cache; the old forwarder is closed
-        once its in-flight queries have had their time."""
-        old = self.forwarder
-        self.cache = AnswerCache(self.reactor, config.cache)
-        self.forwarder = Forwarder(self.reactor, config.forward, tls_connector=_tls_connector(self.reactor, config))
+    def _build_forwarding(self, config: Config) -> None:
+        """The cache and upstream stages (and what they stand on) for ``config``."""
+        self.cache = AnswerCache(self.reactor, config.cache, self.cache_counters)
+        self.forwarder = Forwarder(self.reactor, config.forward, tls_connector=_tls_connector(self.reactor, config),
+                                   stats=self.upstream_stats)
         self.resolver = ForwardResolver(self.reactor, self.cache, self.forwarder, config.cache,
                                         config.forward.max_outstanding)
-        self.handler.resolver = self.resolver
+        self.cache_stage = CacheStage(self.reactor, self.resolver)
+        self.upstream_stage = UpstreamStage(self.reactor, self.resolver)
+
+    def _compose(self, snapshot: Snapshot) -> ChainSet:
+        """The chains for a snapshot, from the current stages: the one place they are put in order."""
+        return compose(self.reactor, snapshot, self.cache_stage, self.upstream_stage, self.resolvers)
+
+    def _replace_forwarding(self, config: Config) -> None:
+        """New upstreams or cache settings: a fresh forwarder and cache (counters go on); the old
+        forwarder is closed once its in-flight queries have had their time.  The handler picks
+        up the new stages with the snapshot that is swapped in next."""
+        old = self.forwarder
+        self._build_forwarding(config)
         self._retired.append((old, self.reactor.callLater(old.config.total_timeout + 1, old.close)))
 
     def stopService(self) -> defer.Deferred[list[tuple[bool, Any]]]:  # noqa: N802

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Callable, Iterable, Mapping
 
 from smartdns import articlejson, wire
@@ -21,6 +22,7 @@ from smartdns.zones import (Zone, ZoneView, make_view, overlay_default_ttl, read
                             zone_from_records)
 
 ZoneReader = Callable[..., "tuple[Zone | None, list[Problem]]"]
+HostsTable = Mapping[bytes, Mapping[int, tuple[str, ...]]]   # name key → {A or AAAA: addresses}
 
 # records.json names outside every zone file get a zone of their own with this SOA.
 SYNTHETIC_SOA_TTL_SECONDS = 60
@@ -40,6 +42,7 @@ class Snapshot:
     views: Mapping[tuple[bytes, str], ZoneView]       # (origin, line) → that line's view, where it differs
     base_views: Mapping[bytes, ZoneView]              # origin → the view of clients in no line
     policies: PolicyTable
+    hosts: HostsTable = field(default_factory=lambda: MappingProxyType({}))   # [hosts] files, read with the rest
 
     def find_zone(self, qkey: bytes) -> bytes | None:
         """The origin of the closest enclosing local zone, or None (one probe per label)."""
@@ -165,6 +168,7 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
                 problems.append(Problem(config.path or "<default>", 0,
                                         f"[[policy]] names line {line!r}, which is not configured"))
     rules += [([wire.to_text(d.name)], REFUSE, d.labels, (d.rtype,)) for d in denies]
+    hosts = read_hosts_files(config.hosts.files, problems)
     if problems:
         raise ZoneError(problems)
 
@@ -181,7 +185,43 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
         views=views,
         base_views=base_views,
         policies=compile_rules(rules),
+        hosts=hosts,
     )
+
+
+def read_hosts_files(paths: Iterable[str], problems: list[Problem]) -> HostsTable:
+    """hosts(5) files as a table, read the way ``twisted.names.hosts`` reads them (comments
+    after ``#``, address then names, names matched case-insensitively); a line whose first
+    field is not an IP address is reported, an unreadable file too."""
+    table: dict[bytes, dict[int, list[str]]] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                lines = handle.read().splitlines()
+        except OSError as e:
+            problems.append(Problem(path, 0, f"cannot read hosts file: {e.strerror or e}"))
+            continue
+        for number, raw in enumerate(lines, start=1):
+            fields = raw.split(b"#", 1)[0].split()
+            if not fields:
+                continue
+            try:
+                address = ipaddress.ip_address(fields[0].decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                problems.append(Problem(path, number, f"{fields[0].decode('ascii', 'replace')!r} is not an IP address"))
+                continue
+            rtype = wire.A if address.version == 4 else wire.AAAA
+            for name in fields[1:]:
+                try:
+                    key = wire.from_text(name.decode("ascii")).lower()
+                except (UnicodeDecodeError, ValueError) as e:
+                    problems.append(Problem(path, number, f"bad host name {name.decode('ascii', 'replace')!r}: {e}"))
+                    continue
+                found = table.setdefault(key, {}).setdefault(rtype, [])
+                if str(address) not in found:
+                    found.append(str(address))
+    return MappingProxyType({name: MappingProxyType({t: tuple(a) for t, a in types.items()})
+                             for name, types in table.items()})
 
 
 def _merge_json(records: list[articlejson.JsonRecord], line_names: tuple[str, ...], zones: dict[bytes, Zone],

@@ -307,12 +307,12 @@ def _check_options(options: bytes) -> None:
             raise FormError("EDNS option data cut short")
 
 
-def sniff(data: bytes) -> tuple[int, int, bool] | None:
+def sniff(data: bytes) -> tuple[int, bool, int, bool] | None:
     """Cheap check for the common query shape, without building objects.
 
-    Returns (end of question, EDNS payload or 0 without OPT, DO bit) for a QUERY with one plain
-    question, no answer/authority records, and at most a well-formed version-0 OPT; None for
-    anything else (the full parser then decides).
+    Returns (end of question, OPT present, EDNS payload (0 without OPT), DO bit) for a QUERY
+    with one plain question, no answer/authority records, and at most a well-formed version-0
+    OPT; None for anything else (the full parser then decides).
     """
     if len(data) < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00" or data[10]:
         return None
@@ -332,7 +332,7 @@ def sniff(data: bytes) -> tuple[int, int, bool] | None:
     if qend > limit or qend - 12 > MAX_NAME_LENGTH + 4:
         return None
     if arcount == 0:
-        return (qend, 0, False) if qend == limit else None
+        return (qend, False, 0, False) if qend == limit else None
     if arcount != 1 or limit < qend + 11 or data[qend] != 0 or data[qend + 1:qend + 3] != b"\x00\x29":
         return None
     payload, ext, version, flags, rdlen = struct.unpack_from("!HBBHH", data, qend + 3)
@@ -343,7 +343,7 @@ def sniff(data: bytes) -> tuple[int, int, bool] | None:
             _check_options(data[qend + 11:])
         except FormError:
             return None
-    return qend, payload, bool(flags & EDNS_DO)
+    return qend, True, payload, bool(flags & EDNS_DO)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ class ArticleSessionTests(unittest.TestCase):
         out = yield dig(self.host, self.port, "+short", "ns", "example.com")
         self.assertEqual(out.decode().strip(), "ns1.example.com.")
         out = yield dig(self.host, self.port, "a", "example.com")
-        self.assertIn("flags: qr aa rd ra;", out.decode())
+        self.assertIn("flags: qr aa rd;", out.decode())     # upstreams = []: no recursion offered, no RA
 
     @defer.inlineCallbacks
     def test_negative_answers_carry_the_soa(self):

@@ -442,7 +442,7 @@ class ForwardingReloadTests(unittest.TestCase):
         self.assertTrue(self.successResultOf(service.reload("test")).ok)
         self.assertIsNot(service.forwarder, old)
         self.assertEqual([str(u) for u in service.forwarder.config.upstreams], ["127.0.0.1:10"])
-        self.assertIs(service.handler.resolver, service.resolver)
+        self.assertIs(service.handler.chains().cache, service.cache_stage)
         self.assertFalse(old.closed)
         service.stopService()
         self.assertTrue(old.closed)

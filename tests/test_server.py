@@ -130,7 +130,7 @@ class ProtocolRuleTests(unittest.TestCase):
         reply = self.query("version.bind", "TXT", "CH")
         self.assertEqual([rd.to_text() for rd in reply.answer[0]], ['"smartdns-test"'])
         self.assertEqual(self.query("www.proto.test", "A", "CH").rcode(), dns.rcode.REFUSED)
-        self.service.handler.chaos_version = ""
+        self.service.handler.set_chaos_version("")
         self.assertEqual(self.query("version.bind", "TXT", "CH").rcode(), dns.rcode.REFUSED)
 
     def test_udp_truncation_and_tcp(self):
@@ -155,11 +155,19 @@ class ProtocolRuleTests(unittest.TestCase):
         self.assertTrue(reply.ednsflags & dns.flags.DO)
 
     def test_rd_and_cd_are_copied(self):
-        """RD and CD are echoed; RA is set for a client allowed to recurse."""
+        """RD and CD are echoed; RA is clear, since with ``upstreams = []`` no recursion is offered."""
         msg = dns.message.make_query("www.proto.test", "A")
         msg.flags |= dns.flags.CD
         reply = decode(self.ask(msg.to_wire()))
-        self.assertTrue(reply.flags & dns.flags.RD and reply.flags & dns.flags.CD and reply.flags & dns.flags.RA)
+        self.assertTrue(reply.flags & dns.flags.RD and reply.flags & dns.flags.CD)
+        self.assertFalse(reply.flags & dns.flags.RA)
+
+    def test_no_upstreams_means_refused(self):
+        """With ``upstreams = []`` a name outside the local zones is REFUSED (not SERVFAIL), RA clear."""
+        for tcp in (False, True):
+            reply = decode(self.ask(dns.message.make_query("www.elsewhere.test", "A").to_wire(), tcp=tcp))
+            self.assertEqual(reply.rcode(), dns.rcode.REFUSED)
+            self.assertFalse(reply.flags & dns.flags.RA)
 
 
 class FastPathIdentityTests(unittest.TestCase):

@@ -187,9 +187,9 @@ class ParseQueryTests(unittest.SynchronousTestCase):
     def test_sniff_agrees_with_parse(self) -> None:
         """The cheap sniff finds the question end and EDNS of a plain query, and gives up on others."""
         plain = header() + question()
-        self.assertEqual(wire.sniff(plain), (len(plain), 0, False))
+        self.assertEqual(wire.sniff(plain), (len(plain), False, 0, False))
         with_opt = header(ar=1) + question() + opt(1400, flags=wire.EDNS_DO)
-        self.assertEqual(wire.sniff(with_opt), (12 + len(question()), 1400, True))
+        self.assertEqual(wire.sniff(with_opt), (12 + len(question()), True, 1400, True))
         self.assertIsNone(wire.sniff(header(qd=2) + question() + question()))
         self.assertIsNone(wire.sniff(header(ar=1) + question() + opt(options=b"\x00\x0a\x00")))
         self.assertIsNone(wire.sniff(header() + b"\xc0\x0c\x00\x01\x00\x01"))

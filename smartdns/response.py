@@ -1,0 +1,149 @@
+"""The request's shape, the chain's result, and the one response shaper.
+
+Every response smartdns sends (full path, memo, replay, cache hits, policy answers, errors) gets
+its header flags, OPT record (RFC 6891), UDP size limit and truncation (RFC 2181 §9) from
+``Shaper.shape``.  It reads two values: the ``RequestShape`` (what the client's packet asked
+for: transport, EDNS present, advertised payload, DO, CD, RD, AD, opcode) and the ``Result``
+(what the resolver chain found: rcode, AA, RA, records or a cached entry, Extended DNS Error).
+
+The fast lanes (``QueryHandler``'s memo, ``DNSDatagramPort``'s replay table) only ever store
+this function's output, under keys that hold the whole ``RequestShape`` (memo) or the request
+bytes it was read from (replay); they never decide a flag, a size or an OPT themselves.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence
+
+from smartdns import wire
+from smartdns.cache import Entry
+
+TCP_LIMIT = 65535
+STALE_TTL_SECONDS = 30          # RFC 8767 §4: TTL of records served stale
+
+
+class RequestShape(NamedTuple):
+    """Everything in a request, besides its question and the client's address, that can change
+    the bytes of the response.  A tuple, so it hashes cheaply as part of a fast-lane key."""
+
+    tcp: bool
+    edns: bool            # an OPT record was present (whatever payload it advertised)
+    payload: int          # the advertised UDP payload size (0 without EDNS)
+    do: bool              # DNSSEC OK (RFC 3225)
+    cd: bool              # checking disabled: echoed
+    rd: bool              # recursion desired: echoed; also decides whether CNAME chains continue
+    ad: bool              # authentic data asked for (RFC 6840 §5.7)
+    opcode: int
+
+
+def shape_of(flags: int, edns: wire.Edns | None, tcp: bool) -> RequestShape:
+    """The shape of a parsed request (``flags``: header bits as one 16-bit word)."""
+    return RequestShape(tcp, edns is not None, edns.payload if edns is not None else 0,
+                        bool(edns is not None and edns.do), bool(flags & wire.FLAG_CD),
+                        bool(flags & wire.FLAG_RD), bool(flags & wire.FLAG_AD), (flags >> 11) & 0xF)
+
+
+# The shape the Twisted Names API implies: a recursive query with no EDNS and no size limit.
+API_SHAPE = RequestShape(True, False, 0, False, False, True, False, wire.OPCODE_QUERY)
+
+
+@dataclass(slots=True)
+class Result:
+    """What the chain (or a decision before it) found for one question, before shaping."""
+
+    rcode: int = wire.NOERROR
+    aa: bool = False
+    answer: list[wire.RRset] = field(default_factory=list)
+    authority: list[wire.RRset] = field(default_factory=list)
+    additional: list[wire.RRset] = field(default_factory=list)
+    entry: Entry | None = None                # a cached forwarded answer: served with TTLs counted down
+    referral: bool = False
+    ede: tuple[int, str] | None = None        # Extended DNS Error (RFC 8914) for EDNS clients
+    source: str = "local"                     # for counters: local, hosts, resolver, cache, upstream, policy, error
+    fixed: bool = True                        # depends only on the snapshot and the request: fast lanes may keep it
+    ra: bool = False
+    cache_key: bytes = b""                    # the packed cache key of ``entry``
+
+    @property
+    def sections(self) -> tuple[list[wire.RRset], list[wire.RRset], list[wire.RRset]]:
+        """Answer, authority and additional, in rendering order (records only, not ``entry``)."""
+        return self.answer, self.authority, self.additional
+
+    def sections_at(self, now: float) -> tuple[Sequence[wire.RRset], Sequence[wire.RRset], Sequence[wire.RRset]]:
+        """The records, with a cached entry's TTLs counted down to ``now``."""
+        entry = self.entry
+        if entry is None:
+            return self.sections
+        answer, authority, additional = entry.sections_at(now, stale_ttl(entry, now))
+        return answer, authority, additional
+
+
+def stale_ttl(entry: Entry, now: float) -> int | None:
+    """The TTL to serve an expired entry with (RFC 8767), or None while it is fresh."""
+    return STALE_TTL_SECONDS if now >= entry.expires_at and entry.rcode != wire.SERVFAIL else None
+
+
+def error(rcode: int, source: str = "error") -> Result:
+    """A response with no records (refusals, FORMERR, NOTIMP, SERVFAIL)."""
+    return Result(rcode=rcode, source=source)
+
+
+class Shaper:
+    """The one place that turns a ``Result`` into response bytes for a ``RequestShape``."""
+
+    def __init__(self, max_udp_payload: int) -> None:
+        self.max_udp_payload = max_udp_payload
+        self._opt = {do: wire.opt_record(max_udp_payload, do) for do in (False, True)}
+
+    def limit(self, shape: RequestShape) -> int:
+        """The largest response this request may get (RFC 1035 §4.2.1, RFC 6891 §6.2.5)."""
+        if shape.tcp:
+            return TCP_LIMIT
+        if shape.edns:
+            return min(max(shape.payload, wire.CLASSIC_UDP_LIMIT), self.max_udp_payload)
+        return wire.CLASSIC_UDP_LIMIT
+
+    def shape(self, shape: RequestShape, qid: int, question: bytes, result: Result, now: float) -> bytes:
+        """The response to a request of ``shape`` with ID ``qid`` and ``question`` (the client's
+        own bytes, so its 0x20 case is echoed)."""
+        flags = (wire.FLAG_QR | shape.opcode << 11 | (result.rcode & 0xF)
+                 | (wire.FLAG_RD if shape.rd else 0) | (wire.FLAG_CD if shape.cd else 0)
+                 | (wire.FLAG_AA if result.aa else 0) | (wire.FLAG_RA if result.ra else 0))
+        opt = None
+        if shape.edns:
+            if result.rcode > 0xF or (result.ede is not None):
+                opt = wire.opt_record(self.max_udp_payload, shape.do, ext_rcode=result.rcode >> 4,
+                                      options=wire.ede_option(*result.ede) if result.ede else b"")
+            else:
+                opt = self._opt[shape.do]
+        limit = TCP_LIMIT if shape.tcp else self.limit(shape)
+        entry = result.entry
+        if entry is not None and not result.answer:
+            return self._entry(entry, qid, question, flags, opt, limit, now)
+        sections = result.sections_at(now) if entry is not None else result.sections
+        message, _ = wire.render(qid, flags, question, sections, opt=opt, limit=limit)
+        if shape.ad and message[2] & 0x02 and message[6:8] != b"\x00\x00" and result.aa \
+                and not any(r.rtype in (wire.CNAME, wire.DNAME) for r in result.answer):
+            # BIND echoes the query's AD bit when it truncates an answer after some records fit
+            # and no CNAME restart happened (a quirk of its re-render); copied so a client
+            # cannot tell the two apart.
+            message = message[:3] + bytes([message[3] | 0x20]) + message[4:]
+        return message
+
+    def _entry(self, entry: Entry, qid: int, question: bytes, flags: int, opt: bytes | None,
+               limit: int, now: float) -> bytes:
+        """A cached entry with this client's ID, flags and question bytes, TTLs counted down:
+        a copy and a few ``pack_into`` calls, rendered afresh only when it must be cut."""
+        stale = stale_ttl(entry, now)
+        buf = entry.patched(now, stale)
+        if len(buf) + (wire.OPT_SIZE if opt else 0) > limit:
+            message, _ = wire.render(qid, flags, question, entry.sections_at(now, stale), opt=opt, limit=limit)
+            return message
+        struct.pack_into("!HH", buf, 0, qid, flags)
+        buf[12:12 + len(question)] = question       # the client's own spelling (0x20)
+        if opt:
+            buf += opt
+            (arcount,) = struct.unpack_from("!H", buf, 10)
+            struct.pack_into("!H", buf, 10, arcount + 1)
+        return bytes(buf)

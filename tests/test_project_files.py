@@ -1,0 +1,68 @@
+"""The repository stands on its own: licence, changelog, a complete systemd unit, documented
+formats, and no references to files or trackers outside it."""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+
+from twisted.trial import unittest
+
+import smartdns
+from smartdns import articlejson
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read(rel: str) -> str:
+    with open(os.path.join(ROOT, rel), encoding="utf-8") as handle:
+        return handle.read()
+
+
+class ProjectFileTests(unittest.TestCase):
+    """Files a user or packager looks for."""
+
+    def test_license_matches_setup_cfg(self) -> None:
+        """LICENSE holds the MIT licence that setup.cfg declares, and ships in the distribution."""
+        parser = configparser.ConfigParser()
+        parser.read(os.path.join(ROOT, "setup.cfg"))
+        self.assertEqual(parser["metadata"]["license"], "MIT")
+        self.assertEqual(parser["metadata"]["license_files"], "LICENSE")
+        self.assertTrue(read("LICENSE").startswith("MIT License\n"))
+
+    def test_changelog_has_this_version(self) -> None:
+        """CHANGELOG.rst has a section for the current version."""
+        self.assertRegex(read("CHANGELOG.rst"), rf"(?m)^{re.escape(smartdns.__version__)}\b")
+
+    def test_systemd_unit_is_complete(self) -> None:
+        """contrib/smartdns.service has [Unit], [Service] and [Install] (so ``systemctl enable``
+        works), runs twistd's smartdns plugin, and README points to it."""
+        unit = configparser.ConfigParser(interpolation=None, strict=False)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+        unit.read_string(read("contrib/smartdns.service"))
+        self.assertEqual(unit.sections(), ["Unit", "Service", "Install"])
+        self.assertEqual(unit["Install"]["WantedBy"], "multi-user.target")
+        self.assertIn(" smartdns --config ", unit["Service"]["ExecStart"])
+        self.assertIn("twistd -n", unit["Service"]["ExecStart"])
+        self.assertEqual(unit["Service"]["AmbientCapabilities"], "CAP_NET_BIND_SERVICE")
+        self.assertIn("contrib/smartdns.service", read("README.rst"))
+
+    def test_records_json_formats_are_documented(self) -> None:
+        """Every object field the records.json reader accepts is named in README, and the
+        article's AAAA spelling too."""
+        readme = read("README.rst")
+        for rtype, fields in articlejson._OBJECT_RDATA.items():
+            for field in fields:
+                self.assertIn(f'"{field}"', readme, f"{rtype} {field}")
+        self.assertIn("32 hex digits", readme)
+
+    def test_no_references_outside_the_repository(self) -> None:
+        """Packaging, docs and the startup/config/zone modules cite RFCs and this repository's
+        own files only: no sibling directories, no tracker numbers."""
+        pattern = re.compile(r"\.\./shared|\bissues? #?\d+\b|\bnotes §", re.IGNORECASE)
+        files = ["setup.cfg", "pyproject.toml", "Makefile", "README.rst", "CHANGELOG.rst", ".ci/run",
+                 ".ci/dist_check.py", "contrib/smartdns.service", "twisted/plugins/smartdns_plugin.py",
+                 "smartdns/__init__.py", "smartdns/__main__.py", "smartdns/cli.py", "smartdns/config.py",
+                 "smartdns/errors.py", "smartdns/tap.py", "smartdns/watch.py", "smartdns/zones.py"]
+        found = [f"{rel}: {match.group()}" for rel in files for match in pattern.finditer(read(rel))]
+        self.assertEqual(found, [])

@@ -185,3 +185,37 @@ class WithoutConfigTests(unittest.TestCase):
         code, out, err = self.check_in(directory)
         self.assertEqual((code, err), (0, ""))
         self.assertIn(f"{os.path.join(directory, 'smartdns.toml')}: OK, 1 zones", out)
+
+
+class OpenResolverWarningTests(unittest.TestCase):
+    """Recursion for everyone is allowed, but said out loud: by check, and in the log at start."""
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.path = os.path.join(self.base, "smartdns.toml")
+        with open(self.path, "w") as f:
+            f.write('[access]\nrecursion = ["0.0.0.0/0"]\n[forward]\nupstreams = []\n[zones]\nwatch = false\n')
+
+    def test_check_prints_a_warning_and_passes(self) -> None:
+        """``smartdns check`` exits 0 and prints ``file:line: warning: ...``."""
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(["check", "--config", self.path])
+        self.assertEqual(code, 0)
+        self.assertEqual(err.getvalue().splitlines(), [
+            f"{self.path}:2: warning: [access] recursion: '0.0.0.0/0' makes this an open resolver: anyone who "
+            "can reach it can have names forwarded, and use it in reflection attacks (RFC 5358); list your "
+            "clients' networks instead"])
+
+    def test_start_logs_the_warning(self) -> None:
+        """The twistd entry logs each config warning once the service is composed."""
+        from twisted.logger import capturedLogs
+
+        from smartdns import tap
+        from smartdns.config import load_config
+
+        with capturedLogs() as events:
+            tap.warn_about(load_config(self.path))
+        self.assertEqual([e["log_level"].name for e in events], ["warn"])
+        self.assertIn("open resolver", events[0]["problem"])

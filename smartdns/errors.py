@@ -46,7 +46,7 @@ class UpstreamError(SmartDNSError):
     """An upstream failed to give a usable answer (timeout, bad reply, SERVFAIL, lost connection)."""
 
 
-class ListenError(CannotListenError, SmartDNSError):  # type: ignore[misc]  # Twisted's class is unannotated
+class ListenError(CannotListenError, SmartDNSError):
     """A listening socket could not be bound; says which address, port and protocol, and why.
 
     A CannotListenError still, so code that catches Twisted's error (retrying port 0) keeps

@@ -145,7 +145,7 @@ class _FirstTTL:
         if self.strict and rdtype in _SINGLETON_TYPES:
             seen = self.singletons.setdefault((name, rdtype), rdata)
             if seen != rdata and self.reader is not None:
-                type_text = dns.rdatatype.to_text(rdtype)
+                type_text = dns.rdatatype.to_text(dns.rdatatype.RdataType(rdtype))
                 self.reader.report(f"multiple {type_text} records at {name} (a {type_text} RRset holds "
                                    "one record, RFC 2181 §10.1)")
                 return
@@ -355,7 +355,7 @@ def _read_with_dnspython(path: str, origin_text: str, *, overlay: bool, default_
             with zone.writer(replacement=True) as txn:
                 tok = _LineTokenizer(handle, os.path.abspath(path))
                 recorder = _FirstTTL(txn, strict)
-                reader = _Reader(tok, dns.rdataclass.IN, recorder, allow_include=True,  # type: ignore[arg-type]
+                reader = _Reader(tok, dns.rdataclass.IN, recorder, allow_include=True,
                                  default_ttl=default_ttl)
                 recorder.reader = reader
                 reader.strict = strict

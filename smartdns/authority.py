@@ -8,9 +8,9 @@ Where the RFCs leave room, smartdns does what BIND 9 (as an authoritative server
 ``minimal-responses no-auth-recursive``) does, so a resolver cannot tell the two apart
 (``tests/test_oracle.py`` checks this against a live ``named``):
 - CNAME and DNAME chains are followed inside the zone where they start; a chain that leaves it
-  ends with the last CNAME (NOERROR, aa=1) and the client's resolver continues it.  We never
-  splice forwarded data into an authoritative answer.  A loop, or a 12th CNAME, is SERVFAIL
-  with the CNAMEs found so far.
+  ends here with the last CNAME (NOERROR, aa=1), and ``smartdns.chain`` continues it through
+  the other stages for clients allowed recursion.  A loop, or a 12th CNAME, is SERVFAIL with
+  the CNAMEs found so far.
 - Positive answers carry the zone's NS RRset in the authority section only when the query did
   not ask for recursion (RD=0), with those servers' addresses.
 - Additional addresses are added for NS, MX, SRV, SVCB/HTTPS and NAPTR targets in the same

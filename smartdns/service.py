@@ -289,6 +289,18 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GENERATION0_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def service_from_config(path: str | None, *, resolvers: tuple[Any, ...] | list[Any] = ()) -> SmartDNSService:
+    """The service for a config file, for a ``.tac`` file: ``resolvers`` are IResolvers of your
+    own, asked after the local zones and hosts files and before the upstreams, for every
+    client (README.rst, "A chain of your own").  Raises ``LoadError`` listing every problem."""
+    from twisted.internet import reactor
+
+    tune_gc()
+    files = ZoneFileCache()
+    config, snapshot = load(path, files)
+    return SmartDNSService(config, snapshot, reactor, files=files, install_signals=True, resolvers=tuple(resolvers))
+
+
 def makeService(options: Options) -> SmartDNSService:  # noqa: N802
     """Compose the service from parsed options (the global reactor is chosen only here)."""
     from twisted.internet import reactor

@@ -182,6 +182,9 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("[cache]\nservfail_ttl = 300", {"cache.servfail_ttl": 300}),
     ("[cache]\nserve_stale = 604800", {"cache.serve_stale": 604800}),
     ("[cache]\nprefetch = false", {"cache.prefetch": False}),
+    # [hosts]: paths relative to the config file; none by default.
+    ("", {"hosts.files": ()}),
+    ('[hosts]\nfiles = ["/etc/hosts", "lab-hosts"]', {"hosts.files": ("/etc/hosts", "{dir}/lab-hosts")}),
     # [[policy]]: names normalised, wildcards kept, types as numbers, order kept.
     (
         '[[policy]]\nnames = ["Blocked.Example.COM.", "*.ads.example"]\naction = "refuse"\n\n'
@@ -419,6 +422,10 @@ INVALID: list[tuple[str, str]] = [
     ("[cache]\nservfail_ttl = 301", "smartdns.toml:2: [cache] servfail_ttl must be between 0 and 300 seconds, not 301"),
     ("[cache]\nserve_stale = -5", "smartdns.toml:2: [cache] serve_stale must be between 0 and 604800 seconds, not -5"),
     ("[cache]\nprefetch = 1", "smartdns.toml:2: [cache] prefetch must be true or false, not an integer"),
+    ('[hosts]\nfiles = "/etc/hosts"', "smartdns.toml:2: [hosts] files must be an array of strings, not a string"),
+    ('[hosts]\nfiles = [""]', "smartdns.toml:2: [hosts] files entries must not be empty"),
+    ("[hosts]\nfile = []", "smartdns.toml:2: unknown key 'file' in [hosts]"),
+    ("hosts = 1", "smartdns.toml:1: [hosts] must be a table, not an integer"),
     # [[policy]]
     ("[[policy]]\naction = 'drop'", "smartdns.toml:1: [[policy]] names is required"),
     ("[[policy]]\nnames = []\naction = 'drop'", "smartdns.toml:2: [[policy]] names must not be empty"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Zone load time: how long ``zones.read_zone_file`` takes on a large zone, cold.
 
-Issue 5 bounds a 100,000-record zone at 5 s cold.  This script writes such a zone to a temporary
+The target for a 100,000-record zone is 5 s cold.  This script writes such a zone to a temporary
 directory, then loads it in fresh interpreters (one per run, so nothing is warm but the OS file
 cache) and prints the load time of each run (wall clock, and CPU time, which other load on the
 machine disturbs less) and the median wall time.  The import of smartdns.zones is timed apart.

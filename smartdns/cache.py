@@ -124,6 +124,11 @@ def packed_key(key: CacheKey) -> bytes:
     return qkey + _KEY_TAIL.pack(qtype, qclass, do, pool)
 
 
+def packed_key_of(qkey: bytes, qtype: int, qclass: int, do: bool, pool: int) -> bytes:
+    """``packed_key`` of the key with these parts, without building the tuple."""
+    return qkey + _KEY_TAIL.pack(qtype, qclass, do, pool)
+
+
 _KEY_TAIL = struct.Struct("!HH?H")
 
 
@@ -163,6 +168,11 @@ class AnswerCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, packed: bytes) -> bool:
+        """Whether anything (fresh or not) is stored under a packed key: the chain's cheap
+        first look, before a name is known to be local or forwarded."""
+        return packed in self._entries
 
     def get(self, key: CacheKey, count_miss: bool = True) -> Entry | None:
         """A fresh entry, or None; expired entries past their stale window are dropped.
@@ -206,6 +216,13 @@ class AnswerCache:
         self._entries.move_to_end(k)
         self.counters.hits += 1
         return True
+
+    def used(self, packed: bytes, count: int = 1) -> None:
+        """``count`` answers were served from the entry under ``packed`` without looking it up
+        (the UDP replay table): count the hits and make it most recently used, if still here."""
+        if packed in self._entries:
+            self._entries.move_to_end(packed)
+        self.counters.hits += count
 
     def get_stale(self, key: CacheKey) -> Entry | None:
         """An expired entry still inside its serve-stale window (RFC 8767), or None."""

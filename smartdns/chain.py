@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 
 from smartdns import wire
 from smartdns.authority import EDE_OTHER, MAX_CNAMES, Authority
-from smartdns.cache import packed_key
+from smartdns.cache import packed_key, packed_key_of
 from smartdns.errors import UpstreamError
 from smartdns.resolver import ForwardResolver
 from smartdns.response import API_SHAPE, RequestShape, Result, error
@@ -206,15 +206,19 @@ class CacheStage(WireResolver):
         self.forward = forward
 
     def resolve(self, qname: bytes, qtype: int, qclass: int, shape: RequestShape) -> Result | None:
-        key = self.forward.key(qname.lower(), qtype, qclass, shape.do)
-        entry = self.forward.cached(key)
+        forward = self.forward
+        qkey = qname.lower()
+        packed = packed_key_of(qkey, qtype, qclass, shape.do, forward.forwarder.pool_for(qkey).index)
+        if packed not in forward.cache:
+            return None                 # the common case for local names: one dict probe
+        entry = forward.cached(forward.key(qkey, qtype, qclass, shape.do))
         if entry is None:
             return None
-        return Result(rcode=entry.rcode, entry=entry, source="cache", fixed=False, cache_key=packed_key(key))
+        return Result(rcode=entry.rcode, entry=entry, source="cache", fixed=False, cache_key=packed)
 
-    def count_hits(self, count: int) -> None:
-        """Answers served from this stage's entries by the replay table."""
-        self.forward.cache.counters.hits += count
+    def count_hits(self, packed: bytes, count: int) -> None:
+        """``count`` answers the replay table served from the entry under ``packed``."""
+        self.forward.cache.used(packed, count)
 
     def still_fresh(self, result: Result, now: float) -> bool:
         """Whether a result this stage gave may be served again as it is: its entry is still
@@ -297,6 +301,13 @@ class LineChain(resolve.ResolverChain):
         self.recursive = recursive           # whether answers may continue through the upstreams
         # Whether "no stage answers" depends only on the snapshot (no resolver of your own here).
         self.fixed_misses = all(isinstance(s, (WireResolver, HostsFiles)) for s in stages)
+        # The leading stages that have the fast method, as bound methods (one loop per query).
+        fast = []
+        for stage in stages:
+            if not isinstance(stage, (WireResolver, HostsFiles)):
+                break
+            fast.append(stage.resolve)
+        self._fast = tuple(fast)
 
     # -- the Twisted Names API ----------------------------------------------------------------
 
@@ -316,9 +327,19 @@ class LineChain(resolve.ResolverChain):
     def answer(self, qname: bytes, qtype: int, qclass: int, shape: RequestShape) -> Any:
         """The first stage's answer for the question, continued through the chain when a CNAME
         leads out of local data: a ``Result``, None (no stage answers) or a Deferred of either."""
-        result = self._first(qname, qtype, qclass, shape, 0)
-        if result is None:
-            return None
+        fast = self._fast
+        for index, resolve_ in enumerate(fast):       # our own stages: one bound method each
+            result = resolve_(qname, qtype, qclass, shape)
+            if result is not None:
+                if type(result) is not Result:         # a Deferred that may still say "not mine"
+                    result = result.addCallback(self._next_if_none, qname, qtype, qclass, shape, index + 1)
+                break
+        else:
+            if len(fast) == len(self.stages):
+                return None
+            result = self._first(qname, qtype, qclass, shape, len(fast))
+            if result is None:
+                return None
         if not self.recursive:
             if not self.prohibited:
                 return result
@@ -329,6 +350,9 @@ class LineChain(resolve.ResolverChain):
             return result
         if isinstance(result, defer.Deferred):
             return result.addCallback(self._continue, qname, qtype, qclass, shape, None, None)
+        answer = result.answer
+        if result.entry is not None or result.rcode or not answer or answer[-1].rtype != wire.CNAME:
+            return result                              # nothing to continue
         return self._continue(result, qname, qtype, qclass, shape, None, None)
 
     def _prohibited(self, result: Result | None, qtype: int) -> Result | None:

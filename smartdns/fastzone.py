@@ -2,7 +2,7 @@
 
 Why: dnspython's zone reader costs about 80 µs of CPU a record here (a character-at-a-time
 tokenizer, an Rdata object per record, a transaction that re-checks the node on every add), so
-a zone of 100,000 records took 8 s of CPU to load (issue 5 allows 5 s), and every reload as
+a zone of 100,000 records took 8 s of CPU to load (the target is 5 s), and every reload as
 long.  This module reads the common forms itself, line by line with string operations, and
 builds the same ``zones.Zone`` in about a tenth of that (``bench/zone_load.py``).
 

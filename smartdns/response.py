@@ -36,6 +36,34 @@ class RequestShape(NamedTuple):
     ad: bool              # authentic data asked for (RFC 6840 §5.7)
     opcode: int
 
+    @property
+    def code(self) -> int:
+        """The shape as one int, the form the fast lanes key on (see ``shape_code``)."""
+        return shape_code(self.tcp, self.edns, self.payload, self.do, self.cd, self.rd, self.ad, self.opcode)
+
+
+def shape_code(tcp: bool, edns: bool, payload: int, do: bool, cd: bool, rd: bool, ad: bool, opcode: int) -> int:
+    """A shape as one int, one-to-one: RD, CD, AD, TCP, EDNS, DO in bits 0-5, the opcode in
+    bits 6-9, the payload above.  ``QueryHandler.handle`` computes the same bits straight from
+    the packet; ``shape_from_code`` turns them back into the shape."""
+    return (rd | cd << 1 | ad << 2 | tcp << 3 | edns << 4 | do << 5 | opcode << 6 | payload << 10)
+
+
+_SHAPES: dict[int, "RequestShape"] = {}
+_SHAPES_MAX = 4096
+
+
+def shape_from_code(code: int) -> RequestShape:
+    """The shape a code stands for (one shared object per code)."""
+    shape = _SHAPES.get(code)
+    if shape is None:
+        shape = RequestShape(bool(code & 8), bool(code & 16), code >> 10, bool(code & 32), bool(code & 2),
+                             bool(code & 1), bool(code & 4), (code >> 6) & 0xF)
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[code] = shape
+    return shape
+
 
 def shape_of(flags: int, edns: wire.Edns | None, tcp: bool) -> RequestShape:
     """The shape of a parsed request (``flags``: header bits as one 16-bit word)."""

@@ -10,7 +10,7 @@ which chain answers.
 
 Two fast lanes keep the shaper's output, never deciding anything themselves; both are emptied
 when the snapshot (or the UDP size limit) changes:
-  memo    (question bytes, RequestShape, line, recursion right) → the bytes after the ID of a
+  memo    (question bytes, RequestShape code, line, recursion right) → the bytes after the ID of a
           response that depends only on the snapshot and the request, or a cached forwarded
           result, shaped again per answer so its TTLs count down.
   replay  UDP only: (client address, query bytes after the ID) → the response bytes after the
@@ -35,7 +35,7 @@ from smartdns import policy as policy_mod
 from smartdns import wire
 from smartdns.authority import negative_soa
 from smartdns.chain import EDE_PROHIBITED, ChainSet, Compose
-from smartdns.response import RequestShape, Result, Shaper, error, shape_of
+from smartdns.response import RequestShape, Result, Shaper, error, shape_from_code, shape_of
 from smartdns.snapshot import Snapshot
 from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort,
                                lose_connection, peer_host, udp_socket)
@@ -78,15 +78,15 @@ class QueryHandler:
         self.fast_lanes = fast_lanes
         self.stats = stats if stats is not None else Stats()
         self._chains: ChainSet | None = None
-        # Shaped answers by (question bytes, RequestShape, (line, may recurse)): a tuple
+        # Shaped answers by (question bytes, RequestShape.code, (line, may recurse)): a tuple
         # (bytes after the ID, source, rcode), or a Result holding a cached entry.
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_snapshot: Snapshot | None = None
         self._clients: dict[str, tuple[str | None, bool]] = {}   # address → (line, may recurse), per snapshot
         # UDP answers by (client address, query after the ID): (answer after the ID, valid until,
-        # source).  Read by DNSDatagramPort; only ever cleared in place, since the port holds a
-        # reference while it reads.
-        self.replay: dict[tuple[str, bytes], tuple[bytes, float, str]] = {}
+        # source: a name from SOURCES, or the packed cache key of a cached answer).  Read by
+        # DNSDatagramPort; only ever cleared in place, since the port holds a reference while it reads.
+        self.replay: dict[tuple[str, bytes], tuple[bytes, float, str | bytes]] = {}
 
     @property
     def max_udp_payload(self) -> int:
@@ -107,23 +107,29 @@ class QueryHandler:
             self._memo.clear()
             self.replay.clear()
 
-    def current_replay(self) -> dict[tuple[str, bytes], tuple[bytes, float, str]]:
+    def current_replay(self) -> dict[tuple[str, bytes], tuple[bytes, float, str | bytes]]:
         """The replay table, emptied first if the snapshot changed since it was filled."""
         self._sync()
         return self.replay
 
-    def count_replayed(self, counts: dict[str, int]) -> None:
-        """Account for answers the UDP port sent from the replay table, by source."""
+    def count_replayed(self, counts: dict[str | bytes, int]) -> None:
+        """Account for answers the UDP port sent from the replay table, by source; a cached
+        answer's source is its packed cache key, so the entry counts as used (hit, and most
+        recently used) exactly as when the full path serves it."""
         total = 0
         by_source = self.stats.by_source
+        chains = self._chains
+        cache = chains.cache if chains is not None else None
         for source, count in counts.items():
-            by_source[source] += count
             total += count
+            if type(source) is bytes:
+                by_source["cache"] += count
+                if cache is not None:
+                    cache.count_hits(source, count)
+            else:
+                by_source[source] += count      # type: ignore[index]
         self.stats.queries += total
         self.stats.memo_hits += total
-        chains = self._chains
-        if chains is not None and chains.cache is not None and "cache" in counts:
-            chains.cache.count_hits(counts["cache"])
 
     def chains(self) -> ChainSet:
         """The chains of the current snapshot."""
@@ -152,7 +158,7 @@ class QueryHandler:
             self._clients[client] = info
         return info
 
-    def _replay_put(self, client: str, data: bytes, tail: bytes, until: float, source: str) -> None:
+    def _replay_put(self, client: str, data: bytes, tail: bytes, until: float, source: str | bytes) -> None:
         """Remember the answer (``tail``: everything after the ID) to ``data`` from ``client``."""
         replay = self.replay
         if len(replay) >= REPLAY_MAX_ENTRIES:
@@ -168,12 +174,12 @@ class QueryHandler:
         memo_key = None
         sniffed = wire.sniff(data) if self.fast_lanes else None
         if sniffed is not None:
-            # The memo: a response already shaped for everything that shapes it.
+            # The memo: a response already shaped for everything that shapes it.  The code is
+            # the RequestShape's (response.shape_code), computed from the packet's bits.
             qend, edns, payload, do = sniffed
             flags = data[3]
-            shape = RequestShape(tcp, edns, payload, do, bool(flags & 0x10), bool(data[2] & 0x01),
-                                 bool(flags & 0x20), 0)
-            memo_key = (data[12:qend], shape, self._client_info(client, snap))
+            code = ((data[2] & 0x01) | (flags & 0x30) >> 3 | tcp << 3 | edns << 4 | do << 5 | payload << 10)
+            memo_key = (data[12:qend], code, self._client_info(client, snap))
             hit = self._memo.get(memo_key)
             if type(hit) is tuple:                      # fixed: (bytes after the ID, source, rcode)
                 self.stats.memo_hits += 1
@@ -187,9 +193,9 @@ class QueryHandler:
                 if cache is not None and cache.still_fresh(hit, now):
                     self.stats.memo_hits += 1
                     self.stats.by_source["cache"] += 1
-                    answer = self.shaper.shape(shape, data[0] << 8 | data[1], data[12:qend], hit, now)
+                    answer = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], data[12:qend], hit, now)
                     if not tcp:
-                        self._replay_put(client, data, answer[2:], cache.replay_until(hit, now), "cache")
+                        self._replay_put(client, data, answer[2:], cache.replay_until(hit, now), hit.cache_key)
                     return answer
                 del self._memo[memo_key]
         return self._handle_full(data, client, tcp, snap, memo_key)
@@ -213,19 +219,19 @@ class QueryHandler:
         except wire.FormError:
             self.stats.dropped += 1
             return None
-        shape = shape_of(query.flags, query.edns, tcp)
+        # The memo key holds the shape's code when the packet was sniffed (same value, no new object).
+        shape = shape_from_code(memo_key[1]) if memo_key is not None else shape_of(query.flags, query.edns, tcp)
         if query.edns is not None and query.edns.version > 0:
             return self._finish(error(wire.BADVERS), shape, qid, query.question, False, None)
-        line, recursion = self._client_info(client, snap)
-        assert self._chains is not None
-        chain = self._chains.for_client(line, recursion)
-        result = self._decide(snap, query, shape, line, chain)
+        info = memo_key[2] if memo_key is not None else self._client_info(client, snap)
+        chain = self._chains.chains[info]            # type: ignore[union-attr]
+        result = self._decide(snap, query, shape, info[0], chain)
+        if type(result) is Result:
+            return self._finish(result, shape, qid, query.question, chain.recursive, memo_key, snap)
         if result is None:
             self.stats.by_source["policy"] += 1         # a policy said drop
             return None
-        if isinstance(result, defer.Deferred):
-            return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, snap)
-        return self._finish(result, shape, qid, query.question, chain.recursive, memo_key, snap)
+        return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, snap)
 
     def _decide(self, snap: Snapshot, query: wire.Query, shape: RequestShape, line: str | None,
                 chain: Any) -> Result | defer.Deferred[Result] | None:
@@ -241,9 +247,11 @@ class QueryHandler:
         if action is not None:
             return self._policy(snap, query, action)
         found = chain.answer(query.qname, qtype, qclass, shape)
-        if isinstance(found, defer.Deferred):
-            return found.addCallback(_refused_if_none, chain)
-        return _refused_if_none(found, chain)
+        if type(found) is Result:
+            return found
+        if found is None:
+            return _refused_if_none(found, chain)
+        return found.addCallback(_refused_if_none, chain)
 
     def _finish(self, result: Result, shape: RequestShape, qid: int, question: bytes, ra: bool,
                 memo_key: tuple[Any, ...] | None, snap: Snapshot | None = None) -> bytes:
@@ -397,7 +405,7 @@ class DNSDatagramPort(TypedUDPPort):
         size = self.maxPacketSize
         received = proto.datagramReceived
         burst: list[tuple[bytes, Any]] = []
-        counts: dict[str, int] = {}
+        counts: dict[str | bytes, int] = {}
         try:
             for _ in range(UDP_READ_BUDGET):
                 try:

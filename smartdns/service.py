@@ -133,7 +133,7 @@ class SmartDNSService(TypedMultiService):
         log.info("serving generation {generation}: {zones} zones, {lines} lines",
                  generation=snap.generation, zones=len(snap.zones), lines=len(snap.line_names))
         if self.install_signals:
-            # Work never runs inside the handler: it only wakes the reactor (notes §7).
+            # Work never runs inside the handler: it only wakes the reactor, which then runs the reload.
             self._old_sighup = signal.signal(
                 signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload, "SIGHUP"))
         control = self.config.server.control_socket

@@ -1,4 +1,4 @@
-"""BIND 9 as an answer oracle for smartdns's local zones (issue 3).
+"""BIND 9 as an answer oracle for smartdns's local zones.
 
 Goal: a client, a resolver or ``dig`` must not be able to tell smartdns's
 local answers from BIND 9's for the same zone data.  This module holds the

@@ -1,4 +1,4 @@
-"""smartdns's local answers must be indistinguishable from BIND 9's (issue 3).
+"""smartdns's local answers must be indistinguishable from BIND 9's.
 
 The zone data is ``tests/oracle/zones``; the corpus, the BIND settings and the
 comparison rules are in ``tests/oracle_harness.py``.  These tests run real

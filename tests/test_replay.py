@@ -189,7 +189,7 @@ class ReplayedCacheTests(unittest.TestCase):
         for _ in range(4):
             answer = yield raw_udp(host, port, data)
         self.assertEqual(ttl(answer), 100)
-        self.assertEqual(service.handler.replay[(OTHER, data[2:])][2], "cache")
+        self.assertIsInstance(service.handler.replay[(OTHER, data[2:])][2], bytes)   # the packed cache key
         hits = service.cache.hits
         answer = yield raw_udp(host, port, data)
         self.assertEqual(service.cache.hits, hits + 1, "a replayed cache answer counts as a cache hit")

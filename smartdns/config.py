@@ -119,6 +119,11 @@ class ServerConfig:
     tcp_max_connections: int = DEFAULT_TCP_MAX_CONNECTIONS
     chaos_version: str = ""  # "" = CH TXT version.bind / id.server are REFUSED
     control_socket: str | None = None  # absolute path of the `smartdns reload` socket; None = off
+    tls_listen: tuple[tuple[str, int], ...] = ()  # DNS over TLS (RFC 7858) addresses; () = none
+    https_listen: tuple[tuple[str, int], ...] = ()  # DNS over HTTPS (RFC 8484) addresses; () = none
+    tls_certificate: str | None = None  # absolute path of the PEM chain both serve; None = unset
+    tls_private_key: str | None = None  # absolute path of its PEM private key
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -738,6 +743,10 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
             "tcp_max_connections",
             "chaos_version",
             "control_socket",
+            "tls_listen",
+            "https_listen",
+            "tls_certificate",
+            "tls_private_key",
         )
     )
     control = table.string("control_socket", DEFAULT_CONTROL_SOCKET)
@@ -767,6 +776,7 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
     else:
         workers = table.integer("workers", DEFAULT_WORKERS, 1, MAX_WORKERS)
 
+    encrypted = _read_encrypted_listeners(table, base_dir, listen)
     return ServerConfig(
         listen=listen,
         workers=workers,
@@ -781,7 +791,60 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
         ),
         chaos_version=table.string("chaos_version", ""),
         control_socket=_absolute(base_dir, control) if control else None,
+        tls_listen=encrypted[0],
+        https_listen=encrypted[1],
+        tls_certificate=encrypted[2],
+        tls_private_key=encrypted[3],
     )
+
+
+_Addresses = tuple[tuple[str, int], ...]
+
+
+def _read_encrypted_listeners(table: _Table, base_dir: str,
+                              listen: _Addresses) -> tuple[_Addresses, _Addresses, str | None, str | None]:
+    """``tls_listen``, ``https_listen`` and the certificate pair they serve with (smartdns.encrypted).
+
+    The pair is loaded here, the way the listeners load it, so ``smartdns check`` and a reload
+    reject a key that is not the certificate's."""
+    taken = {address for address in listen if address[1] != 0}
+    found: dict[str, _Addresses] = {}
+    for key in ("tls_listen", "https_listen"):
+        items = table.strings(key) or []
+        addresses = table.parsed(key, items, _quoted(_parse_listen))
+        for index, address in addresses:
+            if address in taken:
+                table.report(key, f"[server] {key}: {dict(items)[index]!r} is already a listen address", index)
+            if address[1] != 0:
+                taken.add(address)
+        found[key] = tuple(address for _index, address in addresses)
+    texts = {key: table.string(key, "") for key in ("tls_certificate", "tls_private_key")}
+    paths = {key: _absolute(base_dir, text) if text else None for key, text in texts.items()}
+    certificate, private_key = paths["tls_certificate"], paths["tls_private_key"]
+    result = (found["tls_listen"], found["https_listen"], certificate, private_key)
+    if certificate is None and private_key is None:
+        for key in ("tls_listen", "https_listen"):
+            if found[key]:
+                table.report(key, f"[server] {key} needs tls_certificate and tls_private_key")
+        return result
+    if certificate is None or private_key is None:
+        given, missing = "tls_certificate", "tls_private_key"
+        if certificate is None:
+            given, missing = missing, given
+        table.report(given, f"[server] {given} is set but {missing} is not")
+        return result
+    problems = {"tls_certificate": _file_problem(certificate), "tls_private_key": _file_problem(private_key)}
+    for key, problem in problems.items():
+        if problem:
+            table.report(key, f"[server] {key}: {paths[key]!r} {problem}")
+    if not any(problems.values()):
+        from smartdns.certs import CertificateProblem, load_certificate_pair
+
+        try:
+            load_certificate_pair(certificate, private_key)
+        except CertificateProblem as e:
+            table.report(e.key, f"[server] {e.key}: {paths[e.key]!r} {e.message}")
+    return result
 
 
 def _read_zones(table: _Table, base_dir: str) -> ZonesConfig:

@@ -88,6 +88,7 @@ class SmartDNSService(TypedMultiService):
         self.watcher = Watcher(reactor, self.reload)
         self.ports: list[Any] = []
         self.control_port: Any = None
+        self.encrypted: Any = None          # DoT and DoH listeners (smartdns.encrypted), when configured
         self._old_sighup: Any = None
         self._retired: list[tuple[Forwarder, Any]] = []    # replaced forwarders and their close timers
 
@@ -101,6 +102,11 @@ class SmartDNSService(TypedMultiService):
             udp, tcp = self._listen_pair(host, port)
             self.ports += [udp, tcp]
             log.info("smartdns listening on {host} port {port} (UDP and TCP)", host=host, port=udp.getHost().port)
+        server = self.config.server
+        if (server.tls_listen or server.https_listen) and not self.worker:
+            # The first process alone serves DoT and DoH; TLS is loaded only when asked for.
+            from smartdns.encrypted import listen_encrypted
+            self.encrypted = listen_encrypted(self.reactor, self.handler, server)
 
     def _listen_pair(self, host: str, port: int) -> tuple[Any, Any]:
         """UDP and TCP on the same port; for port 0, retry until one number is free for both."""
@@ -206,6 +212,8 @@ class SmartDNSService(TypedMultiService):
         self.handler.set_chaos_version(config.server.chaos_version)
         self.tcp_factory.idle_timeout = config.server.tcp_idle_timeout
         self.tcp_factory.max_connections = config.server.tcp_max_connections
+        if self.encrypted is not None:
+            self.encrypted.apply(config.server)     # limits, and the certificate files read again
         self.current = snapshot
         flushed = self.cache.flush_below(changed_origins(old, snapshot))
         if flushed:
@@ -251,6 +259,9 @@ class SmartDNSService(TypedMultiService):
                 timer.cancel()
                 forwarder.close()
         self._retired.clear()
+        if self.encrypted is not None:
+            stopping.append(self.encrypted.stop())
+            self.encrypted = None
         ports, self.ports = self.ports, []
         if self.control_port is not None:
             ports.append(self.control_port)

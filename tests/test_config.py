@@ -54,6 +54,26 @@ def _self_signed_pem() -> bytes:
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
 
+def _server_pair_pem() -> tuple[bytes, bytes]:
+    """A throwaway self-signed server certificate and its key (PEM), for tls_certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dns.test")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(2).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
 #: (TOML text, {attribute path: expected value}). Paths like "forward.zones[0].name".
 VALID: list[tuple[str, dict[str, Any]]] = [
     # Defaults: an empty file is a complete configuration.
@@ -97,6 +117,17 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ('[server]\nchaos_version = "smartdns"', {"server.chaos_version": "smartdns"}),
     ('[server]\ncontrol_socket = "run/smartdns.sock"', {"server.control_socket": "{dir}/run/smartdns.sock"}),
     ('[server]\ncontrol_socket = ""', {"server.control_socket": None}),
+    (
+        '[server]\ntls_listen = ["127.0.0.1:853", "[::1]:853"]\nhttps_listen = ["127.0.0.1:443", "127.0.0.1:0"]\n'
+        'tls_certificate = "server.pem"\ntls_private_key = "server.key"',
+        {"server.tls_listen": (("127.0.0.1", 853), ("::1", 853)),
+         "server.https_listen": (("127.0.0.1", 443), ("127.0.0.1", 0)),
+         "server.tls_certificate": "{dir}/server.pem", "server.tls_private_key": "{dir}/server.key"},
+    ),
+    ('[server]\nhttps_listen = ["127.0.0.1:0"]\ntls_certificate = "server.pem"\ntls_private_key = "server.key"',
+     {"server.tls_listen": (), "server.https_listen": (("127.0.0.1", 0),)}),
+    ('[server]\ntls_listen = []\ntls_certificate = ""\ntls_private_key = ""',
+     {"server.tls_listen": (), "server.tls_certificate": None, "server.tls_private_key": None}),
     # [zones]: paths are relative to the config file's directory.
     ('[zones]\ndirectory = "/srv/zones"', {"zones.directory": "/srv/zones"}),
     ('[zones]\ndirectory = "data/zones/"', {"zones.directory": "{dir}/data/zones"}),
@@ -306,6 +337,19 @@ INVALID: list[tuple[str, str]] = [
     ),
     ("[server]\nchaos_version = 1", "smartdns.toml:2: [server] chaos_version must be a string, not an integer"),
     ("[server]\ncontrol_socket = true", "smartdns.toml:2: [server] control_socket must be a string, not a boolean"),
+    ('[server]\ntls_listen = ["127.0.0.1:853"]',
+     "smartdns.toml:2: [server] tls_listen needs tls_certificate and tls_private_key"),
+    ('[server]\nhttps_listen = ["127.0.0.1:443"]',
+     "smartdns.toml:2: [server] https_listen needs tls_certificate and tls_private_key"),
+    ('[server]\nhttps_listen = ["localhost:443"]',
+     "smartdns.toml:2: [server] https_listen: 'localhost:443': listen address must be an IP address"),
+    ('[server]\ntls_listen = "127.0.0.1:853"',
+     "smartdns.toml:2: [server] tls_listen must be an array of strings, not a string"),
+    ('[server]\ntls_certificate = "/nonexistent/server.pem"',
+     "smartdns.toml:2: [server] tls_certificate is set but tls_private_key is not"),
+    ('[server]\ntls_private_key = "/nonexistent/server.key"',
+     "smartdns.toml:2: [server] tls_private_key is set but tls_certificate is not"),
+    ("[server]\ntls_certificate = 1", "smartdns.toml:2: [server] tls_certificate must be a string, not an integer"),
     # [zones]
     ('[zones]\ndirectory = ""', "smartdns.toml:2: [zones] directory must not be empty"),
     ("[zones]\ndirectory = ['zones']", "smartdns.toml:2: [zones] directory must be a string, not an array"),
@@ -520,6 +564,9 @@ class ParseConfigTests(TestCase):
             f.write(_self_signed_pem())
         with open(os.path.join(self.directory, "not-a-ca.pem"), "w") as f:
             f.write("-----BEGIN CERTIFICATE-----\nnot base64\n")
+        for name, pem in zip(("server.pem", "server.key"), _server_pair_pem()):
+            with open(os.path.join(self.directory, name), "wb") as f:
+                f.write(pem)
         # Data files the valid rows name: the config checks that they exist.
         os.makedirs(os.path.join(self.directory, "run"))
         for name, text in ((os.path.join(self.directory, "records.json"), "[]"),
@@ -571,6 +618,45 @@ class ParseConfigTests(TestCase):
             self.parse('[forward]\ntls_ca_file = "not-a-ca.pem"', path)
         self.assertEqual(str(caught.exception), f"{path}:2: [forward] tls_ca_file: "
                          f"'{self.directory}/not-a-ca.pem' holds no PEM certificate")
+
+    def test_tls_certificate_problems(self) -> None:
+        """The DoT/DoH certificate pair is loaded as the listeners load it: each problem is one
+        line at the key to blame (a key of another certificate, files without PEM, missing files),
+        and a listener address may not be another listener's."""
+        other_key = os.path.join(self.directory, "other.key")
+        with open(other_key, "wb") as f:
+            f.write(_server_pair_pem()[1])
+        from cryptography.hazmat.primitives import serialization
+        with open(os.path.join(self.directory, "server.key"), "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+        with open(os.path.join(self.directory, "encrypted.key"), "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(b"secret")))
+        d = self.directory
+        rows = [
+            ('tls_certificate = "server.pem"\ntls_private_key = "other.key"',
+             f"3: [server] tls_private_key: '{d}/other.key' is not the key of the certificate in '{d}/server.pem'"),
+            ('tls_certificate = "not-a-ca.pem"\ntls_private_key = "server.key"',
+             f"2: [server] tls_certificate: '{d}/not-a-ca.pem' holds no PEM certificate"),
+            ('tls_certificate = "server.pem"\ntls_private_key = "server.pem"',
+             f"3: [server] tls_private_key: '{d}/server.pem' holds no PEM private key"),
+            ('tls_certificate = "server.pem"\ntls_private_key = "encrypted.key"',
+             f"3: [server] tls_private_key: '{d}/encrypted.key' is encrypted (give the key without a passphrase)"),
+            ('tls_certificate = "missing.pem"\ntls_private_key = "server.key"',
+             f"2: [server] tls_certificate: '{d}/missing.pem' does not exist"),
+            ('tls_certificate = "server.pem"\ntls_private_key = "run"',
+             f"3: [server] tls_private_key: '{d}/run' is not a file"),
+            ('listen = ["127.0.0.1:853"]\ntls_listen = ["127.0.0.1:853"]\n'
+             'tls_certificate = "server.pem"\ntls_private_key = "server.key"',
+             "3: [server] tls_listen: '127.0.0.1:853' is already a listen address"),
+            ('tls_listen = ["127.0.0.1:853"]\nhttps_listen = ["127.0.0.1:853"]\n'
+             'tls_certificate = "server.pem"\ntls_private_key = "server.key"',
+             "3: [server] https_listen: '127.0.0.1:853' is already a listen address"),
+        ]
+        for text, expected in rows:
+            with self.assertRaises(ConfigError, msg=text) as caught:
+                self.parse("[server]\n" + text)
+            self.assertEqual(str(caught.exception), f"{self.config_path}:{expected}")
 
     def test_every_problem_reported_at_once(self) -> None:
         """Problems across tables are all collected, in line order, in one ConfigError."""

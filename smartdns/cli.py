@@ -1,8 +1,10 @@
 """The ``smartdns`` command: ``check`` validates without serving, ``reload`` asks a running
-server to reload and prints whether it worked, ``stats`` prints its counters."""
+server to reload and prints whether it worked, ``stats`` prints its counters, ``explain`` says
+why a client gets the answer it gets (smartdns.explain)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -123,20 +125,29 @@ def _control(path: str, command: bytes) -> tuple[int, str]:
     return 0, b"".join(chunks).decode("utf-8", "replace").strip()
 
 
-def stats(config_path: str | None) -> int:
-    """Print the running server's counters, one ``name value`` per line."""
+def stats(config_path: str | None, as_json: bool = False) -> int:
+    """Print the running server's counters, summed over every process of ``[server] workers``:
+    one ``name value`` per line, or with ``as_json`` one JSON object that also holds each
+    process's own (smartdns.control.stats_report)."""
     path = _control_socket(config_path)
     if path is None:
         return 1
     if not path:
         print("no [server] control_socket in the config", file=sys.stderr)
         return 1
-    code, reply = _control(path, b"stats")
+    code, reply = _control(path, b"stats json")
     status, _, text = reply.partition("\n")
     if code or status != "ok stats":
         print(reply, file=sys.stderr)
         return 1
-    print(text)
+    report = json.loads(text)
+    if as_json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        for name, value in report["counters"].items():
+            print(f"{name} {value}")
+    for index in report["missing_workers"]:
+        print(f"worker {index} did not answer; its counters are not included", file=sys.stderr)
     return 0
 
 
@@ -181,9 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     p_reload.add_argument("--pidfile", default=None, help="send SIGHUP to this twistd pidfile's process instead")
     p_stats = sub.add_parser("stats", help="print the running server's counters")
     p_stats.add_argument("--config", "-c", default=None, help="path to smartdns.toml (finds the control socket)")
+    p_stats.add_argument("--json", action="store_true",
+                         help="one JSON object: the sums, and each worker process's own counters")
+    p_explain = sub.add_parser("explain", help="why a client gets the answer it gets (asks no upstream)")
+    p_explain.add_argument("--config", "-c", default=None, help="path to smartdns.toml")
+    p_explain.add_argument("name", help="the name asked")
+    p_explain.add_argument("type", nargs="?", default="A", help="the type asked (default A)")
+    p_explain.add_argument("--from", dest="client", required=True, metavar="IP", help="the client's address")
+    p_explain.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args(argv)
+    if args.command == "explain":
+        from smartdns.explain import run as explain
+        return explain(args.config, args.name, args.type, args.client, args.json)
     if args.command == "stats":
-        return stats(args.config)
+        return stats(args.config, args.json)
     if args.command == "check":
         return check(args.config)
     if args.command == "reload":

@@ -125,7 +125,6 @@ class ServerConfig:
     tls_private_key: str | None = None  # absolute path of its PEM private key
 
 
-
 @dataclass(frozen=True, slots=True)
 class ZonesConfig:
     """``[zones]``: where local data lives; every path is absolute."""
@@ -191,6 +190,25 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: Prometheus metrics, health and readiness over HTTP (smartdns.metrics)."""
+
+    listen: tuple[str, int] | None = None  # None = no HTTP listener
+
+
+LOG_LEVELS = ("debug", "info", "warn", "error")   # least to most severe
+DEFAULT_LOG_LEVEL = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """``[log]``: the server log (smartdns.logs)."""
+
+    level: str = DEFAULT_LOG_LEVEL  # one of LOG_LEVELS: events below it are not logged
+    queries: str | None = None  # the query log: an absolute path, "-" for stdout, None = off
+
+
+@dataclass(frozen=True, slots=True)
 class HostsConfig:
     """``[hosts]``: hosts(5) files answered after local zones and before forwarding."""
 
@@ -205,6 +223,7 @@ class PolicyRule:
     action: str
     lines: tuple[str, ...] = ()  # empty = every client
     types: tuple[int, ...] = ()  # empty = every type
+    line: int = field(default=0, compare=False)  # where its [[policy]] header is (smartdns explain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +239,8 @@ class Config:
     cache: CacheConfig
     policies: tuple[PolicyRule, ...]
     hosts: HostsConfig = HostsConfig()
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     # What is valid but probably not meant (an open resolver); printed by ``smartdns check`` and
     # logged at start, never a reason to refuse the file.
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
@@ -720,7 +741,7 @@ def _absolute(base_dir: str, path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sections
 
-_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache", "hosts")
+_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache", "hosts", "metrics", "log")
 _ARRAY_TABLES = ("policy",)
 
 
@@ -1056,6 +1077,28 @@ def _read_cache(table: _Table) -> CacheConfig:
     )
 
 
+def _read_metrics(table: _Table) -> MetricsConfig:
+    table.reject_unknown(("listen",))
+    text = table.string("listen", "")
+    if not text:
+        return MetricsConfig()
+    try:
+        return MetricsConfig(_parse_listen(text))
+    except ValueError as e:
+        table.report("listen", f"[metrics] listen: {e}")
+        return MetricsConfig()
+
+
+def _read_log(table: _Table, base_dir: str) -> LogConfig:
+    table.reject_unknown(("level", "queries"))
+    queries = table.string("queries", "")
+    if queries and queries != "-":
+        queries = _absolute(base_dir, queries)
+        if not os.path.isdir(os.path.dirname(queries)):
+            table.report("queries", f"[log] queries: directory {os.path.dirname(queries)!r} does not exist")
+    return LogConfig(level=table.choice("level", DEFAULT_LOG_LEVEL, LOG_LEVELS), queries=queries or None)
+
+
 def _read_hosts(table: _Table, base_dir: str) -> HostsConfig:
     table.reject_unknown(("files",))
     files: list[str] = []
@@ -1100,7 +1143,7 @@ def _read_policy(table: _Table) -> PolicyRule | None:
     types = [rr_type for _index, rr_type in table.parsed("types", table.strings("types") or [], _parse_rr_type)]
     if table.bad:
         return None
-    return PolicyRule(tuple(names), action, tuple(lines), tuple(types))
+    return PolicyRule(tuple(names), action, tuple(lines), tuple(types), table.reader.source.line(table.where))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1148,6 +1191,8 @@ def _build(
         cache=_read_cache(section("cache")),
         policies=tuple(policies),
         hosts=_read_hosts(section("hosts"), base_dir),
+        log=_read_log(section("log"), base_dir),
+        metrics=_read_metrics(section("metrics")),
         warnings=tuple(warnings),
     )
     if reader.problems:

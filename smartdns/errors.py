@@ -66,3 +66,7 @@ class ListenError(CannotListenError, SmartDNSError):
         text = text[:1].lower() + text[1:]
         host = f"[{self.interface}]" if ":" in self.interface else self.interface
         return f"cannot listen on {host}:{self.port}/{self.protocol}: {text}"
+
+
+class ControlSocketError(SmartDNSError):
+    """The control socket cannot be set up without harm; the text is the one line a failed start prints."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import dns.rdataclass
+import dns.rdatatype
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -136,6 +138,7 @@ class ForwardResolver:
         answer: defer.Deferred[Entry] = defer.Deferred()
         def answer_stale() -> None:
             if not answer.called:
+                self.cache.counters.stale += 1
                 answer.callback(stale)
 
         timer = self.reactor.callLater(STALE_ANSWER_AFTER_SECONDS, answer_stale)
@@ -178,7 +181,13 @@ class ForwardResolver:
         return waiter
 
     def _store(self, reply: wire.Reply, key: CacheKey) -> Entry:
-        """Turn a validated upstream response into an entry and cache it where cacheable."""
+        """Turn a validated upstream response into an entry and cache it where cacheable; the
+        entry says which upstream answered (for the query log)."""
+        entry = self._store_reply(reply, key)
+        entry.upstream = reply.upstream
+        return entry
+
+    def _store_reply(self, reply: wire.Reply, key: CacheKey) -> Entry:
         qkey, qtype, qclass = key[0], key[1], key[2]
         now = self.reactor.seconds()
         if reply.rcode == wire.NOERROR:
@@ -245,10 +254,14 @@ class ForwardResolver:
         current = self.cache.peek(key)
         if current is not None and current.rcode != wire.SERVFAIL and self.reactor.seconds() < current.expires_at:
             return current      # a failed prefetch leaves the still-fresh entry alone
-        log.info("forwarding {qname} type {qtype} failed: {error}", qname=wire.to_text(key[0]), qtype=key[1],
+        # Named as dig names them (``AAAA``, ``TYPE12289``; ``IN``, ``CLASS7``).
+        log.info("forwarding {qname} {qclass} {qtype} failed: {error}", qname=wire.to_text(key[0]),
+                 qclass=dns.rdataclass.to_text(dns.rdataclass.RdataClass.make(key[2])),
+                 qtype=dns.rdatatype.to_text(dns.rdatatype.RdataType.make(key[1])),
                  error=reason.getErrorMessage())
         stale = self.cache.get_stale(key)
         if stale is not None:
+            self.cache.counters.stale += 1
             return stale
         now = self.reactor.seconds()
         question = key[0] + struct.pack("!HH", key[1], key[2])

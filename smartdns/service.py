@@ -20,11 +20,12 @@ from smartdns import reuseport
 from smartdns.cache import AnswerCache, CacheCounters
 from smartdns.chain import CacheStage, ChainSet, UpstreamStage, compose
 from smartdns.config import Config, load_config
+from smartdns.control import ControlService, stats_report, twistd_owner
 from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder, Stats as UpstreamStats
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
-from smartdns.reload import Reloader, ReloadResult, ZoneFileCache, changed_origins
+from smartdns.reload import Reloader, ReloadResult, ReloadState, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
 from smartdns.txtyping import TypedMultiService, cannot_listen
 from smartdns.watch import ControlFactory, Watcher
@@ -65,7 +66,7 @@ class SmartDNSService(TypedMultiService):
     def __init__(self, config: Config, snapshot: Snapshot, reactor: Any, *,
                  files: ZoneFileCache | None = None, install_signals: bool = False,
                  worker: bool = False, transform: Callable[[Config], Config] | None = None,
-                 resolvers: tuple[Any, ...] = ()) -> None:
+                 resolvers: tuple[Any, ...] = (), control_owner: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.worker = worker                # a process started by the first one for [server] workers
         self.reactor = reactor
@@ -87,10 +88,19 @@ class SmartDNSService(TypedMultiService):
         self.supervisor: Any = None
         self.watcher = Watcher(reactor, self.reload)
         self.ports: list[Any] = []
-        self.control_port: Any = None
+        if config.server.control_socket:
+            # A child service: bound with the listeners, before twistd drops privileges.
+            control = ControlService(reactor, config.server.control_socket,
+                                     ControlFactory(self.reload, self.stats_report, self.explain),
+                                     control_owner)
+            control.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.encrypted: Any = None          # DoT and DoH listeners (smartdns.encrypted), when configured
         self._old_sighup: Any = None
         self._retired: list[tuple[Forwarder, Any]] = []    # replaced forwarders and their close timers
+        self.reload_state = ReloadState(last_success=reactor.seconds())
+        self.metrics_port: Any = None
+        self.ready = False                  # zones loaded and listeners bound (the /ready endpoint)
+        self.querylog: Any = None
 
     def privilegedStartService(self) -> None:  # noqa: N802
         """Bind every listener before twistd drops privileges (port 53); a second call does
@@ -107,6 +117,36 @@ class SmartDNSService(TypedMultiService):
             # The first process alone serves DoT and DoH; TLS is loaded only when asked for.
             from smartdns.encrypted import listen_encrypted
             self.encrypted = listen_encrypted(self.reactor, self.handler, server)
+        self._listen_metrics()
+
+    def _listen_metrics(self) -> None:
+        """``[metrics] listen``: /metrics, /health and /ready over HTTP, from this reactor."""
+        address = self.config.metrics.listen
+        if address is None or self.worker:
+            return
+        from smartdns import metrics           # prometheus-client is loaded only when it is used
+        host, port = address
+        site = metrics.site(self.metrics_counters, lambda: self.ready)
+        try:
+            self.metrics_port = self.reactor.listenTCP(port, site, interface=host)
+        except CannotListenError as e:
+            raise ListenError(host, port, "tcp", e) from None
+        log.info("metrics on http://{host}:{port}/metrics", host=host, port=self.metrics_port.getHost().port)
+
+    def metrics_counters(self) -> dict[str, Any]:
+        """Every counter of this server for a scrape (smartdns.metrics.counters)."""
+        from smartdns import metrics
+        return metrics.counters(self)
+
+    def upstream_health(self) -> dict[str, int]:
+        """Each configured upstream: 1 unless it is backed off after failures now."""
+        now = self.reactor.seconds()
+        out: dict[str, int] = {}
+        for pool in self.forwarder.pools:
+            for upstream in pool.upstreams:
+                health = pool.health.get(upstream)
+                out[str(upstream)] = 0 if health is not None and health.down_until > now else 1
+        return out
 
     def _listen_pair(self, host: str, port: int) -> tuple[Any, Any]:
         """UDP and TCP on the same port; for port 0, retry until one number is free for both."""
@@ -142,29 +182,49 @@ class SmartDNSService(TypedMultiService):
             # Work never runs inside the handler: it only wakes the reactor, which then runs the reload.
             self._old_sighup = signal.signal(
                 signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload, "SIGHUP"))
-        control = self.config.server.control_socket
-        if control:
-            self._start_control(control)
         if self.config.zones.watch:
             self._watch_paths()
             self.watcher.start()
         if self.config.server.workers > 1 and not self.worker:
             self.supervisor = Supervisor(self.reactor, self.config, [p.getHost().port for p in self.ports[::2]])
             self.supervisor.start()
+        self._open_querylog(self.config.log.queries)
+        self.ready = True
 
-    def _start_control(self, path: str) -> None:
-        """The local control socket for ``smartdns reload`` (owner-only permissions)."""
-        try:
-            if os.path.exists(path):
-                os.unlink(path)
-            self.control_port = self.reactor.listenUNIX(path, ControlFactory(self.reload, self.stats), mode=0o600)
-        except (OSError, CannotListenError) as e:
-            log.warn("control socket {path} unavailable, `smartdns reload` will not work: {error}",
-                     path=path, error=e)
+    def _open_querylog(self, path: str | None) -> None:
+        """``[log] queries``: start, reopen (same path: logrotate) or stop the query log."""
+        current = self.querylog
+        if current is not None and path == current.path:
+            current.reopen()
+            return
+        if current is not None:
+            current.close()
+        self.querylog = None
+        if path:
+            from smartdns.querylog import QueryLog
+            self.querylog = QueryLog(self.reactor, path)
+        self.handler.set_querylog(self.querylog)
+
+    def stats_report(self) -> defer.Deferred[dict[str, Any]]:
+        """Every process's counters (this one's `stats`, and each worker's, asked over its pipe),
+        summed and one by one, for ``smartdns stats`` (smartdns.control.stats_report)."""
+        own = (0, os.getpid(), self.stats())
+        if self.supervisor is None:
+            return defer.succeed(stats_report([own]))
+        replies: defer.Deferred[list[tuple[int, int, Any]]] = self.supervisor.ask_all("stats")
+        return replies.addCallback(
+            lambda replies: stats_report([own] + [(index, pid, reply["counters"] if reply else None)
+                                                  for index, pid, reply in replies]))
+
+    def explain(self, request: str) -> defer.Deferred[dict[str, Any]]:
+        """The control socket's ``explain {json}``: why a client gets its answer, from this
+        process's data and cache, asking no upstream (smartdns.explain)."""
+        from smartdns.explain import explain_request
+        return explain_request(self.handler, request)
 
     def stats(self) -> list[tuple[str, int]]:
         """Counters of this process since it started (each worker of ``[server] workers`` keeps
-        its own; the control socket is the first process's), for ``smartdns stats``."""
+        its own; `stats_report` gathers them all), for ``smartdns stats``."""
         handler, cache, resolver = self.handler, self.cache, self.resolver
         forwarded = self.forwarder.stats
         counters = [
@@ -196,6 +256,7 @@ class SmartDNSService(TypedMultiService):
         """Reload config and zones; the old data keeps serving if anything is wrong.  Worker
         processes are told to reload too (each validates the same files itself)."""
         d = self.reloader.reload(reason)
+        d.addCallback(lambda result: self.reload_state.note(result, self.reactor.seconds()))
         if self.supervisor is not None:
             d.addCallback(lambda result: self.supervisor.signal_all(signal.SIGHUP) or result)
         return d
@@ -203,6 +264,9 @@ class SmartDNSService(TypedMultiService):
     def apply(self, config: Config, snapshot: Snapshot) -> None:
         """Swap in a validated snapshot (one assignment) and make local overrides win at once."""
         old = self.current
+        if config.log.level != self.config.log.level:
+            log.warn("[log] level changed to {new}: the level is set at start, restart to apply; "
+                     "still logging at {old}", new=config.log.level, old=self.config.log.level)
         if config.server.listen != self.config.server.listen:
             log.warn("[server] listen changed to {new}: listeners are only bound at start, restart to apply; "
                      "still listening on {old}", new=config.server.listen, old=self.config.server.listen)
@@ -210,6 +274,8 @@ class SmartDNSService(TypedMultiService):
             self._replace_forwarding(config)
         self.handler.set_max_udp_payload(config.server.max_udp_payload)
         self.handler.set_chaos_version(config.server.chaos_version)
+        if self.running:
+            self._open_querylog(config.log.queries)
         self.tcp_factory.idle_timeout = config.server.tcp_idle_timeout
         self.tcp_factory.max_connections = config.server.tcp_max_connections
         if self.encrypted is not None:
@@ -263,9 +329,14 @@ class SmartDNSService(TypedMultiService):
             stopping.append(self.encrypted.stop())
             self.encrypted = None
         ports, self.ports = self.ports, []
-        if self.control_port is not None:
-            ports.append(self.control_port)
-            self.control_port = None
+        if self.metrics_port is not None:
+            ports.append(self.metrics_port)
+            self.metrics_port = None
+        self.ready = False
+        if self.querylog is not None:
+            self.querylog.close()
+            self.querylog = None
+            self.handler.set_querylog(None)
         return defer.gatherResults(stopping + [defer.maybeDeferred(p.stopListening) for p in ports]).addCallback(
             lambda _: super(SmartDNSService, self).stopService())
 
@@ -319,5 +390,6 @@ def makeService(options: Options) -> SmartDNSService:  # noqa: N802
     tune_gc()
 
     config, snapshot = options.loaded
-    return SmartDNSService(config, snapshot, reactor, files=options.files, install_signals=True)
+    return SmartDNSService(config, snapshot, reactor, files=options.files, install_signals=True,
+                           control_owner=twistd_owner(getattr(options, "parent", None)))
 

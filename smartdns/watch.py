@@ -12,6 +12,7 @@ or a test run's scratch files, change nothing, and each reload would empty the f
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable
 
@@ -212,20 +213,23 @@ class Watcher:
 
 class ControlProtocol(TypedLineOnlyReceiver):
     """``reload`` → one line ``ok ...`` or ``error ...`` followed by the problems, then close.
-    ``stats`` → ``ok stats`` then one ``name value`` line per counter, then close."""
+    ``stats`` → ``ok stats`` then one ``name value`` line per counter (summed over every
+    process), then close; ``stats json`` → ``ok stats`` then the whole report
+    (`smartdns.control.stats_report`) as one JSON line.  ``explain {json}`` → ``ok explain`` then
+    the explanation (`smartdns.explain`) as one JSON line."""
 
     delimiter = b"\n"
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802
         command = line.strip().decode("ascii", "replace")
-        if command == "stats":
-            self.sendLine(b"ok stats")
-            for name, value in self.factory.stats():
-                self.sendLine(f"{name} {value}".encode("utf-8"))
-            lose_connection(self)
+        if command in ("stats", "stats json"):
+            self._send_stats(as_json=command == "stats json")
+            return
+        if command.startswith("explain ") and self.factory.explain is not None:
+            self._send_explain(command[len("explain "):])
             return
         if command != "reload":
-            self.sendLine(b"error unknown command (try: reload, stats)")
+            self.sendLine(b"error unknown command (try: reload, stats, stats json, explain)")
             lose_connection(self)
             return
         d = defer.maybeDeferred(self.factory.reload, "smartdns reload")
@@ -242,14 +246,45 @@ class ControlProtocol(TypedLineOnlyReceiver):
 
         d.addCallbacks(reply, crashed)
 
+    def _send_stats(self, *, as_json: bool) -> None:
+        def reply(report: dict[str, Any]) -> None:
+            self.sendLine(b"ok stats")
+            if as_json:
+                self.sendLine(json.dumps(report, sort_keys=True).encode("utf-8"))
+            else:
+                for name, value in report["counters"].items():
+                    self.sendLine(f"{name} {value}".encode("utf-8"))
+            lose_connection(self)
+
+        def crashed(reason: Any) -> None:
+            self.sendLine(f"error {reason.getErrorMessage()}".encode("utf-8"))
+            lose_connection(self)
+
+        defer.maybeDeferred(self.factory.report).addCallbacks(reply, crashed)
+
+    def _send_explain(self, argument: str) -> None:
+        def reply(report: dict[str, Any]) -> None:
+            self.sendLine(b"ok explain")
+            self.sendLine(json.dumps(report, sort_keys=True).encode("utf-8"))
+            lose_connection(self)
+
+        def crashed(reason: Any) -> None:
+            self.sendLine(f"error {reason.getErrorMessage()}".encode("utf-8"))
+            lose_connection(self)
+
+        defer.maybeDeferred(self.factory.explain, argument).addCallbacks(reply, crashed)
+
 
 class ControlFactory(protocol.ServerFactory):
-    """The local control socket's factory."""
+    """The local control socket's factory: ``report`` gives (or fires with) the counters of every
+    process, as `smartdns.control.stats_report` makes them."""
 
     protocol = ControlProtocol
     noisy = False
 
     def __init__(self, reload: Callable[[str], Any],
-                 stats: Callable[[], list[tuple[str, int]]] = lambda: []) -> None:
+                 report: Callable[[], Any] = lambda: {"counters": {}, "processes": [], "missing_workers": []},
+                 explain: Callable[[str], Any] | None = None) -> None:
         self.reload = reload
-        self.stats = stats
+        self.report = report
+        self.explain = explain      # ``explain {json}`` → (a Deferred of) the explanation dict

@@ -18,6 +18,7 @@ from smartdns.config import (
     Config,
     ForwardZone,
     LineConfig,
+    LogConfig,
     PolicyRule,
     ServerConfig,
     Upstream,
@@ -128,6 +129,12 @@ VALID: list[tuple[str, dict[str, Any]]] = [
      {"server.tls_listen": (), "server.https_listen": (("127.0.0.1", 0),)}),
     ('[server]\ntls_listen = []\ntls_certificate = ""\ntls_private_key = ""',
      {"server.tls_listen": (), "server.tls_certificate": None, "server.tls_private_key": None}),
+    # [log]: the server log's level, info unless set.
+    ("", {"log": LogConfig(), "log.level": "info"}),
+    ("[log]", {"log.level": "info"}),
+    ('[log]\nlevel = "debug"', {"log.level": "debug"}),
+    ('[log]\nlevel = "warn"', {"log.level": "warn"}),
+    ('[log]\nlevel = "error"', {"log.level": "error"}),
     # [zones]: paths are relative to the config file's directory.
     ('[zones]\ndirectory = "/srv/zones"', {"zones.directory": "/srv/zones"}),
     ('[zones]\ndirectory = "data/zones/"', {"zones.directory": "{dir}/data/zones"}),
@@ -350,6 +357,15 @@ INVALID: list[tuple[str, str]] = [
     ('[server]\ntls_private_key = "/nonexistent/server.key"',
      "smartdns.toml:2: [server] tls_private_key is set but tls_certificate is not"),
     ("[server]\ntls_certificate = 1", "smartdns.toml:2: [server] tls_certificate must be a string, not an integer"),
+    # [log]
+    (
+        '[log]\nlevel = "verbose"',
+        "smartdns.toml:2: [log] level must be one of debug, info, warn, error, not 'verbose'",
+    ),
+    ('[log]\nlevel = "INFO"', "smartdns.toml:2: [log] level must be one of debug, info, warn, error, not 'INFO'"),
+    ("[log]\nlevel = 3", "smartdns.toml:2: [log] level must be a string, not an integer"),
+    ('[log]\nlevels = "info"', "smartdns.toml:2: unknown key 'levels' in [log]"),
+    ('log = "info"', "smartdns.toml:1: [log] must be a table, not a string"),
     # [zones]
     ('[zones]\ndirectory = ""', "smartdns.toml:2: [zones] directory must not be empty"),
     ("[zones]\ndirectory = ['zones']", "smartdns.toml:2: [zones] directory must be a string, not an array"),

@@ -500,3 +500,25 @@ class PrefetchTests(ResolverCase):
         cached = self.resolver.cached(key)
         assert cached is not None
         self.assertEqual(cached.rcode, wire.NOERROR)
+
+
+class FailureLogTests(ResolverCase):
+    """The log line of a failed forward names the class and type as dig does."""
+
+    def failed_line(self, qtype: int, qclass: int = wire.IN) -> str:
+        from twisted.logger import capturedLogs, formatEvent
+
+        self.make()
+        with capturedLogs() as events:
+            d = self.resolver.resolve(self.resolver.key(name("www.example.com"), qtype, qclass, False))
+            self.fail(0)
+        self.successResultOf(d)
+        return "\n".join(formatEvent(e) for e in events if "forwarding" in e.get("log_format", ""))
+
+    def test_known_type(self) -> None:
+        """Type 28 is AAAA, class 1 is IN."""
+        self.assertEqual(self.failed_line(28), "forwarding www.example.com. IN AAAA failed: timed out")
+
+    def test_unknown_type_and_class(self) -> None:
+        """A type without a mnemonic is TYPE12289, a class without one CLASS7 (RFC 3597 names)."""
+        self.assertEqual(self.failed_line(12289, 7), "forwarding www.example.com. CLASS7 TYPE12289 failed: timed out")

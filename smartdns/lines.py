@@ -144,6 +144,18 @@ class _PrefixTable(Generic[_Owner]):
         return (self._v4 if version == 4 else self._v6).find(value)
 
 
+def contains(network: Network, address: str) -> bool:
+    """Whether a peer address string is in ``network``, as the tables decide it (IPv4-mapped
+    addresses and networks count as IPv4; False if unparsable)."""
+    key = normalize_address(address)
+    if key is None:
+        return False
+    canonical = _canonical_network(network)
+    version, value = key
+    return (canonical.version == version
+            and int(canonical.network_address) <= value <= int(canonical.broadcast_address))
+
+
 class LineTable:
     """Which line a client address belongs to: the line of its longest matching prefix.
 
@@ -151,7 +163,7 @@ class LineTable:
     the same network is listed in two lines.
     """
 
-    __slots__ = ("names", "_table")
+    __slots__ = ("names", "networks", "_table")
 
     def __init__(self, lines: Iterable[tuple[str, Sequence[Network]]]) -> None:
         """Flatten the lines' networks; O(n log n) in the number of networks."""
@@ -160,6 +172,8 @@ class LineTable:
         if len(set(names)) != len(names):
             raise ValueError("line names must be unique")
         self.names: tuple[str, ...] = names
+        self.networks: tuple[tuple[str, tuple[Network, ...]], ...] = tuple(
+            (name, tuple(networks)) for name, networks in lines)
         self._table: _PrefixTable[str] = _PrefixTable(lines)
 
     def lookup(self, address: str) -> str | None:
@@ -169,6 +183,16 @@ class LineTable:
     def matches(self, address: str) -> bool:
         """Whether the address belongs to any line."""
         return self._table.find(address) is not None
+
+    def candidates(self, address: str) -> list[tuple[str, Network]]:
+        """Every (line, network) containing the address, the winner first: longest prefix, then
+        the line listed first (``smartdns explain`` shows the ones that lost).  O(n): not for
+        the query path, which uses `lookup`."""
+        found = [(order, name, network)
+                 for order, (name, network) in enumerate((n, net) for n, nets in self.networks for net in nets)
+                 if contains(network, address)]
+        found.sort(key=lambda item: (-_canonical_network(item[2]).prefixlen, item[0]))
+        return [(name, network) for _order, name, network in found]
 
     def __repr__(self) -> str:
         return f"LineTable(names={self.names!r})"

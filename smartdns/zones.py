@@ -391,6 +391,65 @@ class _Rejected(Exception):
     """Ends the zone transaction without committing when records had problems."""
 
 
+RecordLines = dict[tuple[bytes, int], list[tuple[str, int, bytes]]]
+
+
+class _Positions:
+    """A transaction proxy noting the file and line of every record the reader adds."""
+
+    def __init__(self, txn: Any, found: RecordLines) -> None:
+        self._txn = txn
+        self.found = found
+        self.reader: _Reader | None = None
+
+    def add(self, name: dns.name.Name, ttl: int, rdata: Any) -> None:
+        if self.reader is not None:
+            file, line = self.reader.where()
+            self.found.setdefault((name_wire(name).lower(), int(rdata.rdtype)), []).append(
+                (file, line, rdata_wire(rdata)))
+        self._txn.add(name, ttl, rdata)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._txn, attr)
+
+
+def record_lines(path: str, origin_text: str, *, overlay: bool = False,
+                 default_ttl: int | None = None) -> RecordLines:
+    """Where each record of a zone file is: (owner key, type) → [(file, line, RDATA wire)] in
+    file order, ``$INCLUDE``d files named as themselves.
+
+    For ``smartdns explain`` only: loaded zones keep no positions (the fast reader has none, and
+    a position per record would cost memory on every server), so the file is read again here
+    with dnspython's reader.  Nothing is committed; a record the reader rejects is skipped, and
+    a file that cannot be read gives what was read before the problem."""
+    found: RecordLines = {}
+    try:
+        origin = dns.name.from_text(origin_text)
+    except dns.exception.DNSException:
+        return found
+    zone = dns.zone.Zone(origin, rdclass=dns.rdataclass.IN, relativize=False)
+    directory = os.path.dirname(os.path.abspath(path))
+    _include_base.directory = directory
+    _include_base.opened = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            with zone.writer(replacement=True) as txn:
+                recorder = _Positions(txn, found)
+                reader = _Reader(_LineTokenizer(handle, os.path.abspath(path)), dns.rdataclass.IN, recorder,
+                                 allow_include=True, default_ttl=default_ttl)
+                recorder.reader = reader
+                reader.overlay = overlay
+                reader.base_directory = directory
+                reader.read()
+                raise _Rejected()       # positions only: never commit
+    except (_Rejected, dns.exception.DNSException, OSError, UnicodeDecodeError, ValueError):
+        pass
+    finally:
+        _include_base.directory = None
+        _include_base.opened = None
+    return found
+
+
 def _syntax_problem(path: str, text: str) -> Problem:
     """dnspython writes ``file:line: detail``; split it back into a Problem."""
     head, sep, detail = text.partition(": ")

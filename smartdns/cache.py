@@ -37,10 +37,11 @@ class Entry:
     ID 0, the question in key form and no OPT.  The original TTLs are the ones in the message.
     """
 
-    __slots__ = ("packed", "rcode", "stored_at", "expires_at", "stale_until", "_offsets_end")
+    __slots__ = ("packed", "rcode", "stored_at", "expires_at", "stale_until", "_offsets_end", "upstream")
 
     def __init__(self, packed: bytes) -> None:
         self.packed = packed
+        self.upstream: str | None = None     # who answered, on the entry just made (not stored)
         self.stored_at, self.expires_at, self.stale_until, self.rcode, count = _HEAD.unpack_from(packed)
         self._offsets_end = _HEAD.size + 2 * count
 
@@ -140,6 +141,7 @@ class CacheCounters:
     hits: int = 0
     misses: int = 0
     evictions: int = 0
+    stale: int = 0          # expired answers served because upstreams failed (RFC 8767)
 
 
 class AnswerCache:

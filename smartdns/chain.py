@@ -260,7 +260,8 @@ class UpstreamStage(WireResolver):
 
 
 def _upstream_result(entry: Any, cache_key: bytes) -> Result:
-    return Result(rcode=entry.rcode, entry=entry, source="upstream", fixed=False, cache_key=cache_key)
+    return Result(rcode=entry.rcode, entry=entry, source="upstream", fixed=False, cache_key=cache_key,
+                  upstream=entry.upstream)
 
 
 def _upstream_failed(reason: Failure) -> Result:

@@ -10,6 +10,7 @@ down for a back-off interval and the query moves on; the whole attempt is bounde
 """
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import struct
@@ -34,6 +35,9 @@ BACKOFF_MAX_SECONDS = 30.0
 TCP_IDLE_SECONDS = 10.0
 TCP_MAX_PENDING = 128
 RANDOM_BATCH_BYTES = 4096
+# Upper bounds of the per-upstream answer-time histogram, in seconds (CoreDNS's buckets).
+ANSWER_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256,
+                  0.512, 1.024, 2.048, 4.096, 8.192)
 FAILED_RCODES = frozenset({wire.SERVFAIL, wire.REFUSED, wire.NOTIMP, wire.FORMERR})
 
 
@@ -47,6 +51,25 @@ class Stats:
     failures: int = 0
     tcp_retries: int = 0
     overloaded: int = 0            # misses refused because max_outstanding questions were waiting
+    # Per upstream (its text, e.g. "udp://192.0.2.53:53"): [queries, failures (no usable
+    # reply), then answer-time histogram bucket counts over ANSWER_BUCKETS plus +Inf, then the sum].
+    per_upstream: dict[str, list[float]] = field(default_factory=dict)
+    rcodes: dict[tuple[str, int], int] = field(default_factory=dict)   # (upstream, rcode) → replies
+
+    def tried(self, upstream: str) -> list[float]:
+        """The counters of one upstream (created on first use)."""
+        row = self.per_upstream.get(upstream)
+        if row is None:
+            row = self.per_upstream[upstream] = [0.0] * (len(ANSWER_BUCKETS) + 4)
+        return row
+
+    def replied(self, upstream: str, rcode: int, seconds: float) -> None:
+        """A reply from ``upstream`` after ``seconds``."""
+        row = self.tried(upstream)
+        row[2 + bisect.bisect_left(ANSWER_BUCKETS, seconds)] += 1
+        row[-1] += seconds
+        key = (upstream, rcode)
+        self.rcodes[key] = self.rcodes.get(key, 0) + 1
 
 
 class _RandomPool:
@@ -423,27 +446,31 @@ class _Walk:
                 self.error = f"gave up after {config.total_timeout:g}s"
                 break
             health = self.pool.health.setdefault(upstream, Health())
+            forwarder.stats.tried(str(upstream))[0] += 1
             d = forwarder._try(upstream, self.qname, self.qtype, self.qclass, min(config.timeout, left),
                                self.do, self.cd)
-            d.addCallbacks(self.answered, self.failed, callbackArgs=(upstream, health),
+            d.addCallbacks(self.answered, self.failed, callbackArgs=(upstream, health, forwarder.reactor.seconds()),
                            errbackArgs=(upstream, health))
             return
         forwarder.stats.failures += 1
         self.result.errback(UpstreamError(self.error))
 
-    def answered(self, reply: wire.Reply, upstream: Upstream, health: Health) -> None:
+    def answered(self, reply: wire.Reply, upstream: Upstream, health: Health, sent: float) -> None:
+        self.forwarder.stats.replied(str(upstream), reply.rcode, self.forwarder.reactor.seconds() - sent)
         if reply.rcode in FAILED_RCODES:
             self.forwarder._mark_down(upstream, health)
             self.error = f"{upstream} answered rcode {reply.rcode}"
             self.attempt()
             return
         health.succeed()
+        reply.upstream = str(upstream)
         self.result.callback(reply)
 
     def failed(self, reason: Failure, upstream: Upstream, health: Health) -> None:
         if not failure_check(reason, UpstreamError):
             self.result.errback(reason)
             return
+        self.forwarder.stats.tried(str(upstream))[1] += 1
         self.forwarder._mark_down(upstream, health)
         self.error = reason.getErrorMessage()
         log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=self.error)
@@ -465,10 +492,13 @@ class Forwarder:
         for i, zone in enumerate(config.zones, start=1):
             self.pools.append(Pool(i, wire.from_text(zone.name).lower(), zone.upstreams, zone.policy))
         self._by_name = {p.name: p for p in self.pools}
+        self._single = self.pools[0] if len(self.pools) == 1 else None   # no [[forward.zone]]: no walk
         self.closed = False
 
     def pool_for(self, qkey: bytes) -> Pool:
         """The pool of the longest ``[[forward.zone]]`` suffix of the name, else the default."""
+        if self._single:
+            return self._single
         name = qkey
         while True:
             pool = self._by_name.get(name)

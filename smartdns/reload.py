@@ -88,6 +88,26 @@ class ReloadResult:
             self.generation, "\n".join(str(p) for p in self.problems))
 
 
+@dataclass
+class ReloadState:
+    """What the metrics say about reloads: when the served data was loaded (Unix time), how
+    many reloads were rejected, and whether the last one was."""
+
+    last_success: float
+    failures: int = 0
+    failed: bool = False
+
+    def note(self, result: ReloadResult, now: float) -> ReloadResult:
+        """Record one reload's outcome (a Deferred callback: passes the result on)."""
+        if result.ok:
+            self.last_success = now
+            self.failed = False
+        else:
+            self.failures += 1
+            self.failed = True
+        return result
+
+
 def changed_origins(old: Snapshot, new: Snapshot) -> set[bytes]:
     """Origins (and hosts-file names) whose data any client could see differently after the swap."""
     origins = set(old.zones) ^ set(new.zones)

@@ -92,6 +92,7 @@ class Result:
     fixed: bool = True                        # depends only on the snapshot and the request: fast lanes may keep it
     ra: bool = False
     cache_key: bytes = b""                    # the packed cache key of ``entry``
+    upstream: str | None = None               # the upstream that just answered (query log)
 
     @property
     def sections(self) -> tuple[list[wire.RRset], list[wire.RRset], list[wire.RRset]]:

@@ -23,8 +23,12 @@ compare the two byte for byte.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import struct
+
+import dns.rcode
+import dns.rdatatype
 from typing import Any, Callable
 
 from twisted.internet import defer, protocol
@@ -53,15 +57,73 @@ NEVER = float("inf")
 SOURCES = ("local", "hosts", "resolver", "cache", "upstream", "policy", "error")
 
 
+# Upper bounds of the answer-time histogram, in seconds (CoreDNS's buckets).
+DURATION_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256,
+                    0.512, 1.024, 2.048, 4.096, 8.192)
+
+AnswerKey = tuple[bool, "str | None", int, int, str]    # (TCP, line, qtype, rcode, source)
+
+
+class Tally:
+    """What one kept answer adds to the counters each time a fast lane sends it again: its
+    counter key, and for a cached answer the packed cache key of its entry.  Compared and
+    hashed by identity, so counting a burst of replayed answers is one dict update each."""
+
+    __slots__ = ("key", "packed")
+
+    def __init__(self, key: AnswerKey, packed: bytes | None = None) -> None:
+        self.key = key
+        self.packed = packed
+
+
 class Stats:
-    """Counters by outcome since the process started, for ``smartdns stats``."""
+    """Counters since the process started, for ``smartdns stats`` and the metrics endpoint.
+
+    ``answers`` counts every answer sent by (TCP, line, qtype, rcode, source); ``durations``
+    holds, per source, a histogram of the time the full path took (bucket counts over
+    ``DURATION_BUCKETS`` plus +Inf, then the sum).  Answers from the fast lanes are not timed:
+    they take microseconds, and count in the first bucket (``duration_histograms``)."""
 
     def __init__(self) -> None:
         self.queries = 0
         self.dropped = 0
-        self.by_source: dict[str, int] = dict.fromkeys(SOURCES, 0)
-        self.by_rcode: dict[int, int] = {}
         self.memo_hits = 0
+        self.answers: dict[AnswerKey, int] = {}
+        self.durations: dict[str, list[float]] = {}
+
+    def observe(self, source: str, seconds: float) -> None:
+        """One answer of the full path that took ``seconds``."""
+        histogram = self.durations.get(source)
+        if histogram is None:
+            histogram = self.durations[source] = [0.0] * (len(DURATION_BUCKETS) + 2)
+        histogram[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
+
+    @property
+    def by_source(self) -> dict[str, int]:
+        """Answers by the stage (or decision) that gave them."""
+        out = dict.fromkeys(SOURCES, 0)
+        for (_tcp, _line, _qtype, _rcode, source), count in self.answers.items():
+            out[source] = out.get(source, 0) + count
+        return out
+
+    @property
+    def by_rcode(self) -> dict[int, int]:
+        """Answers by response code."""
+        out: dict[int, int] = {}
+        for (_tcp, _line, _qtype, rcode, _source), count in self.answers.items():
+            out[rcode] = out.get(rcode, 0) + count
+        return out
+
+    def duration_histograms(self) -> dict[str, list[float]]:
+        """Per source: cumulative-ready bucket counts and sum, fast-lane answers in the first bucket."""
+        timed = {source: list(h) for source, h in self.durations.items()}
+        for source, total in self.by_source.items():
+            histogram = timed.setdefault(source, [0.0] * (len(DURATION_BUCKETS) + 2))
+            untimed = total - sum(histogram[:-1])
+            if untimed > 0:
+                histogram[0] += untimed
+        return timed
 
 
 class QueryHandler:
@@ -77,16 +139,17 @@ class QueryHandler:
         self.chaos_version = chaos_version   # set through set_chaos_version once serving
         self.fast_lanes = fast_lanes
         self.stats = stats if stats is not None else Stats()
+        self.querylog: Any = None           # smartdns.querylog.QueryLog while [log] queries is set
         self._chains: ChainSet | None = None
-        # Shaped answers by (question bytes, RequestShape.code, (line, may recurse)): a tuple
-        # (bytes after the ID, source, rcode), or a Result holding a cached entry.
+        # Shaped answers by (question bytes, RequestShape.code, (line, may recurse)): a pair
+        # (bytes after the ID, Tally) for a fixed answer, or (Result holding a cached entry, Tally).
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_snapshot: Snapshot | None = None
         self._clients: dict[str, tuple[str | None, bool]] = {}   # address → (line, may recurse), per snapshot
         # UDP answers by (client address, query after the ID): (answer after the ID, valid until,
-        # source: a name from SOURCES, or the packed cache key of a cached answer).  Read by
-        # DNSDatagramPort; only ever cleared in place, since the port holds a reference while it reads.
-        self.replay: dict[tuple[str, bytes], tuple[bytes, float, str | bytes]] = {}
+        # Tally).  Read by DNSDatagramPort; only ever cleared in place, since the port holds a
+        # reference while it reads.
+        self.replay: dict[tuple[str, bytes], tuple[bytes, float, Tally]] = {}
 
     @property
     def max_udp_payload(self) -> int:
@@ -107,27 +170,23 @@ class QueryHandler:
             self._memo.clear()
             self.replay.clear()
 
-    def current_replay(self) -> dict[tuple[str, bytes], tuple[bytes, float, str | bytes]]:
+    def current_replay(self) -> dict[tuple[str, bytes], tuple[bytes, float, Tally]]:
         """The replay table, emptied first if the snapshot changed since it was filled."""
         self._sync()
         return self.replay
 
-    def count_replayed(self, counts: dict[str | bytes, int]) -> None:
-        """Account for answers the UDP port sent from the replay table, by source; a cached
-        answer's source is its packed cache key, so the entry counts as used (hit, and most
-        recently used) exactly as when the full path serves it."""
+    def count_replayed(self, counts: dict[Tally, int]) -> None:
+        """Account for answers the UDP port sent from the replay table; a cached answer counts
+        as a use of its entry (a hit, and most recently used) as on the full path."""
         total = 0
-        by_source = self.stats.by_source
+        answers = self.stats.answers
         chains = self._chains
         cache = chains.cache if chains is not None else None
-        for source, count in counts.items():
+        for tally, count in counts.items():
             total += count
-            if type(source) is bytes:
-                by_source["cache"] += count
-                if cache is not None:
-                    cache.count_hits(source, count)
-            else:
-                by_source[source] += count      # type: ignore[index]
+            answers[tally.key] = answers.get(tally.key, 0) + count
+            if tally.packed is not None and cache is not None:
+                cache.count_hits(tally.packed, count)
         self.stats.queries += total
         self.stats.memo_hits += total
 
@@ -158,17 +217,18 @@ class QueryHandler:
             self._clients[client] = info
         return info
 
-    def _replay_put(self, client: str, data: bytes, tail: bytes, until: float, source: str | bytes) -> None:
+    def _replay_put(self, client: str, data: bytes, tail: bytes, until: float, tally: Tally) -> None:
         """Remember the answer (``tail``: everything after the ID) to ``data`` from ``client``."""
         replay = self.replay
         if len(replay) >= REPLAY_MAX_ENTRIES:
             replay.clear()
-        replay[(client, data[2:])] = (tail, until, source)
+        replay[(client, data[2:])] = (tail, until, tally)
 
     # -- entry point -----------------------------------------------------------------------------
 
-    def handle(self, data: bytes, client: str, tcp: bool) -> bytes | defer.Deferred[bytes | None] | None:
-        """The response to ``data`` from ``client``: bytes, a Deferred of bytes, or None to drop."""
+    def handle(self, data: bytes, client: str, tcp: bool, port: int = 0) -> bytes | defer.Deferred[bytes | None] | None:
+        """The response to ``data`` from ``client`` (``port``: its source port, for the query
+        log): bytes, a Deferred of bytes, or None to drop."""
         self.stats.queries += 1
         snap = self._sync()
         memo_key = None
@@ -181,27 +241,33 @@ class QueryHandler:
             code = ((data[2] & 0x01) | (flags & 0x30) >> 3 | tcp << 3 | edns << 4 | do << 5 | payload << 10)
             memo_key = (data[12:qend], code, self._client_info(client, snap))
             hit = self._memo.get(memo_key)
-            if type(hit) is tuple:                      # fixed: (bytes after the ID, source, rcode)
-                self.stats.memo_hits += 1
-                self.stats.by_source[hit[1]] += 1
-                if not tcp:
-                    self._replay_put(client, data, hit[0], NEVER, hit[1])
-                return data[0:2] + hit[0]               # the question is in the key, byte for byte
-            if hit is not None:                         # a cached forwarded answer: still cached, no prefetch due?
+            if hit is not None:
+                kept, tally = hit
+                stats = self.stats
+                if type(kept) is bytes:                 # a fixed answer, after its ID
+                    stats.memo_hits += 1
+                    stats.answers[tally.key] = stats.answers.get(tally.key, 0) + 1
+                    if self.querylog is not None:
+                        self._log(tally, data[12:qend], client, port, kept[4:6], None, 0)
+                    elif not tcp:
+                        self._replay_put(client, data, kept, NEVER, tally)
+                    return data[0:2] + kept             # the question is in the key, byte for byte
                 cache = self._chains.cache               # type: ignore[union-attr]
                 now = self.reactor.seconds()
-                if cache is not None and cache.still_fresh(hit, now):
-                    self.stats.memo_hits += 1
-                    self.stats.by_source["cache"] += 1
-                    answer = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], data[12:qend], hit, now)
-                    if not tcp:
-                        self._replay_put(client, data, answer[2:], cache.replay_until(hit, now), hit.cache_key)
+                if cache is not None and cache.still_fresh(kept, now):   # still cached, no prefetch due
+                    stats.memo_hits += 1
+                    stats.answers[tally.key] = stats.answers.get(tally.key, 0) + 1
+                    answer = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], data[12:qend], kept, now)
+                    if self.querylog is not None:
+                        self._log(tally, data[12:qend], client, port, answer[6:8], None, 0)
+                    elif not tcp:
+                        self._replay_put(client, data, answer[2:], cache.replay_until(kept, now), tally)
                     return answer
                 del self._memo[memo_key]
-        return self._handle_full(data, client, tcp, snap, memo_key)
+        return self._handle_full(data, client, tcp, snap, memo_key, port)
 
     def _handle_full(self, data: bytes, client: str, tcp: bool, snap: Snapshot,
-                     memo_key: tuple[Any, ...] | None) -> bytes | defer.Deferred[bytes | None] | None:
+                     memo_key: tuple[Any, ...] | None, port: int = 0) -> bytes | defer.Deferred[bytes | None] | None:
         """Everything the memo does not answer, and filling it."""
         if len(data) < wire.HEADER.size:
             self.stats.dropped += 1
@@ -210,28 +276,35 @@ class QueryHandler:
         if flags & wire.FLAG_QR:
             self.stats.dropped += 1
             return None                                    # never answer a response (reflection loops)
+        started = self.reactor.seconds()
+        peer = (client, port) if self.querylog is not None else None
         if (flags >> 11) & 0xF != wire.OPCODE_QUERY:
-            return self._finish(error(wire.NOTIMP), shape_of(flags, None, tcp), qid, b"", False, None)
+            return self._finish(error(wire.NOTIMP), shape_of(flags, None, tcp), qid, b"", False, None, None, 0, started,
+                                None, peer)
         try:
             query = wire.parse_query(data)
         except wire.QueryError as e:
-            return self._finish(error(wire.FORMERR), shape_of(flags, None, tcp), qid, e.question, False, None)
+            return self._finish(error(wire.FORMERR), shape_of(flags, None, tcp), qid, e.question, False, None, None,
+                                _qtype_of(e.question), started, None, peer)
         except wire.FormError:
             self.stats.dropped += 1
             return None
         # The memo key holds the shape's code when the packet was sniffed (same value, no new object).
         shape = shape_from_code(memo_key[1]) if memo_key is not None else shape_of(query.flags, query.edns, tcp)
         if query.edns is not None and query.edns.version > 0:
-            return self._finish(error(wire.BADVERS), shape, qid, query.question, False, None)
+            return self._finish(error(wire.BADVERS), shape, qid, query.question, False, None, None, query.qtype, started,
+                                None, peer)
         info = memo_key[2] if memo_key is not None else self._client_info(client, snap)
         chain = self._chains.chains[info]            # type: ignore[union-attr]
         result = self._decide(snap, query, shape, info[0], chain)
         if type(result) is Result:
-            return self._finish(result, shape, qid, query.question, chain.recursive, memo_key, snap)
+            return self._finish(result, shape, qid, query.question, chain.recursive, memo_key, info[0], query.qtype,
+                                started, snap, peer)
         if result is None:
-            self.stats.by_source["policy"] += 1         # a policy said drop
+            self.stats.dropped += 1                     # a policy said drop
             return None
-        return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, snap)
+        return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, info[0],
+                                  query.qtype, started, snap, peer)
 
     def _decide(self, snap: Snapshot, query: wire.Query, shape: RequestShape, line: str | None,
                 chain: Any) -> Result | defer.Deferred[Result] | None:
@@ -254,21 +327,42 @@ class QueryHandler:
         return found.addCallback(_refused_if_none, chain)
 
     def _finish(self, result: Result, shape: RequestShape, qid: int, question: bytes, ra: bool,
-                memo_key: tuple[Any, ...] | None, snap: Snapshot | None = None) -> bytes:
-        """Count, shape, and keep what the memo may serve again."""
+                memo_key: tuple[Any, ...] | None, line: str | None, qtype: int, started: float,
+                snap: Snapshot | None = None, peer: tuple[str, int] | None = None) -> bytes:
+        """Count, shape, log, and keep what the memo may serve again."""
         result.ra = ra
         stats = self.stats
-        stats.by_source[result.source] += 1
-        stats.by_rcode[result.rcode] = stats.by_rcode.get(result.rcode, 0) + 1
+        key = (shape.tcp, line, qtype, result.rcode, result.source)
+        stats.answers[key] = stats.answers.get(key, 0) + 1
         now = self.reactor.seconds()
+        stats.observe(result.source, now - started)
         message = self.shaper.shape(shape, qid, question, result, now)
+        if peer is not None:
+            self._log(Tally(key), question, peer[0], peer[1], message[6:8], result.upstream, now - started)
         if memo_key is not None and snap is self._memo_snapshot:
             if result.fixed:
-                self._memo_put(memo_key, (message[2:], result.source, result.rcode))
+                self._memo_put(memo_key, (message[2:], Tally(key)))
             elif result.entry is not None and result.cache_key and not result.answer \
                     and result.rcode != wire.SERVFAIL and result.entry.expires_at > now:
-                self._memo_put(memo_key, result)
+                self._memo_put(memo_key, (result, Tally((shape.tcp, line, qtype, result.rcode, "cache"),
+                                                        result.cache_key)))
         return message
+
+    def _log(self, tally: Tally, question: bytes, client: str, port: int, ancount: bytes, upstream: str | None,
+             seconds: float) -> None:
+        """One line of the query log (``[log] queries``)."""
+        assert self.querylog is not None
+        tcp, line, qtype, rcode, source = tally.key
+        qname = wire.to_text(question[:-4]) if len(question) > 4 else ""
+        self.querylog.record(self.reactor.seconds(), client, port, "tcp" if tcp else "udp", line, qname,
+                             type_text(qtype), rcode_text(rcode), source, upstream, int(seconds * 1e6),
+                             int.from_bytes(ancount, "big") if len(ancount) == 2 else 0)
+
+    def set_querylog(self, querylog: Any) -> None:
+        """Start (or stop, with None) the query log; while it runs the replay table is off,
+        since its answers never reach the handler to be logged."""
+        self.querylog = querylog
+        self.replay.clear()
 
     def _memo_put(self, key: tuple[Any, ...], value: Any) -> None:
         memo = self._memo
@@ -307,6 +401,27 @@ class QueryHandler:
         return Result(aa=True, answer=[rrset])
 
 
+def type_text(qtype: int) -> str:
+    """A type as dig names it (``AAAA``, ``TYPE65280``)."""
+    try:
+        return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))
+    except ValueError:
+        return f"TYPE{qtype}"
+
+
+def rcode_text(rcode: int) -> str:
+    """A response code as dig names it (``NXDOMAIN``, ``BADVERS``)."""
+    try:
+        return dns.rcode.to_text(dns.rcode.Rcode.make(rcode))
+    except ValueError:
+        return f"RCODE{rcode}"
+
+
+def _qtype_of(question: bytes) -> int:
+    """The type in a raw question section, 0 when it is cut short."""
+    return struct.unpack_from("!H", question, len(question) - 4)[0] if len(question) >= 5 else 0
+
+
 def _refused_if_none(found: Result | None, chain: Any) -> Result:
     """No stage of the chain answers the name: not local, and not forwarded for this client
     (with Extended DNS Error 18, Prohibited, when the client may not recurse, as BIND)."""
@@ -326,12 +441,12 @@ def _servfail(reason: Failure, handler: QueryHandler, query_data: bytes, tcp: bo
 
 
 def dispatch(handler: QueryHandler, data: bytes, client: str, tcp: bool,
-             send: Callable[[bytes, Any], None], target: Any = None) -> None:
+             send: Callable[[bytes, Any], None], target: Any = None, port: int = 0) -> None:
     """Run the handler and ``send(answer, target)`` now or when it is ready; nothing escapes.
 
     ``target`` (the UDP peer) is passed through so the hot path needs no closure per packet."""
     try:
-        result = handler.handle(data, client, tcp)
+        result = handler.handle(data, client, tcp, port)
     except Exception:
         log.failure("unexpected error answering a query from {client}", client=client)
         result = handler.servfail(data, tcp)
@@ -368,7 +483,7 @@ class DNSDatagramProtocol(protocol.DatagramProtocol):
         host = addr[0]
         if "%" in host:
             host = _normalise(host)
-        dispatch(self.handler, data, host, False, self._send, addr)
+        dispatch(self.handler, data, host, False, self._send, addr, addr[1])
 
     def _send(self, response: bytes, addr: tuple[Any, ...]) -> None:
         try:
@@ -405,7 +520,7 @@ class DNSDatagramPort(TypedUDPPort):
         size = self.maxPacketSize
         received = proto.datagramReceived
         burst: list[tuple[bytes, Any]] = []
-        counts: dict[str | bytes, int] = {}
+        counts: dict[Tally, int] = {}
         try:
             for _ in range(UDP_READ_BUDGET):
                 try:
@@ -417,8 +532,8 @@ class DNSDatagramPort(TypedUDPPort):
                 hit = replay.get((addr[0], data[2:]))
                 if hit is not None and clock() < hit[1]:
                     burst.append((data[:2] + hit[0], addr))
-                    source = hit[2]
-                    counts[source] = counts.get(source, 0) + 1
+                    tally = hit[2]
+                    counts[tally] = counts.get(tally, 0) + 1
                     if len(burst) >= REPLAY_SEND_BURST:
                         _send_all(send, burst)
                     continue
@@ -469,9 +584,11 @@ class DNSStreamProtocol(TypedInt16StringReceiver, TypedTimeoutMixin):
     def __init__(self, factory: "SmartDNSServerFactory") -> None:
         self.factory = factory
         self.client = ""
+        self.port = 0
 
     def connectionMade(self) -> None:  # noqa: N802
         self.client = _normalise(peer_host(self))
+        self.port = int(getattr(self.transport.getPeer(), "port", 0))   # type: ignore[union-attr]
         self.factory.connections += 1
         if self.factory.connections > self.factory.max_connections:
             log.info("TCP connection limit {limit} reached; closing {client}",
@@ -486,7 +603,7 @@ class DNSStreamProtocol(TypedInt16StringReceiver, TypedTimeoutMixin):
 
     def stringReceived(self, data: bytes) -> None:  # noqa: N802
         self.resetTimeout()
-        dispatch(self.factory.handler, data, self.client, True, self._send)
+        dispatch(self.factory.handler, data, self.client, True, self._send, None, self.port)
 
     def _send(self, response: bytes, _target: Any = None) -> None:
         if self.transport is not None and self.connected:

@@ -438,13 +438,14 @@ class Reply:
     """An upstream response checked only as far as matching it to our query needs; the rest is
     parsed on demand, so the common answer can be cached without decoding every record."""
 
-    __slots__ = ("data", "flags", "qend", "_message")
+    __slots__ = ("data", "flags", "qend", "_message", "upstream")
 
     def __init__(self, data: bytes, flags: int, qend: int) -> None:
         self.data = data
         self.flags = flags
         self.qend = qend
         self._message: Message | None = None
+        self.upstream: str | None = None       # set by the forwarder: which upstream sent it
 
     @property
     def rcode(self) -> int:

@@ -189,7 +189,8 @@ class ReplayedCacheTests(unittest.TestCase):
         for _ in range(4):
             answer = yield raw_udp(host, port, data)
         self.assertEqual(ttl(answer), 100)
-        self.assertIsInstance(service.handler.replay[(OTHER, data[2:])][2], bytes)   # the packed cache key
+        tally = service.handler.replay[(OTHER, data[2:])][2]
+        self.assertEqual((tally.key[-1], type(tally.packed)), ("cache", bytes))   # counted as a use of the entry
         hits = service.cache.hits
         answer = yield raw_udp(host, port, data)
         self.assertEqual(service.cache.hits, hits + 1, "a replayed cache answer counts as a cache hit")

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web import resource, server as web_server
 
 from smartdns import __version__
@@ -35,6 +37,7 @@ COMMON_TYPES = frozenset(int(dns.rdatatype.from_text(t)) for t in (
     "NAPTR", "ANY", "AXFR", "IXFR"))
 
 Counters = dict[str, Any]
+log = Logger()
 
 
 def type_label(qtype: int) -> str:
@@ -210,16 +213,32 @@ class Collector:
         yield info
 
 
+def exposition(values: Counters) -> bytes:
+    """Counters in the Prometheus text format, through prometheus-client's registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(lambda: values))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
 class _Metrics(resource.Resource):
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, source: Callable[[], Any]) -> None:
         super().__init__()
-        self.registry = registry
+        self.source = source            # counters, or a Deferred of them (workers are asked)
 
-    def render_GET(self, request: Any) -> bytes:  # noqa: N802 (twisted.web API)
+    def render_GET(self, request: Any) -> Any:  # noqa: N802 (twisted.web API)
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self.registry)
+        d = defer.maybeDeferred(self.source)
+        d.addCallback(lambda values: (request.write(exposition(values)), request.finish()))
+        d.addErrback(self._failed, request)
+        return web_server.NOT_DONE_YET
+
+    @staticmethod
+    def _failed(reason: Any, request: Any) -> None:
+        log.failure("metrics scrape failed", reason)
+        request.setResponseCode(500)
+        request.finish()
 
 
 class _Status(resource.Resource):
@@ -238,12 +257,10 @@ class _Status(resource.Resource):
         return f"not {self.what}\n".encode()
 
 
-def site(source: Callable[[], Counters], ready: Callable[[], bool]) -> web_server.Site:
-    """The HTTP site: /metrics, /health, /ready."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(source))  # type: ignore[arg-type]
+def site(source: Callable[[], Any], ready: Callable[[], bool]) -> web_server.Site:
+    """The HTTP site: /metrics, /health, /ready (``source``: the counters, or a Deferred of them)."""
     root = resource.Resource()
-    root.putChild(b"metrics", _Metrics(registry))
+    root.putChild(b"metrics", _Metrics(source))
     root.putChild(b"health", _Status(lambda: True, "healthy"))
     root.putChild(b"ready", _Status(ready, "ready"))
     made = web_server.Site(root)

@@ -126,7 +126,7 @@ class SmartDNSService(TypedMultiService):
             return
         from smartdns import metrics           # prometheus-client is loaded only when it is used
         host, port = address
-        site = metrics.site(self.metrics_counters, lambda: self.ready)
+        site = metrics.site(self.metrics_all, lambda: self.ready)
         try:
             self.metrics_port = self.reactor.listenTCP(port, site, interface=host)
         except CannotListenError as e:
@@ -137,6 +137,18 @@ class SmartDNSService(TypedMultiService):
         """Every counter of this server for a scrape (smartdns.metrics.counters)."""
         from smartdns import metrics
         return metrics.counters(self)
+
+    def metrics_all(self) -> defer.Deferred[dict[str, Any]]:
+        """This process's counters plus every worker's, summed (smartdns.metrics.merge): what a
+        scrape of the first process shows.  A worker that does not answer in time is left out
+        (``smartdns_processes`` shows how many were summed)."""
+        from smartdns import metrics
+        own = metrics.counters(self)
+        if self.supervisor is None:
+            return defer.succeed(own)
+        asked: defer.Deferred[list[tuple[int, int, Any]]] = self.supervisor.ask_all("metrics")
+        return asked.addCallback(lambda replies: metrics.merge(
+            [own] + [reply["metrics"] for _index, _pid, reply in replies if reply and "metrics" in reply]))
 
     def upstream_health(self) -> dict[str, int]:
         """Each configured upstream: 1 unless it is backed off after failures now."""

@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     if _fd_open(COMMAND_FD):      # started by a Supervisor (not by hand)
         from twisted.internet import stdio
         standard_io: Any = stdio.StandardIO       # typed from the Windows module, which has no fds
-        standard_io(WorkerCommands(service.stats), stdin=COMMAND_FD, stdout=REPLY_FD, reactor=reactor)
+        standard_io(WorkerCommands(service.stats, service.metrics_counters), stdin=COMMAND_FD, stdout=REPLY_FD,
+                    reactor=reactor)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
     return 0
@@ -236,17 +237,22 @@ def _fd_open(fd: int) -> bool:
 
 class WorkerCommands(TypedLineOnlyReceiver):
     """A worker's end of the pipe from the first process: ``ID stats`` → ``ID {"pid": ...,
-    "counters": [[name, value], ...]}``; an unknown command → ``ID {"error": ...}``."""
+    "counters": [[name, value], ...]}``; ``ID metrics`` → ``ID {"pid": ..., "metrics": {...}}``
+    (smartdns.metrics.counters); an unknown command → ``ID {"error": ...}``."""
 
     delimiter = b"\n"
 
-    def __init__(self, stats: Callable[[], list[tuple[str, int]]]) -> None:
+    def __init__(self, stats: Callable[[], list[tuple[str, int]]],
+                 metrics: Callable[[], dict[str, Any]] | None = None) -> None:
         self.stats = stats
+        self.metrics = metrics
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802 (Twisted API)
         ident, _, command = line.decode("ascii", "replace").strip().partition(" ")
         if command == "stats":
             reply: dict[str, Any] = {"pid": os.getpid(), "counters": self.stats()}
+        elif command == "metrics" and self.metrics is not None:
+            reply = {"pid": os.getpid(), "metrics": self.metrics()}
         else:
             reply = {"error": f"unknown command {command!r}"}
         self.sendLine(f"{ident} {json.dumps(reply)}".encode("utf-8"))

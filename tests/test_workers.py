@@ -153,7 +153,7 @@ class WorkerControlTests(unittest.TestCase):
         self.base = tempfile.mkdtemp(prefix="smartdns-test-")     # a short path, for the socket
         self.addCleanup(shutil.rmtree, self.base, True)
         config = CONFIG.replace('control_socket = ""', 'control_socket = "control.sock"').replace(
-            "workers = 2", "workers = 3")
+            "workers = 2", "workers = 3") + '[metrics]\nlisten = "127.0.0.1:0"\n'
         write_tree(self.base, {"smartdns.toml": config, "zones/example.test.zone": ZONE.format(last=10)})
         self.config = os.path.join(self.base, "smartdns.toml")
         files = ZoneFileCache()
@@ -202,6 +202,26 @@ class WorkerControlTests(unittest.TestCase):
         text = dict(line.split(" ") for line in out.splitlines())
         self.assertGreaterEqual(int(text["queries"]), report["counters"]["queries"])
         self.assertEqual(set(text), set(report["counters"]))
+
+    @defer.inlineCallbacks
+    def test_one_scrape_is_the_whole_server(self):
+        """The first process's /metrics sums every process: its request counter equals the sum
+        of the processes' query counters, and smartdns_processes is 3."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        yield wait_for(self, self.every_worker_counted, "every process to answer queries")
+        report = yield self.report()
+        url = f"http://127.0.0.1:{self.service.metrics_port.getHost().port}/metrics"
+        body = yield threads.deferToThread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                values[sample.name] = values.get(sample.name, 0) + sample.value
+        self.assertEqual(values["smartdns_processes"], 3)
+        # Queries keep arriving only from this test, so the counts stand still between the two reads.
+        self.assertEqual(values["smartdns_dns_requests_total"], report["counters"]["queries"])
 
     @defer.inlineCallbacks
     def test_reload_reaches_every_worker(self):

@@ -15,7 +15,7 @@ class CertificateProblem(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)
-        self.key = key            # "tls_certificate" or "tls_private_key"
+        self.key = key            # "tls_cert_file" or "tls_key_file"
         self.message = message
 
 
@@ -42,22 +42,22 @@ def load_certificate_pair(certificate_path: str, key_path: str) -> CertificatePa
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    certificate_pem = _read(certificate_path, "tls_certificate")
-    key_pem = _read(key_path, "tls_private_key")
+    certificate_pem = _read(certificate_path, "tls_cert_file")
+    key_pem = _read(key_path, "tls_key_file")
     try:
         chain = tuple(x509.load_pem_x509_certificates(certificate_pem))
     except ValueError:
-        raise CertificateProblem("tls_certificate", "holds no PEM certificate") from None
+        raise CertificateProblem("tls_cert_file", "holds no PEM certificate") from None
     try:
         private_key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
-        raise CertificateProblem("tls_private_key", "is encrypted (give the key without a passphrase)") from None
+        raise CertificateProblem("tls_key_file", "is encrypted (give the key without a passphrase)") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise CertificateProblem("tls_private_key", "holds no PEM private key") from None
+        raise CertificateProblem("tls_key_file", "holds no PEM private key") from None
 
     def public(k: Any) -> bytes:
         return bytes(k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
     if public(private_key.public_key()) != public(chain[0].public_key()):
-        raise CertificateProblem("tls_private_key", f"is not the key of the certificate in {certificate_path!r}")
+        raise CertificateProblem("tls_key_file", f"is not the key of the certificate in {certificate_path!r}")
     return CertificatePair(private_key, chain)

@@ -121,8 +121,8 @@ class ServerConfig:
     control_socket: str | None = None  # absolute path of the `smartdns reload` socket; None = off
     tls_listen: tuple[tuple[str, int], ...] = ()  # DNS over TLS (RFC 7858) addresses; () = none
     https_listen: tuple[tuple[str, int], ...] = ()  # DNS over HTTPS (RFC 8484) addresses; () = none
-    tls_certificate: str | None = None  # absolute path of the PEM chain both serve; None = unset
-    tls_private_key: str | None = None  # absolute path of its PEM private key
+    tls_cert_file: str | None = None  # absolute path of the PEM chain both serve; None = unset
+    tls_key_file: str | None = None  # absolute path of its PEM private key
 
 
 @dataclass(frozen=True, slots=True)
@@ -766,8 +766,8 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
             "control_socket",
             "tls_listen",
             "https_listen",
-            "tls_certificate",
-            "tls_private_key",
+            "tls_cert_file",
+            "tls_key_file",
         )
     )
     control = table.string("control_socket", DEFAULT_CONTROL_SOCKET)
@@ -814,8 +814,8 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
         control_socket=_absolute(base_dir, control) if control else None,
         tls_listen=encrypted[0],
         https_listen=encrypted[1],
-        tls_certificate=encrypted[2],
-        tls_private_key=encrypted[3],
+        tls_cert_file=encrypted[2],
+        tls_key_file=encrypted[3],
     )
 
 
@@ -839,22 +839,22 @@ def _read_encrypted_listeners(table: _Table, base_dir: str,
             if address[1] != 0:
                 taken.add(address)
         found[key] = tuple(address for _index, address in addresses)
-    texts = {key: table.string(key, "") for key in ("tls_certificate", "tls_private_key")}
+    texts = {key: table.string(key, "") for key in ("tls_cert_file", "tls_key_file")}
     paths = {key: _absolute(base_dir, text) if text else None for key, text in texts.items()}
-    certificate, private_key = paths["tls_certificate"], paths["tls_private_key"]
+    certificate, private_key = paths["tls_cert_file"], paths["tls_key_file"]
     result = (found["tls_listen"], found["https_listen"], certificate, private_key)
     if certificate is None and private_key is None:
         for key in ("tls_listen", "https_listen"):
             if found[key]:
-                table.report(key, f"[server] {key} needs tls_certificate and tls_private_key")
+                table.report(key, f"[server] {key} needs tls_cert_file and tls_key_file")
         return result
     if certificate is None or private_key is None:
-        given, missing = "tls_certificate", "tls_private_key"
+        given, missing = "tls_cert_file", "tls_key_file"
         if certificate is None:
             given, missing = missing, given
         table.report(given, f"[server] {given} is set but {missing} is not")
         return result
-    problems = {"tls_certificate": _file_problem(certificate), "tls_private_key": _file_problem(private_key)}
+    problems = {"tls_cert_file": _file_problem(certificate), "tls_key_file": _file_problem(private_key)}
     for key, problem in problems.items():
         if problem:
             table.report(key, f"[server] {key}: {paths[key]!r} {problem}")

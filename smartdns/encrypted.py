@@ -298,9 +298,9 @@ def _tls_factory(certificate: ServerCertificate, wrapped: Any) -> TLSMemoryBIOFa
 
 
 def _pair(server: ServerConfig) -> CertificatePair:
-    if not server.tls_certificate or not server.tls_private_key:
-        raise CertificateProblem("tls_certificate", "is not set")
-    return load_certificate_pair(server.tls_certificate, server.tls_private_key)
+    if not server.tls_cert_file or not server.tls_key_file:
+        raise CertificateProblem("tls_cert_file", "is not set")
+    return load_certificate_pair(server.tls_cert_file, server.tls_key_file)
 
 
 def listen_encrypted(reactor: Any, handler: QueryHandler, server: ServerConfig) -> EncryptedListeners | None:

@@ -56,7 +56,7 @@ def _self_signed_pem() -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 def _server_pair_pem() -> tuple[bytes, bytes]:
-    """A throwaway self-signed server certificate and its key (PEM), for tls_certificate."""
+    """A throwaway self-signed server certificate and its key (PEM), for tls_cert_file."""
     import datetime
 
     from cryptography import x509
@@ -120,15 +120,15 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ('[server]\ncontrol_socket = ""', {"server.control_socket": None}),
     (
         '[server]\ntls_listen = ["127.0.0.1:853", "[::1]:853"]\nhttps_listen = ["127.0.0.1:443", "127.0.0.1:0"]\n'
-        'tls_certificate = "server.pem"\ntls_private_key = "server.key"',
+        'tls_cert_file = "server.pem"\ntls_key_file = "server.key"',
         {"server.tls_listen": (("127.0.0.1", 853), ("::1", 853)),
          "server.https_listen": (("127.0.0.1", 443), ("127.0.0.1", 0)),
-         "server.tls_certificate": "{dir}/server.pem", "server.tls_private_key": "{dir}/server.key"},
+         "server.tls_cert_file": "{dir}/server.pem", "server.tls_key_file": "{dir}/server.key"},
     ),
-    ('[server]\nhttps_listen = ["127.0.0.1:0"]\ntls_certificate = "server.pem"\ntls_private_key = "server.key"',
+    ('[server]\nhttps_listen = ["127.0.0.1:0"]\ntls_cert_file = "server.pem"\ntls_key_file = "server.key"',
      {"server.tls_listen": (), "server.https_listen": (("127.0.0.1", 0),)}),
-    ('[server]\ntls_listen = []\ntls_certificate = ""\ntls_private_key = ""',
-     {"server.tls_listen": (), "server.tls_certificate": None, "server.tls_private_key": None}),
+    ('[server]\ntls_listen = []\ntls_cert_file = ""\ntls_key_file = ""',
+     {"server.tls_listen": (), "server.tls_cert_file": None, "server.tls_key_file": None}),
     # [log]: the server log's level, info unless set.
     ("", {"log": LogConfig(), "log.level": "info"}),
     ("[log]", {"log.level": "info"}),
@@ -351,18 +351,18 @@ INVALID: list[tuple[str, str]] = [
     ("[server]\nchaos_version = 1", "smartdns.toml:2: [server] chaos_version must be a string, not an integer"),
     ("[server]\ncontrol_socket = true", "smartdns.toml:2: [server] control_socket must be a string, not a boolean"),
     ('[server]\ntls_listen = ["127.0.0.1:853"]',
-     "smartdns.toml:2: [server] tls_listen needs tls_certificate and tls_private_key"),
+     "smartdns.toml:2: [server] tls_listen needs tls_cert_file and tls_key_file"),
     ('[server]\nhttps_listen = ["127.0.0.1:443"]',
-     "smartdns.toml:2: [server] https_listen needs tls_certificate and tls_private_key"),
+     "smartdns.toml:2: [server] https_listen needs tls_cert_file and tls_key_file"),
     ('[server]\nhttps_listen = ["localhost:443"]',
      "smartdns.toml:2: [server] https_listen: 'localhost:443': listen address must be an IP address"),
     ('[server]\ntls_listen = "127.0.0.1:853"',
      "smartdns.toml:2: [server] tls_listen must be an array of strings, not a string"),
-    ('[server]\ntls_certificate = "/nonexistent/server.pem"',
-     "smartdns.toml:2: [server] tls_certificate is set but tls_private_key is not"),
-    ('[server]\ntls_private_key = "/nonexistent/server.key"',
-     "smartdns.toml:2: [server] tls_private_key is set but tls_certificate is not"),
-    ("[server]\ntls_certificate = 1", "smartdns.toml:2: [server] tls_certificate must be a string, not an integer"),
+    ('[server]\ntls_cert_file = "/nonexistent/server.pem"',
+     "smartdns.toml:2: [server] tls_cert_file is set but tls_key_file is not"),
+    ('[server]\ntls_key_file = "/nonexistent/server.key"',
+     "smartdns.toml:2: [server] tls_key_file is set but tls_cert_file is not"),
+    ("[server]\ntls_cert_file = 1", "smartdns.toml:2: [server] tls_cert_file must be a string, not an integer"),
     # [log]
     (
         '[log]\nlevel = "verbose"',
@@ -646,7 +646,7 @@ class ParseConfigTests(TestCase):
         self.assertEqual(str(caught.exception), f"{path}:2: [forward] tls_ca_file: "
                          f"'{self.directory}/not-a-ca.pem' holds no PEM certificate")
 
-    def test_tls_certificate_problems(self) -> None:
+    def test_tls_cert_file_problems(self) -> None:
         """The DoT/DoH certificate pair is loaded as the listeners load it: each problem is one
         line at the key to blame (a key of another certificate, files without PEM, missing files),
         and a listener address may not be another listener's."""
@@ -661,23 +661,23 @@ class ParseConfigTests(TestCase):
                                       serialization.BestAvailableEncryption(b"secret")))
         d = self.directory
         rows = [
-            ('tls_certificate = "server.pem"\ntls_private_key = "other.key"',
-             f"3: [server] tls_private_key: '{d}/other.key' is not the key of the certificate in '{d}/server.pem'"),
-            ('tls_certificate = "not-a-ca.pem"\ntls_private_key = "server.key"',
-             f"2: [server] tls_certificate: '{d}/not-a-ca.pem' holds no PEM certificate"),
-            ('tls_certificate = "server.pem"\ntls_private_key = "server.pem"',
-             f"3: [server] tls_private_key: '{d}/server.pem' holds no PEM private key"),
-            ('tls_certificate = "server.pem"\ntls_private_key = "encrypted.key"',
-             f"3: [server] tls_private_key: '{d}/encrypted.key' is encrypted (give the key without a passphrase)"),
-            ('tls_certificate = "missing.pem"\ntls_private_key = "server.key"',
-             f"2: [server] tls_certificate: '{d}/missing.pem' does not exist"),
-            ('tls_certificate = "server.pem"\ntls_private_key = "run"',
-             f"3: [server] tls_private_key: '{d}/run' is not a file"),
+            ('tls_cert_file = "server.pem"\ntls_key_file = "other.key"',
+             f"3: [server] tls_key_file: '{d}/other.key' is not the key of the certificate in '{d}/server.pem'"),
+            ('tls_cert_file = "not-a-ca.pem"\ntls_key_file = "server.key"',
+             f"2: [server] tls_cert_file: '{d}/not-a-ca.pem' holds no PEM certificate"),
+            ('tls_cert_file = "server.pem"\ntls_key_file = "server.pem"',
+             f"3: [server] tls_key_file: '{d}/server.pem' holds no PEM private key"),
+            ('tls_cert_file = "server.pem"\ntls_key_file = "encrypted.key"',
+             f"3: [server] tls_key_file: '{d}/encrypted.key' is encrypted (give the key without a passphrase)"),
+            ('tls_cert_file = "missing.pem"\ntls_key_file = "server.key"',
+             f"2: [server] tls_cert_file: '{d}/missing.pem' does not exist"),
+            ('tls_cert_file = "server.pem"\ntls_key_file = "run"',
+             f"3: [server] tls_key_file: '{d}/run' is not a file"),
             ('listen = ["127.0.0.1:853"]\ntls_listen = ["127.0.0.1:853"]\n'
-             'tls_certificate = "server.pem"\ntls_private_key = "server.key"',
+             'tls_cert_file = "server.pem"\ntls_key_file = "server.key"',
              "3: [server] tls_listen: '127.0.0.1:853' is already a listen address"),
             ('tls_listen = ["127.0.0.1:853"]\nhttps_listen = ["127.0.0.1:853"]\n'
-             'tls_certificate = "server.pem"\ntls_private_key = "server.key"',
+             'tls_cert_file = "server.pem"\ntls_key_file = "server.key"',
              "3: [server] https_listen: '127.0.0.1:853' is already a listen address"),
         ]
         for text, expected in rows:

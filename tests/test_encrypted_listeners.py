@@ -45,8 +45,8 @@ CONFIG = f"""
 listen = ["127.0.0.1:0"]
 tls_listen = ["127.0.0.1:0"]
 https_listen = ["127.0.0.1:0"]
-tls_certificate = "server.pem"
-tls_private_key = "server.key"
+tls_cert_file = "server.pem"
+tls_key_file = "server.key"
 control_socket = ""
 {{extra}}
 [zones]
@@ -419,7 +419,7 @@ class StartupErrorTests(unittest.TestCase):
             code = cli.main(["check", "--config", path])
         base = os.path.dirname(path)
         self.assertEqual((code, err.getvalue().splitlines()), (1, [
-            f"{path}:6: [server] tls_private_key: '{base}/other.key' is not the key of the certificate "
+            f"{path}:6: [server] tls_key_file: '{base}/other.key' is not the key of the certificate "
             f"in '{base}/server.pem'"]))
 
     def test_busy_port(self):

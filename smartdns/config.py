@@ -119,6 +119,7 @@ class ServerConfig:
     tcp_max_connections: int = DEFAULT_TCP_MAX_CONNECTIONS
     chaos_version: str = ""  # "" = CH TXT version.bind / id.server are REFUSED
     control_socket: str | None = None  # absolute path of the `smartdns reload` socket; None = off
+    trusted_proxies: tuple[Network, ...] = ()  # DoH peers whose X-Forwarded-For is believed
     tls_listen: tuple[tuple[str, int], ...] = ()  # DNS over TLS (RFC 7858) addresses; () = none
     https_listen: tuple[tuple[str, int], ...] = ()  # DNS over HTTPS (RFC 8484) addresses; () = none
     tls_cert_file: str | None = None  # absolute path of the PEM chain both serve; None = unset
@@ -765,6 +766,7 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
             "chaos_version",
             "control_socket",
             "tls_listen",
+            "trusted_proxies",
             "https_listen",
             "tls_cert_file",
             "tls_key_file",
@@ -812,6 +814,8 @@ def _read_server(table: _Table, base_dir: str) -> ServerConfig:
         ),
         chaos_version=table.string("chaos_version", ""),
         control_socket=_absolute(base_dir, control) if control else None,
+        trusted_proxies=tuple(n for _i, n in table.parsed("trusted_proxies", table.strings("trusted_proxies") or [],
+                                                          _parse_network)),
         tls_listen=encrypted[0],
         https_listen=encrypted[1],
         tls_cert_file=encrypted[2],

@@ -2,8 +2,10 @@
 
 Both answer through the same ``QueryHandler`` as UDP and TCP, with TCP-shaped responses (no
 UDP size limit), and choose the client's line from the connection's peer address: the TLS
-client for DoT, the HTTP client for DoH (``X-Forwarded-For`` is never read, so a client cannot
-pick its own line).
+client for DoT, the HTTP client for DoH.  ``X-Forwarded-For`` is read only when the HTTP peer
+is in ``[server] trusted_proxies`` (a reverse proxy in front of smartdns): the client is then
+the right-most address in it that is not itself a trusted proxy, so a client cannot pick its
+own line by sending the header.
 
 - DoT is the TCP listener's protocol (``server.DNSStreamProtocol``: RFC 7766 framing,
   pipelining, idle timeout, connection cap) inside TLS.  It has its own connection count,
@@ -20,6 +22,7 @@ files read again, so a renewed certificate is used for new connections without a
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from typing import Any, Callable
 
@@ -38,6 +41,7 @@ from smartdns import wire
 from smartdns.certs import CertificatePair, CertificateProblem, load_certificate_pair
 from smartdns.config import ServerConfig
 from smartdns.errors import ListenError
+from smartdns.lines import AddressSet
 from smartdns.server import QueryHandler, SmartDNSServerFactory
 
 log = Logger()
@@ -125,9 +129,28 @@ class DNSQueryResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, handler: QueryHandler) -> None:
+    def __init__(self, handler: QueryHandler, trusted_proxies: AddressSet | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.handler = handler
+        self.trusted_proxies = trusted_proxies
+
+    def client_of(self, request: Any) -> str:
+        """The address the answer is for (it chooses the line): the HTTP peer, or for a trusted
+        proxy the right-most ``X-Forwarded-For`` address that is not a trusted proxy."""
+        peer = _normalise(request.getClientAddress().host)
+        trusted = self.trusted_proxies
+        if trusted is None or not trusted.contains(peer):
+            return peer
+        header = b",".join(request.requestHeaders.getRawHeaders(b"x-forwarded-for", []))
+        for item in reversed(header.decode("latin-1").split(",")):
+            text = item.strip()
+            try:
+                address = str(ipaddress.ip_address(text))
+            except ValueError:
+                return peer                       # a garbled header: the proxy itself answers for it
+            if not trusted.contains(address):
+                return address
+        return peer
 
     def render(self, request: Any) -> Any:
         """405 with ``Allow`` for any other method (twisted.web would say 501 to PUT or DELETE)."""
@@ -159,7 +182,7 @@ class DNSQueryResource(resource.Resource):
         """Hand the message to the handler as a TCP query from the HTTP peer; reply when ready."""
         if len(data) < wire.HEADER.size or data[2] & 0x80:
             return _refuse(request, http.BAD_REQUEST, "not a DNS query message")
-        client = _normalise(request.getClientAddress().host)
+        client = self.client_of(request)
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
         handle: Callable[[bytes, str, bool], Any] = self.handler.handle
@@ -245,7 +268,9 @@ class EncryptedListeners:
         self.doh_certificate = ServerCertificate(pair, (b"h2", b"http/1.1") if http.H2_ENABLED else (b"http/1.1",))
         self.dot_factory = SmartDNSServerFactory(handler, server.tcp_idle_timeout, server.tcp_max_connections)
         root = resource.Resource()  # type: ignore[no-untyped-call]
-        root.putChild(DOH_PATH, DNSQueryResource(handler))  # type: ignore[arg-type]
+        self.doh_resource = DNSQueryResource(handler, AddressSet(server.trusted_proxies) if server.trusted_proxies
+                                             else None)
+        root.putChild(DOH_PATH, self.doh_resource)  # type: ignore[arg-type]
         site = _DoHSite(root, reactor=reactor)  # type: ignore[no-untyped-call]
         self.doh_factory = _ConnectionCap(_tls_factory(self.doh_certificate, site), site,
                                           server.tcp_idle_timeout, server.tcp_max_connections)
@@ -275,6 +300,7 @@ class EncryptedListeners:
         the check and now) is logged and the old one kept."""
         if (server.tls_listen, server.https_listen) != (self.server.tls_listen, self.server.https_listen):
             log.warn("[server] tls_listen/https_listen changed: listeners are only bound at start, restart to apply")
+        self.doh_resource.trusted_proxies = AddressSet(server.trusted_proxies) if server.trusted_proxies else None
         self.dot_factory.idle_timeout = self.doh_factory.idle_timeout = server.tcp_idle_timeout
         self.dot_factory.max_connections = self.doh_factory.max_connections = server.tcp_max_connections
         try:

@@ -275,6 +275,27 @@ class EncryptedListenerTests(unittest.TestCase):
             self.assertEqual(rrs(answer), [f"example.com. 60 A {expected}"])
 
     @defer.inlineCallbacks
+    def test_x_forwarded_for_from_a_trusted_proxy(self):
+        """With the peer in trusted_proxies, the right-most X-Forwarded-For address that is not
+        a trusted proxy chooses the line; a garbled header leaves the proxy's own line."""
+        yield self.service.stopService()
+        self.start(f'trusted_proxies = ["{LINE2_SOURCE}/32", "10.0.0.0/8"]')
+        cases = [(f"{LINE1_SOURCE}", LINE1_ANSWER),                    # the proxy forwards for line1
+                 (f"198.51.100.7, {LINE1_SOURCE}, 10.1.2.3", LINE1_ANSWER),  # past another trusted hop
+                 ("not-an-address", LINE2_ANSWER)]
+        for header, expected in cases:
+            status, _headers, body = yield https_request(
+                self.doh_port, self.ca, "GET", get_target(query_bytes()), source=LINE2_SOURCE,
+                headers={"X-Forwarded-For": header})
+            self.assertEqual(status, 200)
+            self.assertEqual(rrs(dns.message.from_wire(body)), [f"example.com. 60 A {expected}"], header)
+        # A peer that is not a trusted proxy is never believed.
+        status, _headers, body = yield https_request(
+            self.doh_port, self.ca, "GET", get_target(query_bytes()), source=LINE1_SOURCE,
+            headers={"X-Forwarded-For": LINE2_SOURCE})
+        self.assertEqual(rrs(dns.message.from_wire(body)), [f"example.com. 60 A {LINE1_ANSWER}"])
+
+    @defer.inlineCallbacks
     def test_negative_answer_max_age(self):
         """An NXDOMAIN is cacheable for its SOA's TTL (the only record in it)."""
         status, headers, body = yield https_request(self.doh_port, self.ca, "GET",

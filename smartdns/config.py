@@ -23,6 +23,9 @@ import dns.rdatatype
 
 from smartdns.errors import ConfigError, Problem
 from smartdns.lines import Network
+from smartdns.tsig import ALGORITHMS as TSIG_ALGORITHMS
+from smartdns.tsig import DEFAULT_ALGORITHM as DEFAULT_TSIG_ALGORITHM
+from smartdns.tsig import KeyFileError, TsigKey, parse_key_file, parse_secret
 
 # [server]
 DEFAULT_LISTEN: tuple[tuple[str, int], ...] = (("127.0.0.1", 5300),)
@@ -83,6 +86,9 @@ DEFAULT_PREFETCH = True
 # [[policy]]
 POLICY_ACTIONS = ("refuse", "nxdomain", "nodata", "drop")
 
+# [[secondary]]
+MAX_SECONDARY_PRIMARIES = 16
+
 #: A line name becomes a directory name under zones/, so keep it to a safe alphabet.
 LINE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
@@ -134,6 +140,7 @@ class ZonesConfig:
     records_json: tuple[str, ...] = ()
     lines_json: str | None = None
     watch: bool = True
+    secondary_directory: str | None = None   # where transferred zones are saved; None = unset
     # True when ``directory`` was not set: then a missing directory means no local zones (the
     # forward-only server of an empty config), not an error.
     directory_optional: bool = False
@@ -228,6 +235,24 @@ class PolicyRule:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferRule:
+    """One ``[[transfer]]``: clients signing with ``key`` may AXFR the zones as ``line`` sees them."""
+
+    key: str                  # a [[tsig]] name
+    line: str | None = None   # None: the base zones
+
+
+@dataclass(frozen=True, slots=True)
+class SecondaryZone:
+    """One ``[[secondary]]``: ``zone`` transferred from ``primaries`` (for ``line``, or the base)."""
+
+    zone: str                                # lowercase, no final dot
+    primaries: tuple[tuple[str, int], ...]   # (IP, port)
+    key: str | None = None                   # a [[tsig]] name: transfers and NOTIFY signed with it
+    line: str | None = None                  # None: the base zone; else that line's whole view
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration; a snapshot that is replaced on reload, never changed."""
 
@@ -242,6 +267,9 @@ class Config:
     hosts: HostsConfig = HostsConfig()
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
+    tsig: tuple[TsigKey, ...] = ()
+    transfers: tuple[TransferRule, ...] = ()
+    secondaries: tuple[SecondaryZone, ...] = ()
     # What is valid but probably not meant (an open resolver); printed by ``smartdns check`` and
     # logged at start, never a reason to refuse the file.
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
@@ -743,7 +771,7 @@ def _absolute(base_dir: str, path: str) -> str:
 # Sections
 
 _TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache", "hosts", "metrics", "log")
-_ARRAY_TABLES = ("policy",)
+_ARRAY_TABLES = ("policy", "tsig", "transfer", "secondary")
 
 
 def _tables(reader: _Reader, data: object, where: _Where, label: str) -> Iterator[_Table]:
@@ -873,7 +901,7 @@ def _read_encrypted_listeners(table: _Table, base_dir: str,
 
 
 def _read_zones(table: _Table, base_dir: str) -> ZonesConfig:
-    table.reject_unknown(("directory", "records_json", "lines_json", "watch"))
+    table.reject_unknown(("directory", "records_json", "lines_json", "watch", "secondary_directory"))
     directory = table.string("directory", DEFAULT_ZONES_DIRECTORY)
     if not directory:
         table.report("directory", "[zones] directory must not be empty")
@@ -891,11 +919,20 @@ def _read_zones(table: _Table, base_dir: str) -> ZonesConfig:
         problem = _file_problem(_absolute(base_dir, lines_json))
         if problem:
             table.report("lines_json", f"[zones] lines_json: {_absolute(base_dir, lines_json)!r} {problem}")
+    secondary = table.string("secondary_directory", "")
+    secondary_directory = _absolute(base_dir, secondary) if secondary else None
+    if secondary_directory is not None:
+        if not os.path.isdir(secondary_directory):
+            table.report("secondary_directory",
+                         f"[zones] secondary_directory: {secondary_directory!r} is not a directory")
+        elif directory and secondary_directory == _absolute(base_dir, directory):
+            table.report("secondary_directory", "[zones] secondary_directory must not be the zone directory")
     return ZonesConfig(
         directory=_absolute(base_dir, directory),
         records_json=tuple(records),
         lines_json=_absolute(base_dir, lines_json) if lines_json else None,
         watch=table.boolean("watch", True),
+        secondary_directory=secondary_directory,
         directory_optional="directory" not in table.data,
     )
 
@@ -1150,6 +1187,205 @@ def _read_policy(table: _Table) -> PolicyRule | None:
     return PolicyRule(tuple(names), action, tuple(lines), tuple(types), table.reader.source.line(table.where))
 
 
+def _read_tsig_keys(tables: list[_Table], base_dir: str) -> tuple[TsigKey, ...]:
+    """``[[tsig]]``: each key once, its secret given inline (base64) or in a ``tsig-keygen`` file."""
+    keys: list[TsigKey] = []
+    for table in tables:
+        key = _read_tsig_key(table, base_dir)
+        if key is None:
+            continue
+        if any(known.name == key.name for known in keys):
+            table.report("name", f"[[tsig]] {key.name!r} is listed twice")
+            continue
+        keys.append(key)
+    return tuple(keys)
+
+
+def _read_tsig_key(table: _Table, base_dir: str) -> TsigKey | None:
+    table.reject_unknown(("name", "algorithm", "secret", "key_file"))
+    name = _required_name(table, "name", "[[tsig]]")
+    algorithms = tuple(TSIG_ALGORITHMS)
+    algorithm = table.choice("algorithm", DEFAULT_TSIG_ALGORITHM, algorithms)
+    secret_text = table.string("secret", "")
+    key_file = table.string("key_file", "")
+    secret: bytes | None = None
+    if table.has("secret") and table.has("key_file"):
+        table.report("key_file", "[[tsig]] takes secret or key_file, not both")
+    elif table.has("secret") and "secret" not in table.bad:
+        try:
+            secret = parse_secret(secret_text)
+        except ValueError as e:
+            table.report("secret", f"[[tsig]] secret {e}")
+    elif table.has("key_file") and "key_file" not in table.bad and name is not None:
+        secret, file_algorithm = _read_key_file(table, _absolute(base_dir, key_file) if key_file else "", name)
+        if file_algorithm is not None and "algorithm" not in table.bad:
+            if table.has("algorithm") and file_algorithm != algorithm:
+                table.report("algorithm", f"[[tsig]] algorithm {algorithm!r} differs from the key file's "
+                                          f"{file_algorithm!r}")
+            algorithm = file_algorithm
+    elif not table.has("secret") and not table.has("key_file"):
+        table.reader.report(table.where, "[[tsig]] needs secret (base64) or key_file (as tsig-keygen writes it)")
+    if name is None or secret is None or table.bad:
+        return None
+    return TsigKey(name, algorithm, secret)
+
+
+def _read_key_file(table: _Table, path: str, name: str) -> tuple[bytes | None, str | None]:
+    """(secret, algorithm or None if the file names none) of key ``name`` in a tsig-keygen file;
+    (None, None) after reporting why not."""
+    if not path:
+        table.report("key_file", "[[tsig]] key_file must not be empty")
+        return None, None
+    problem = _file_problem(path)
+    if problem:
+        table.report("key_file", f"[[tsig]] key_file: {path!r} {problem}")
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            entries = parse_key_file(handle.read())
+    except (OSError, UnicodeDecodeError) as e:
+        table.report("key_file", f"[[tsig]] key_file: {path!r} cannot be read: {e}")
+        return None, None
+    except KeyFileError as e:
+        table.report("key_file", f"[[tsig]] key_file: {path}:{e.line}: {e.message}")
+        return None, None
+    found = [entry for entry in entries if entry.name == name]
+    if not found:
+        names = ", ".join(repr(entry.name) for entry in entries)
+        table.report("key_file", f"[[tsig]] key_file: {path!r} holds no key {name!r} (it holds {names})")
+        return None, None
+    entry = found[0]
+    if entry.algorithm is not None and entry.algorithm not in TSIG_ALGORITHMS:
+        table.report("key_file", f"[[tsig]] key_file: {path}:{entry.line}: unknown algorithm {entry.algorithm!r} "
+                                 f"(one of {', '.join(TSIG_ALGORITHMS)})")
+        return None, None
+    try:
+        secret = parse_secret(entry.secret or "")
+    except ValueError as e:
+        table.report("key_file", f"[[tsig]] key_file: {path}:{entry.line}: the secret {e}")
+        return None, None
+    return secret, entry.algorithm
+
+
+def _required_name(table: _Table, key: str, label: str) -> str | None:
+    """A required domain-name key, normalised (lowercase, no final dot), or None if reported."""
+    if not table.has(key):
+        table.reader.report(table.where, f"{label} {key} is required")
+        table.bad.add(key)
+        return None
+    text = table.string(key, "")
+    if key in table.bad:
+        return None
+    try:
+        name = _normalize_name(text, wildcard=False)
+    except ValueError as e:
+        table.report(key, f"{label} {key} {text!r} {e}")
+        return None
+    if not name:
+        table.report(key, f"{label} {key} must not be the root")
+        return None
+    return name
+
+
+def _known_lines(lines: tuple[LineConfig, ...], lines_json: str | None) -> set[str] | None:
+    """Line names from ``[lines]`` and ``lines_json``; None when ``lines_json`` cannot be read
+    (that is reported by itself, and names of lines are then not checked)."""
+    known = {line.name for line in lines}
+    if lines_json:
+        from smartdns.articlejson import read_lines_json   # reads the JSON only, no zone data
+
+        found, problems = read_lines_json(lines_json)
+        if problems:
+            return None
+        known |= {name for name, _cidrs in found}
+    return known
+
+
+def _key_and_line(table: _Table, key_names: set[str], known_lines: set[str] | None,
+                  *, key_required: bool) -> tuple[str | None, str | None]:
+    """The ``key`` (a ``[[tsig]]`` name) and ``line`` (a configured line) of a table."""
+    label = table.label
+    key: str | None = None
+    if not table.has("key"):
+        if key_required:
+            table.reader.report(table.where, f"{label} key is required (the name of a [[tsig]] key)")
+            table.bad.add("key")
+    else:
+        text = table.string("key", "")
+        if "key" not in table.bad:
+            key = text.lower().rstrip(".")
+            if key not in key_names:
+                known = ", ".join(sorted(repr(name) for name in key_names)) or "none"
+                table.report("key", f"{label} key {text!r} is not a [[tsig]] key (configured: {known})")
+    line: str | None = None
+    if table.has("line"):
+        line = table.string("line", "")
+        if "line" not in table.bad and known_lines is not None and line not in known_lines:
+            configured = ", ".join(sorted(known_lines)) or "none"
+            table.report("line", f"{label} line {line!r} is not a configured line (configured: {configured})")
+    return key, line
+
+
+def _read_transfers(tables: list[_Table], key_names: set[str],
+                    known_lines: set[str] | None) -> tuple[TransferRule, ...]:
+    """``[[transfer]]``: which key may transfer which line's zones; a key decides one line."""
+    rules: list[TransferRule] = []
+    for table in tables:
+        table.reject_unknown(("key", "line"))
+        key, line = _key_and_line(table, key_names, known_lines, key_required=True)
+        if key is None or table.bad:
+            continue
+        if any(rule.key == key for rule in rules):
+            table.report("key", f"[[transfer]] key {key!r} is listed twice (a key gets one line's zones)")
+            continue
+        rules.append(TransferRule(key, line))
+    return tuple(rules)
+
+
+def _parse_primary(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:port``, ``[IPv6]:port`` or a bare IPv6 → (IP, port), port 53 by default."""
+    host, port_text = _split_host_port(text.strip())
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("must be an IP address") from None
+    port = DNS_PORT
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= MAX_PORT:
+            raise ValueError(f"port must be 1..{MAX_PORT}")
+        port = int(port_text)
+    return str(address), port
+
+
+def _read_secondaries(tables: list[_Table], key_names: set[str],
+                      known_lines: set[str] | None) -> tuple[SecondaryZone, ...]:
+    """``[[secondary]]``: zones this server transfers in, each (zone, line) once."""
+    zones: list[SecondaryZone] = []
+    for table in tables:
+        table.reject_unknown(("zone", "primaries", "key", "line"))
+        zone = _required_name(table, "zone", "[[secondary]]")
+        items = table.strings("primaries")
+        primaries: list[tuple[int, tuple[str, int]]] = []
+        if items is None and "primaries" not in table.bad:
+            table.reader.report(table.where, "[[secondary]] primaries is required (IP or IP:port of each primary)")
+            table.bad.add("primaries")
+        elif items is not None:
+            if not items and "primaries" not in table.bad:
+                table.report("primaries", "[[secondary]] primaries must not be empty")
+            elif len(items) > MAX_SECONDARY_PRIMARIES:
+                table.report("primaries", f"[[secondary]] primaries: at most {MAX_SECONDARY_PRIMARIES} entries")
+            primaries = table.parsed("primaries", items, _quoted(_parse_primary))
+        key, line = _key_and_line(table, key_names, known_lines, key_required=False)
+        if zone is None or table.bad:
+            continue
+        if any(other.zone == zone and other.line == line for other in zones):
+            where = f" for line {line!r}" if line is not None else ""
+            table.report("zone", f"[[secondary]] zone {zone!r}{where} is listed twice")
+            continue
+        zones.append(SecondaryZone(zone, tuple(address for _index, address in primaries), key, line))
+    return tuple(zones)
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry points
 
@@ -1159,7 +1395,7 @@ def _build(
 ) -> Config:
     """Read every section, then raise one ConfigError holding every problem found."""
     tables: dict[str, _Table] = {}
-    policies: list[PolicyRule] = []
+    arrays: dict[str, list[_Table]] = {key: [] for key in _ARRAY_TABLES}
     for key, value in data.items():
         if key in _TOP_TABLES:
             if isinstance(value, dict):
@@ -1167,10 +1403,7 @@ def _build(
             else:
                 reader.report((key,), f"[{key}] must be a table, not {_kind(value)}")
         elif key in _ARRAY_TABLES:
-            for table in _tables(reader, value, (key,), f"[[{key}]]"):
-                rule = _read_policy(table)
-                if rule is not None:
-                    policies.append(rule)
+            arrays[key] = list(_tables(reader, value, (key,), f"[[{key}]]"))
         elif isinstance(value, dict):
             reader.report((key,), f"unknown table [{key}]")
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -1181,10 +1414,19 @@ def _build(
     def section(name: str) -> _Table:
         return tables.get(name) or _Table(reader, {}, (name,), f"[{name}]")
 
+    policies = [rule for rule in map(_read_policy, arrays["policy"]) if rule is not None]
     warnings: list[Problem] = []
     zones = _read_zones(section("zones"), base_dir)
     lines = _read_lines(section("lines"))
     _check_policy_lines(reader, data.get("policy"), lines, zones.lines_json)
+    known_lines = _known_lines(lines, zones.lines_json)
+    keys = _read_tsig_keys(arrays["tsig"], base_dir)
+    key_names = {key.name for key in keys}
+    transfers = _read_transfers(arrays["transfer"], key_names, known_lines)
+    secondaries = _read_secondaries(arrays["secondary"], key_names, known_lines)
+    if secondaries and zones.secondary_directory is None:
+        reader.report(arrays["secondary"][0].where,
+                      "[[secondary]] needs [zones] secondary_directory, where transferred zones are saved")
     config = Config(
         path=config_path,
         server=_read_server(section("server"), base_dir),
@@ -1197,6 +1439,9 @@ def _build(
         hosts=_read_hosts(section("hosts"), base_dir),
         log=_read_log(section("log"), base_dir),
         metrics=_read_metrics(section("metrics")),
+        tsig=keys,
+        transfers=transfers,
+        secondaries=secondaries,
         warnings=tuple(warnings),
     )
     if reader.problems:

@@ -8,7 +8,7 @@ import os
 import re
 from typing import Any
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from smartdns.config import (
     DEFAULT_RECURSION,
@@ -20,7 +20,9 @@ from smartdns.config import (
     LineConfig,
     LogConfig,
     PolicyRule,
+    SecondaryZone,
     ServerConfig,
+    TransferRule,
     Upstream,
     load_config,
     parse_config,
@@ -28,6 +30,7 @@ from smartdns.config import (
     read_resolv_conf,
 )
 from smartdns.errors import ConfigError, Problem
+from smartdns.tsig import TsigKey
 
 net = ipaddress.ip_network
 CPU_WORKERS = min(os.cpu_count() or 1, MAX_WORKERS)
@@ -951,3 +954,173 @@ class ReadResolvConfTests(TestCase):
     def test_missing_file(self) -> None:
         """A missing resolv.conf means no default upstreams."""
         self.assertEqual(read_resolv_conf(self.mktemp()), ())
+
+
+# ---------------------------------------------------------------------------------------------
+# [[tsig]], [[transfer]], [[secondary]] and [zones] secondary_directory
+
+#: A key file exactly as ``tsig-keygen -a hmac-sha512 k2`` writes it (plus comments BIND allows).
+KEY_FILE_TEXT = """\
+# made by tsig-keygen
+key "k2" {
+\talgorithm hmac-sha512;
+\tsecret "c2VjcmV0LXR3bw==";
+};
+key "other" { algorithm hmac-sha1; secret "b3RoZXI="; };  // a second key
+"""
+#: A key file without an algorithm (BIND's default is hmac-md5 only in old versions; ours: the table's).
+KEY_FILE_NO_ALGORITHM = 'key k3 {\n  secret "dGhyZWU=";\n};\n'
+KEY_FILE_BROKEN = 'key "k4" {\n  algorithm hmac-sha256;\n  secret "c2VjcmV0"\n};\n'
+KEY_FILE_BAD_SECRET = 'key "k5" {\n  algorithm hmac-sha256;\n  secret "not base64!";\n};\n'
+
+_KEYS = '[[tsig]]\nname = "k1"\nsecret = "c2VjcmV0"\n'
+_LINES = '[lines]\nline1 = ["10.1.0.0/16"]\n'
+_SECONDARY_DIR = '[zones]\nsecondary_directory = "secondary"\n'
+
+XFR_VALID: list[tuple[str, dict[str, Any]]] = [
+    ("", {"tsig": (), "transfers": (), "secondaries": (), "zones.secondary_directory": None}),
+    (_KEYS, {"tsig": (TsigKey("k1", "hmac-sha256", b"secret"),)}),
+    ('[[tsig]]\nname = "K1.Example."\nalgorithm = "hmac-sha1"\nsecret = "c2Vj cmV0"',
+     {"tsig": (TsigKey("k1.example", "hmac-sha1", b"secret"),)}),
+    ('[[tsig]]\nname = "k2"\nkey_file = "keys/k2.key"', {"tsig": (TsigKey("k2", "hmac-sha512", b"secret-two"),)}),
+    ('[[tsig]]\nname = "other"\nkey_file = "keys/k2.key"', {"tsig": (TsigKey("other", "hmac-sha1", b"other"),)}),
+    ('[[tsig]]\nname = "k2"\nalgorithm = "hmac-sha512"\nkey_file = "keys/k2.key"', {"tsig[0].algorithm": "hmac-sha512"}),
+    ('[[tsig]]\nname = "k3"\nalgorithm = "hmac-sha384"\nkey_file = "keys/k3.key"',
+     {"tsig": (TsigKey("k3", "hmac-sha384", b"three"),)}),
+    (_KEYS + '[[transfer]]\nkey = "k1"', {"transfers": (TransferRule("k1", None),)}),
+    (_KEYS + _LINES + '[[transfer]]\nkey = "K1."\nline = "line1"', {"transfers": (TransferRule("k1", "line1"),)}),
+    (_SECONDARY_DIR, {"zones.secondary_directory": "{dir}/secondary"}),
+    (_KEYS + _LINES + _SECONDARY_DIR
+     + '[[secondary]]\nzone = "Example.COM."\nprimaries = ["192.0.2.1", "192.0.2.2:5353", "[2001:db8::1]:54", "2001:db8::2"]\n'
+     + '[[secondary]]\nzone = "example.com"\nprimaries = ["127.0.0.1:5301"]\nkey = "k1"\nline = "line1"',
+     {"secondaries": (
+         SecondaryZone("example.com", (("192.0.2.1", 53), ("192.0.2.2", 5353), ("2001:db8::1", 54), ("2001:db8::2", 53))),
+         SecondaryZone("example.com", (("127.0.0.1", 5301),), "k1", "line1"))}),
+]
+
+XFR_INVALID: list[tuple[str, str]] = [
+    # [[tsig]]
+    ('[[tsig]]\nsecret = "c2VjcmV0"', "smartdns.toml:1: [[tsig]] name is required"),
+    ('[[tsig]]\nname = "k1"', "smartdns.toml:1: [[tsig]] needs secret (base64) or key_file (as tsig-keygen writes it)"),
+    ('[[tsig]]\nname = "k1"\nsecret = ""', "smartdns.toml:3: [[tsig]] secret is empty"),
+    ('[[tsig]]\nname = "k1"\nsecret = "not base64!"', "smartdns.toml:3: [[tsig]] secret is not valid base64"),
+    ('[[tsig]]\nname = "k1"\nsecret = 1', "smartdns.toml:3: [[tsig]] secret must be a string, not an integer"),
+    ('[[tsig]]\nname = "k 1"\nsecret = "c2VjcmV0"',
+     "smartdns.toml:2: [[tsig]] name 'k 1' may only contain letters, digits, '-', '_' and '/'"),
+    ('[[tsig]]\nname = "."\nsecret = "c2VjcmV0"', "smartdns.toml:2: [[tsig]] name must not be the root"),
+    ('[[tsig]]\nname = "k1"\nalgorithm = "hmac-sha3"\nsecret = "c2VjcmV0"',
+     "smartdns.toml:3: [[tsig]] algorithm must be one of hmac-md5, hmac-sha1, hmac-sha224, hmac-sha256, "
+     "hmac-sha384, hmac-sha512, not 'hmac-sha3'"),
+    ('[[tsig]]\nname = "k1"\nsecret = "c2VjcmV0"\nkey_file = "keys/k2.key"',
+     "smartdns.toml:4: [[tsig]] takes secret or key_file, not both"),
+    ('[[tsig]]\nname = "k1"\nsecret = "c2VjcmV0"\nsecrets = "x"', "smartdns.toml:4: unknown key 'secrets' in [[tsig]]"),
+    (_KEYS + '\n[[tsig]]\nname = "K1."\nsecret = "c2VjcmV0"', "smartdns.toml:6: [[tsig]] 'k1' is listed twice"),
+    ('[[tsig]]\nname = "k1"\nkey_file = "keys/missing.key"',
+     "smartdns.toml:3: [[tsig]] key_file: '{dir}/keys/missing.key' does not exist"),
+    ('[[tsig]]\nname = "k1"\nkey_file = "keys/k2.key"',
+     "smartdns.toml:3: [[tsig]] key_file: '{dir}/keys/k2.key' holds no key 'k1' (it holds 'k2', 'other')"),
+    ('[[tsig]]\nname = "k4"\nkey_file = "keys/k4.key"',
+     "smartdns.toml:3: [[tsig]] key_file: {dir}/keys/k4.key:4: expected ';', found '}'"),
+    ('[[tsig]]\nname = "k5"\nkey_file = "keys/k5.key"',
+     "smartdns.toml:3: [[tsig]] key_file: {dir}/keys/k5.key:1: the secret is not valid base64"),
+    ('[[tsig]]\nname = "k2"\nalgorithm = "hmac-sha256"\nkey_file = "keys/k2.key"',
+     "smartdns.toml:3: [[tsig]] algorithm 'hmac-sha256' differs from the key file's 'hmac-sha512'"),
+    ('tsig = 1', "smartdns.toml:1: [[tsig]] must be an array of tables, not an integer"),
+    # [[transfer]]
+    (_LINES + '[[transfer]]\nline = "line1"', "smartdns.toml:3: [[transfer]] key is required (the name of a [[tsig]] key)"),
+    (_KEYS + '[[transfer]]\nkey = "k9"', "smartdns.toml:5: [[transfer]] key 'k9' is not a [[tsig]] key (configured: 'k1')"),
+    (_KEYS + '[[transfer]]\nkey = "k1"\nline = "line9"',
+     "smartdns.toml:6: [[transfer]] line 'line9' is not a configured line (configured: none)"),
+    (_KEYS + '[[transfer]]\nkey = "k1"\n[[transfer]]\nkey = "k1"',
+     "smartdns.toml:7: [[transfer]] key 'k1' is listed twice (a key gets one line's zones)"),
+    (_KEYS + '[[transfer]]\nkey = "k1"\nzones = []', "smartdns.toml:6: unknown key 'zones' in [[transfer]]"),
+    # [[secondary]] and [zones] secondary_directory
+    ('[zones]\nsecondary_directory = "nowhere"', "smartdns.toml:2: [zones] secondary_directory: '{dir}/nowhere' is not a directory"),
+    ('[zones]\ndirectory = "secondary"\nsecondary_directory = "secondary/"',
+     "smartdns.toml:3: [zones] secondary_directory must not be the zone directory"),
+    ('[[secondary]]\nzone = "example.com"\nprimaries = ["192.0.2.1"]',
+     "smartdns.toml:1: [[secondary]] needs [zones] secondary_directory, where transferred zones are saved"),
+    (_SECONDARY_DIR + '[[secondary]]\nprimaries = ["192.0.2.1"]', "smartdns.toml:3: [[secondary]] zone is required"),
+    (_SECONDARY_DIR + '[[secondary]]\nzone = "example.com"',
+     "smartdns.toml:3: [[secondary]] primaries is required (IP or IP:port of each primary)"),
+    (_SECONDARY_DIR + '[[secondary]]\nzone = "example.com"\nprimaries = []',
+     "smartdns.toml:5: [[secondary]] primaries must not be empty"),
+    (_SECONDARY_DIR + '[[secondary]]\nzone = "example.com"\nprimaries = [\n  "192.0.2.1",\n  "ns1.example.net",\n]',
+     "smartdns.toml:7: [[secondary]] primaries: 'ns1.example.net': must be an IP address"),
+    (_SECONDARY_DIR + '[[secondary]]\nzone = "example.com"\nprimaries = ["192.0.2.1:0"]',
+     "smartdns.toml:5: [[secondary]] primaries: '192.0.2.1:0': port must be 1..65535"),
+    (_SECONDARY_DIR + '[[secondary]]\nzone = "*.example.com"\nprimaries = ["192.0.2.1"]',
+     "smartdns.toml:4: [[secondary]] zone '*.example.com' may not contain wildcards"),
+    (_SECONDARY_DIR + '[[secondary]]\nzone = "example.com"\nprimaries = ["192.0.2.1"]\nkey = "k1"',
+     "smartdns.toml:6: [[secondary]] key 'k1' is not a [[tsig]] key (configured: none)"),
+    (_SECONDARY_DIR + _LINES + '[[secondary]]\nzone = "example.com"\nprimaries = ["192.0.2.1"]\nline = "line2"',
+     "smartdns.toml:8: [[secondary]] line 'line2' is not a configured line (configured: line1)"),
+    (_SECONDARY_DIR + '[[secondary]]\nzone = "example.com"\nprimaries = ["192.0.2.1"]\n'
+     '[[secondary]]\nzone = "EXAMPLE.com."\nprimaries = ["192.0.2.2"]',
+     "smartdns.toml:7: [[secondary]] zone 'example.com' is listed twice"),
+]
+
+
+class TransferConfigTests(TestCase):
+    """[[tsig]], [[transfer]], [[secondary]]: valid rows parse to values, invalid rows to one exact problem."""
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.directory, "keys"))
+        os.makedirs(os.path.join(self.directory, "secondary"))
+        for name, text in (("k2.key", KEY_FILE_TEXT), ("k3.key", KEY_FILE_NO_ALGORITHM),
+                           ("k4.key", KEY_FILE_BROKEN), ("k5.key", KEY_FILE_BAD_SECRET)):
+            with open(os.path.join(self.directory, "keys", name), "w") as f:
+                f.write(text)
+        self.config_path = os.path.join(self.directory, CONFIG_NAME)
+
+    def parse(self, text: str) -> Config:
+        return parse_config(text, self.config_path, resolv_conf=os.path.join(self.directory, "none"))
+
+    def test_valid_rows(self) -> None:
+        """Every valid row parses to the expected values."""
+        mismatches = []
+        for text, expected in XFR_VALID:
+            try:
+                config = self.parse(text)
+            except ConfigError as e:
+                mismatches.append(f"{text!r}: {e}")
+                continue
+            for path, value in expected.items():
+                want, got = expand(value, self.directory), attribute(config, path)
+                if got != want:
+                    mismatches.append(f"{text!r}: {path} is {got!r}, expected {want!r}")
+        if mismatches:
+            self.fail("\n".join(mismatches))
+
+    def test_invalid_rows(self) -> None:
+        """Every invalid row raises ConfigError whose whole text is exactly one expected problem."""
+        mismatches = []
+        for text, expected in XFR_INVALID:
+            want = "smartdns.toml" + expected[len("smartdns.toml"):].replace("{dir}", self.directory)
+            try:
+                self.parse(text)
+            except ConfigError as e:
+                if str(e).replace(self.config_path, CONFIG_NAME) != want:
+                    mismatches.append(f"{text!r}:\n  got      {e}\n  expected {want}")
+            else:
+                mismatches.append(f"{text!r}: no error, expected {want}")
+        if mismatches:
+            self.fail("\n".join(mismatches))
+
+    def test_tsig_keygen_output_reads(self) -> None:
+        """A file written by BIND's tsig-keygen gives the same key it names."""
+        import shutil
+        import subprocess
+
+        program = shutil.which("tsig-keygen") or ("/usr/sbin/tsig-keygen" if os.path.exists("/usr/sbin/tsig-keygen")
+                                                   else None)
+        if program is None:
+            raise SkipTest("tsig-keygen (bind9) is not installed")
+        path = os.path.join(self.directory, "keys", "made.key")
+        with open(path, "w") as f:
+            f.write(subprocess.run([program, "-a", "hmac-sha384", "made.example"], check=True,
+                                   capture_output=True, text=True).stdout)
+        config = self.parse('[[tsig]]\nname = "made.example"\nkey_file = "keys/made.key"')
+        self.assertEqual((config.tsig[0].name, config.tsig[0].algorithm, len(config.tsig[0].secret)),
+                         ("made.example", "hmac-sha384", 48))

@@ -41,6 +41,7 @@ from smartdns.authority import negative_soa
 from smartdns.chain import EDE_PROHIBITED, ChainSet, Compose
 from smartdns.response import RequestShape, Result, Shaper, error, shape_from_code, shape_of
 from smartdns.snapshot import Snapshot
+from smartdns.xfr import PASS as TRANSFER_PASS
 from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort,
                                lose_connection, peer_host, udp_socket)
 
@@ -131,8 +132,9 @@ class QueryHandler:
 
     def __init__(self, reactor: Any, snapshot: Callable[[], Snapshot], compose: Compose,
                  max_udp_payload: int, chaos_version: str = "", *, fast_lanes: bool = True,
-                 stats: Stats | None = None) -> None:
+                 stats: Stats | None = None, transfers: Any = None) -> None:
         self.reactor = reactor
+        self.transfers = transfers          # smartdns.xfr.TransferHook: signed AXFR/IXFR and NOTIFY, asked first
         self.snapshot = snapshot
         self.compose = compose              # snapshot → its chains (smartdns.chain.compose, bound by the service)
         self.shaper = Shaper(max_udp_payload)
@@ -276,6 +278,10 @@ class QueryHandler:
         if flags & wire.FLAG_QR:
             self.stats.dropped += 1
             return None                                    # never answer a response (reflection loops)
+        if self.transfers is not None:
+            handled = self.transfers.answer(data, client, tcp, snap)
+            if handled is not TRANSFER_PASS:
+                return handled                             # type: ignore[no-any-return]
         started = self.reactor.seconds()
         peer = (client, port) if self.querylog is not None else None
         if (flags >> 11) & 0xF != wire.OPCODE_QUERY:
@@ -452,13 +458,22 @@ def dispatch(handler: QueryHandler, data: bytes, client: str, tcp: bool,
         result = handler.servfail(data, tcp)
     if result is None:
         return
-    if isinstance(result, bytes):
-        send(result, target)
+    if isinstance(result, (bytes, list)):
+        _deliver(send, result, target)
         return
     # A forwarded answer: a failure becomes SERVFAIL, never silence.
     result.addErrback(_servfail, handler, data, tcp)
-    result.addCallback(lambda r: send(r, target) if r else None)
+    result.addCallback(lambda r: _deliver(send, r, target) if r else None)
     result.addErrback(lambda f: log.failure("sending an answer failed", f))
+
+
+def _deliver(send: Callable[[bytes, Any], None], result: bytes | list[bytes], target: Any) -> None:
+    """Send one answer, or each message of a zone transfer's stream (a list; TCP only)."""
+    if isinstance(result, list):
+        for message in result:
+            send(message, target)
+    else:
+        send(result, target)
 
 
 def _normalise(host: str) -> str:

@@ -29,6 +29,7 @@ from smartdns.reload import Reloader, ReloadResult, ReloadState, ZoneFileCache, 
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
 from smartdns.txtyping import TypedMultiService, cannot_listen
 from smartdns.watch import ControlFactory, Watcher
+from smartdns.xfr import TransferHook
 from smartdns.workers import Supervisor
 
 log = Logger()
@@ -78,8 +79,10 @@ class SmartDNSService(TypedMultiService):
         self.cache_counters = CacheCounters()
         self.upstream_stats = UpstreamStats()
         self._build_forwarding(config)
+        self.transfers = TransferHook(reactor)   # [[transfer]] AXFR out; NOTIFY in
         self.handler = QueryHandler(reactor, lambda: self.current, self._compose,
-                                    config.server.max_udp_payload, config.server.chaos_version, stats=Stats())
+                                    config.server.max_udp_payload, config.server.chaos_version, stats=Stats(),
+                                    transfers=self.transfers)
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
         self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files,

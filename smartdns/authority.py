@@ -16,7 +16,9 @@ Where the RFCs leave room, smartdns does what BIND 9 (as an authoritative server
 - Additional addresses are added for NS, MX, SRV, SVCB/HTTPS and NAPTR targets in the same
   zone (wildcards included); referrals carry only glue (addresses at or below a zone cut).
 - Names keep the zone file's case; only the question echoes the client's spelling.
-- ANY is answered with one RRset (RFC 8482 §4.1).
+- ANY gets no additional section (a referral keeps its glue).  Over UDP it is answered with one RRset (RFC 8482 §4.1; BIND's
+  ``minimal-any``, which also leaves out the NS RRset for RD=0); over TCP with every RRset at the
+  name, as BIND does.  After a DNAME, ANY ends with the synthesised CNAME, as a CNAME node does.
 """
 from __future__ import annotations
 
@@ -136,11 +138,12 @@ def _below_cut(view: ZoneView, tkey: bytes) -> bool:
 class Authority:
     """Answers queries for names in local zones, for one snapshot at a time."""
 
-    def lookup(self, snap: Snapshot, line: str | None, qname: bytes, qtype: int, rd: bool) -> Answer | None:
+    def lookup(self, snap: Snapshot, line: str | None, qname: bytes, qtype: int, rd: bool,
+               tcp: bool = False) -> Answer | None:
         """The local answer for (qname, qtype) as ``line`` sees it, or None if no local zone holds it.
 
         ``qname`` is the name as the client spelled it (it becomes the owner of DNAME-synthesised
-        CNAMEs, as in BIND)."""
+        CNAMEs, as in BIND); ``tcp`` only changes the answer to ANY (see the module doc)."""
         qkey = qname.lower()
         origin = snap.find_zone(qkey)
         if origin is None:
@@ -150,7 +153,7 @@ class Authority:
         sname = qname
         seen = {qkey}
         while True:
-            following = self._step(view, sname, qtype, result)
+            following = self._step(view, sname, qtype, result, tcp)
             if following is None:
                 break
             fkey = following.lower()
@@ -162,24 +165,28 @@ class Authority:
                 break                              # the chain leaves this zone; the resolver continues it
             seen.add(fkey)
             sname = following
-        if not rd and result.rcode == wire.NOERROR and result.aa and self._positive(result, qtype, view):
+        if not rd and result.rcode == wire.NOERROR and result.aa and self._positive(result, qtype, view, tcp):
             apex = view.node(view.origin)
             if apex is not None and wire.NS in apex:
                 result.authority.append(apex[wire.NS])
-        self._additional(view, result)
+        if qtype != wire.ANY or result.referral:
+            self._additional(view, result)
         return result
 
     @staticmethod
-    def _positive(result: Answer, qtype: int, view: ZoneView) -> bool:
-        """Whether the answer ends in data of the asked type that is not the apex NS or a DS."""
+    def _positive(result: Answer, qtype: int, view: ZoneView, tcp: bool) -> bool:
+        """Whether the answer ends in data of the asked type that is not the apex NS or a DS
+        (for ANY: over TCP only, and only when the answer holds no apex NS)."""
         if not result.answer or result.authority:
             return False
+        if qtype == wire.ANY:
+            return tcp and not any(r.rtype == wire.NS and r.name.lower() == view.origin for r in result.answer)
         last = result.answer[-1]
         if qtype == wire.DS or (last.rtype == wire.NS and last.name.lower() == view.origin):
             return False
         return last.rtype == qtype or qtype == wire.ANY
 
-    def _step(self, view: ZoneView, sname: bytes, qtype: int, result: Answer) -> bytes | None:
+    def _step(self, view: ZoneView, sname: bytes, qtype: int, result: Answer, tcp: bool = False) -> bytes | None:
         """Answer one name in one zone; return the name to restart with (CNAME/DNAME) or None."""
         skey = sname.lower()
         found = _cut_or_dname(view, skey, qtype)
@@ -200,7 +207,7 @@ class Authority:
                 result.rcode = YXDOMAIN
                 return None
             result.answer.append(wire.make_rrset(sname, wire.CNAME, dname.ttl, [synthesised]))
-            return None if qtype == wire.CNAME else synthesised
+            return None if qtype in (wire.CNAME, wire.ANY) else synthesised
         found_node = view.node(skey)
         synthesised_owner: bytes | None = None
         if found_node is None and not view.exists(skey):
@@ -220,7 +227,10 @@ class Authority:
             return rrset if synthesised_owner is None else rrset.with_name(synthesised_owner)
 
         if qtype == wire.ANY:
-            result.answer.append(placed(node[wire.CNAME if wire.CNAME in node else min(node)]))
+            if tcp and wire.CNAME not in node:
+                result.answer.extend(placed(rrset) for rrset in node.values())
+            else:
+                result.answer.append(placed(node[wire.CNAME if wire.CNAME in node else min(node)]))
             return None
         rrset = node.get(qtype)
         if rrset is not None:

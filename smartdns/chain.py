@@ -164,7 +164,7 @@ class LineAuthority(WireResolver):
         """The local answer, or None for a name outside every local zone."""
         if qclass != wire.IN:
             return None
-        return self._authority.lookup(self.snapshot, self.line, qname, qtype, shape.rd)
+        return self._authority.lookup(self.snapshot, self.line, qname, qtype, shape.rd, shape.tcp)
 
 
 class HostsFiles(hosts.Resolver):

@@ -1,8 +1,8 @@
 """The request's shape, the chain's result, and the one response shaper.
 
 Every response smartdns sends (full path, memo, replay, cache hits, policy answers, errors) gets
-its header flags, OPT record (RFC 6891), UDP size limit and truncation (RFC 2181 §9) from
-``Shaper.shape``.  It reads two values: the ``RequestShape`` (what the client's packet asked
+its header flags, question echo, OPT record (RFC 6891), TSIG error record (RFC 8945), UDP size
+limit and truncation (RFC 2181 §9) from ``Shaper.shape``.  It reads two values: the ``RequestShape`` (what the client's packet asked
 for: transport, EDNS present, advertised payload, DO, CD, RD, AD, opcode) and the ``Result``
 (what the resolver chain found: rcode, AA, RA, records or a cached entry, Extended DNS Error).
 
@@ -21,6 +21,9 @@ from smartdns.cache import Entry
 
 TCP_LIMIT = 65535
 STALE_TTL_SECONDS = 30          # RFC 8767 §4: TTL of records served stale
+# Opcodes whose responses echo the question (BIND 9: QUERY, NOTIFY and UPDATE; the zone section
+# of an UPDATE is its question).  Responses to any other opcode have an empty question section.
+QUESTION_OPCODES = frozenset({wire.OPCODE_QUERY, wire.OPCODE_NOTIFY, wire.OPCODE_UPDATE})
 
 
 class RequestShape(NamedTuple):
@@ -93,6 +96,7 @@ class Result:
     ra: bool = False
     cache_key: bytes = b""                    # the packed cache key of ``entry``
     upstream: str | None = None               # the upstream that just answered (query log)
+    tsig_error: tuple[wire.Tsig, int] | None = None   # the query's TSIG and the TSIG error to answer
 
     @property
     def sections(self) -> tuple[list[wire.RRset], list[wire.RRset], list[wire.RRset]]:
@@ -135,10 +139,18 @@ class Shaper:
 
     def shape(self, shape: RequestShape, qid: int, question: bytes, result: Result, now: float) -> bytes:
         """The response to a request of ``shape`` with ID ``qid`` and ``question`` (the client's
-        own bytes, so its 0x20 case is echoed)."""
+        own bytes, so its 0x20 case is echoed).
+
+        As BIND 9: RD and CD are echoed only to QUERY; other opcodes get every flag clear but
+        QR (and AA where the result says so), and opcodes other than QUERY, NOTIFY and UPDATE
+        no question section.  A result with a TSIG error ends with the unsigned TSIG record
+        (RFC 8945 §5.3.2), time signed ``now``."""
         flags = (wire.FLAG_QR | shape.opcode << 11 | (result.rcode & 0xF)
-                 | (wire.FLAG_RD if shape.rd else 0) | (wire.FLAG_CD if shape.cd else 0)
                  | (wire.FLAG_AA if result.aa else 0) | (wire.FLAG_RA if result.ra else 0))
+        if shape.opcode == wire.OPCODE_QUERY:
+            flags |= (wire.FLAG_RD if shape.rd else 0) | (wire.FLAG_CD if shape.cd else 0)
+        elif shape.opcode not in QUESTION_OPCODES:
+            question = b""
         opt = None
         if shape.edns:
             if result.rcode > 0xF or (result.ede is not None):
@@ -151,7 +163,10 @@ class Shaper:
         if entry is not None and not result.answer:
             return self._entry(entry, qid, question, flags, opt, limit, now)
         sections = result.sections_at(now) if entry is not None else result.sections
-        message, _ = wire.render(qid, flags, question, sections, opt=opt, limit=limit)
+        last = b""
+        if result.tsig_error is not None:
+            last = wire.tsig_error_record(result.tsig_error[0], qid, result.tsig_error[1], int(now))
+        message, _ = wire.render(qid, flags, question, sections, opt=opt, limit=limit, last=last)
         if shape.ad and message[2] & 0x02 and message[6:8] != b"\x00\x00" and result.aa \
                 and not any(r.rtype in (wire.CNAME, wire.DNAME) for r in result.answer):
             # BIND echoes the query's AD bit when it truncates an answer after some records fit

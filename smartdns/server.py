@@ -1,8 +1,10 @@
 """The query path: bytes in, bytes out.  Sockets and fast lanes here; DNS decisions elsewhere.
 
 One query goes down, never back up:
-  socket → request shape (``smartdns.response.RequestShape``) → header checks (QR, opcode)
-  → parse (FORMERR) → EDNS version (BADVERS) → class and meta-types → client line → policy
+  socket → request shape (``smartdns.response.RequestShape``) → header check (QR) → parse
+  (FORMERR) → BIND's checks before the question (``QueryHandler._before_chain``: EDNS version,
+  missing question, TSIG, then the opcode: NOTIFY, UPDATE, NOTIMP) → class and meta-types
+  → client line → policy
   → the client's resolver chain (``smartdns.chain``: cache, line authority, hosts, your own
   resolvers, upstream) → the response shaper (``smartdns.response.Shaper``) → socket.
 The client's line is chosen from the peer address of the datagram or connection; it selects
@@ -39,7 +41,7 @@ from smartdns import policy as policy_mod
 from smartdns import wire
 from smartdns.authority import negative_soa
 from smartdns.chain import EDE_PROHIBITED, ChainSet, Compose
-from smartdns.response import RequestShape, Result, Shaper, error, shape_from_code, shape_of
+from smartdns.response import QUESTION_OPCODES, RequestShape, Result, Shaper, error, shape_from_code, shape_of
 from smartdns.snapshot import Snapshot
 from smartdns.xfr import PASS as TRANSFER_PASS
 from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort,
@@ -284,9 +286,6 @@ class QueryHandler:
                 return handled                             # type: ignore[no-any-return]
         started = self.reactor.seconds()
         peer = (client, port) if self.querylog is not None else None
-        if (flags >> 11) & 0xF != wire.OPCODE_QUERY:
-            return self._finish(error(wire.NOTIMP), shape_of(flags, None, tcp), qid, b"", False, None, None, 0, started,
-                                None, peer)
         try:
             query = wire.parse_query(data)
         except wire.QueryError as e:
@@ -297,9 +296,9 @@ class QueryHandler:
             return None
         # The memo key holds the shape's code when the packet was sniffed (same value, no new object).
         shape = shape_from_code(memo_key[1]) if memo_key is not None else shape_of(query.flags, query.edns, tcp)
-        if query.edns is not None and query.edns.version > 0:
-            return self._finish(error(wire.BADVERS), shape, qid, query.question, False, None, None, query.qtype, started,
-                                None, peer)
+        early = self._before_chain(snap, query)
+        if early is not None:
+            return self._finish(early, shape, qid, query.question, False, None, None, query.qtype, started, None, peer)
         info = memo_key[2] if memo_key is not None else self._client_info(client, snap)
         chain = self._chains.chains[info]            # type: ignore[union-attr]
         result = self._decide(snap, query, shape, info[0], chain)
@@ -311,6 +310,33 @@ class QueryHandler:
             return None
         return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, info[0],
                                   query.qtype, started, snap, peer)
+
+    def _before_chain(self, snap: Snapshot, query: wire.Query) -> Result | None:
+        """BIND 9's answers before any chain sees the question, in BIND's order; None for a
+        QUERY that goes on to ``_decide``.
+
+        EDNS version above 0: BADVERS (RFC 6891 §6.1.3).  No question: FORMERR for QUERY,
+        NOTIFY and UPDATE, NOTIMP for other opcodes.  A TSIG: NOTAUTH with TSIG error BADKEY,
+        the answer for a key the server does not hold (RFC 8945 §5.2.1); no key is checked on
+        this path (signed transfers are answered before it, by the transfer hook).  Then the
+        opcode: NOTIFY and UPDATE get their own small answers, any other but QUERY NOTIMP.
+        (The shaper clears the flags and question section that BIND does not echo.)"""
+        if query.edns is not None and query.edns.version > 0:
+            return error(wire.BADVERS)
+        opcode = query.opcode
+        if not query.question:
+            return error(wire.FORMERR if opcode in QUESTION_OPCODES else wire.NOTIMP)
+        if query.tsig is not None:
+            unsigned = error(wire.NOTAUTH)
+            unsigned.tsig_error = (query.tsig, wire.BADKEY)
+            return unsigned
+        if opcode == wire.OPCODE_QUERY:
+            return None
+        if opcode == wire.OPCODE_NOTIFY:
+            return answer_notify(snap, query)
+        if opcode == wire.OPCODE_UPDATE:
+            return answer_update(snap, query)
+        return error(wire.NOTIMP)
 
     def _decide(self, snap: Snapshot, query: wire.Query, shape: RequestShape, line: str | None,
                 chain: Any) -> Result | defer.Deferred[Result] | None:
@@ -405,6 +431,33 @@ class QueryHandler:
         text = self.chaos_version.encode("utf-8")[:255]
         rrset = wire.make_rrset(query.qkey, wire.TXT, 0, [bytes([len(text)]) + text], wire.CH)
         return Result(aa=True, answer=[rrset])
+
+
+def answer_notify(snap: Snapshot, query: wire.Query) -> Result:
+    """NOTIFY (RFC 1996) to a server that is secondary for nothing: BIND 9's answers as the
+    primary of every local zone.  NOERROR with AA for a local zone's apex SOA, NOTAUTH for any
+    other name, FORMERR for another type, NOTIMP for another class.  The one place to replace
+    when NOTIFY is acted on (secondary zones)."""
+    if query.qclass != wire.IN:
+        return error(wire.NOTIMP)
+    if query.qtype != wire.SOA:
+        return error(wire.FORMERR)
+    if snap.find_zone(query.qkey) != query.qkey:
+        return error(wire.NOTAUTH)
+    return Result(aa=True)
+
+
+def answer_update(snap: Snapshot, query: wire.Query) -> Result:
+    """UPDATE (RFC 2136): no local zone takes updates.  As BIND 9 without ``allow-update``:
+    REFUSED for a local zone's apex, NOTAUTH for any other zone name, FORMERR for a zone
+    section that is not an SOA, NOTIMP for another class."""
+    if query.qclass != wire.IN:
+        return error(wire.NOTIMP)
+    if query.qtype != wire.SOA:
+        return error(wire.FORMERR)
+    if snap.find_zone(query.qkey) != query.qkey:
+        return error(wire.NOTAUTH)
+    return error(wire.REFUSED)
 
 
 def type_text(qtype: int) -> str:

@@ -26,6 +26,7 @@ SRV = 33
 DNAME = 39
 OPT = 41
 DS = 43
+TSIG = 250
 IXFR = 251
 AXFR = 252
 MAILB = 253
@@ -44,9 +45,14 @@ SERVFAIL = 2
 NXDOMAIN = 3
 NOTIMP = 4
 REFUSED = 5
+NOTAUTH = 9
 BADVERS = 16
+BADKEY = 17                # TSIG error: the key is not known here (RFC 8945 §5.3.2)
 
 OPCODE_QUERY = 0
+OPCODE_NOTIFY = 4
+OPCODE_UPDATE = 5
+TSIG_FUDGE_SECONDS = 300   # the fudge BIND puts in the TSIG of an error response
 
 # Header flag bits (second and third byte of the header as one 16-bit word).
 FLAG_QR = 0x8000
@@ -207,8 +213,19 @@ class Edns:
 
 
 @dataclass(frozen=True, slots=True)
+class Tsig:
+    """The parts of a query's TSIG record (RFC 8945 §4.2) an error response must repeat."""
+
+    key_name: bytes       # the record's owner, wire
+    algorithm: bytes      # the algorithm name, wire
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
-    """A parsed client query: just what answering needs, plus the raw question bytes."""
+    """A parsed client query: just what answering needs, plus the raw question bytes.
+
+    A message without a question parses (qname, question empty; qtype, qclass 0): whether
+    that is FORMERR or NOTIMP depends on the opcode, which the server judges."""
 
     id: int
     flags: int
@@ -217,6 +234,7 @@ class Query:
     qclass: int
     question: bytes       # the raw question section (name, type, class) for echoing
     edns: Edns | None
+    tsig: Tsig | None = None
 
     @property
     def opcode(self) -> int:
@@ -252,10 +270,13 @@ def _record_header(data: bytes, pos: int) -> tuple[bytes, int, int, int, int, in
 
 
 def parse_query(data: bytes) -> Query:
-    """Parse a client query.
+    """Parse a client query, as strictly as BIND 9 does.
 
     Raises ``FormError`` when not even the header is readable (drop the packet) and
-    ``QueryError`` when the header is readable but the rest is not (answer FORMERR).
+    ``QueryError`` when the header is readable but the rest is not (answer FORMERR): more than
+    one question (UPDATE keeps its first zone for the echo, as BIND), a misplaced, duplicate
+    or named OPT, a TSIG that is not the last record, not class ANY or not well formed
+    (RFC 8945 §5.1).  Bytes after the last record are ignored, as BIND ignores them.
     QR and opcode are not judged here; the server decides what to do with them.
     """
     if len(data) < HEADER.size:
@@ -263,23 +284,29 @@ def parse_query(data: bytes) -> Query:
     id_, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if flags & FLAG_QR:
         raise FormError("a response, not a query")
-    if qdcount != 1:
-        raise QueryError(f"QDCOUNT is {qdcount}, not 1", id_, flags)
-    try:
-        qname, pos = read_name(data, HEADER.size)
-    except FormError as e:
-        raise QueryError(str(e), id_, flags) from None
-    if pos - HEADER.size != len(qname):
-        # Nothing precedes the question that a pointer could sensibly point at.
-        raise QueryError("compression pointer in the question", id_, flags)
-    if pos + 4 > len(data):
-        raise QueryError("question cut short", id_, flags)
-    qtype, qclass = struct.unpack_from("!HH", data, pos)
-    question = data[HEADER.size:pos + 4]
-    pos += 4
+    pos = HEADER.size
+    qname, qtype, qclass, question = b"", 0, 0, b""
+    if qdcount:
+        try:
+            qname, pos = read_name(data, HEADER.size)
+        except FormError as e:
+            raise QueryError(str(e), id_, flags) from None
+        if pos - HEADER.size != len(qname):
+            # Nothing precedes the question that a pointer could sensibly point at.
+            raise QueryError("compression pointer in the question", id_, flags)
+        if pos + 4 > len(data):
+            raise QueryError("question cut short", id_, flags)
+        qtype, qclass = struct.unpack_from("!HH", data, pos)
+        question = data[HEADER.size:pos + 4]
+        pos += 4
+        if qdcount > 1:
+            kept = question if (flags >> 11) & 0xF == OPCODE_UPDATE else b""
+            raise QueryError(f"QDCOUNT is {qdcount}, not 1", id_, flags, kept)
     edns: Edns | None = None
+    tsig: Tsig | None = None
+    records = ancount + nscount + arcount
     try:
-        for index in range(ancount + nscount + arcount):
+        for index in range(records):
             name, rtype, rclass, ttl, rdlen, pos = _record_header(data, pos)
             if rtype == OPT:
                 if index < ancount + nscount or edns is not None or name != ROOT:
@@ -287,12 +314,43 @@ def parse_query(data: bytes) -> Query:
                 edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & EDNS_DO),
                             ext_rcode=ttl >> 24, options=data[pos:pos + rdlen])
                 _check_options(edns.options)
+            elif rtype == TSIG:
+                if index != records - 1 or index < ancount + nscount or rclass != CLASS_ANY:
+                    raise FormError("TSIG not the last record, or not class ANY")
+                tsig = Tsig(name, _tsig_algorithm(data, pos, rdlen))
             pos += rdlen
     except FormError as e:
         raise QueryError(str(e), id_, flags, question) from None
-    if pos != len(data):
-        raise QueryError("trailing bytes after the last record", id_, flags, question)
-    return Query(id_, flags, qname, qtype, qclass, question, edns)
+    return Query(id_, flags, qname, qtype, qclass, question, edns, tsig)
+
+
+def _tsig_algorithm(data: bytes, pos: int, rdlen: int) -> bytes:
+    """The algorithm name of the TSIG RDATA at ``pos``, after checking that its fields tile
+    the RDATA exactly (RFC 8945 §4.2): name, time (6), fudge (2), MAC, original ID, error,
+    other data."""
+    end = pos + rdlen
+    algorithm, pos = read_name(data[:end], pos)
+    pos += 8                                            # time signed, fudge
+    if pos + 2 > end:
+        raise FormError("TSIG cut short")
+    (mac_size,) = struct.unpack_from("!H", data, pos)
+    pos += 2 + mac_size + 4                             # MAC, original ID, error
+    if pos + 2 > end:
+        raise FormError("TSIG cut short")
+    (other_size,) = struct.unpack_from("!H", data, pos)
+    if pos + 2 + other_size != end:
+        raise FormError("TSIG length does not match its contents")
+    return algorithm
+
+
+def tsig_error_record(tsig: Tsig, original_id: int, error: int, time_signed: int) -> bytes:
+    """The TSIG record of an error response that cannot be signed (RFC 8945 §5.3.2), as BIND
+    writes it: the key and algorithm names in lower case, class ANY, TTL 0, no MAC, the
+    query's ID, no other data."""
+    rdata = (key(tsig.algorithm) + struct.pack("!HIH", time_signed >> 32 & 0xFFFF, time_signed & 0xFFFFFFFF,
+                                               TSIG_FUDGE_SECONDS)
+             + struct.pack("!HHHH", 0, original_id, error, 0))
+    return key(tsig.key_name) + RR_FIXED.pack(TSIG, CLASS_ANY, 0, len(rdata)) + rdata
 
 
 def _check_options(options: bytes) -> None:
@@ -669,6 +727,7 @@ def render(
     *,
     opt: bytes | None = None,
     limit: int = 65535,
+    last: bytes = b"",
 ) -> tuple[bytes, tuple[int, ...]]:
     """Render a response no longer than ``limit``; returns the message and its TTL offsets.
 
@@ -676,10 +735,11 @@ def render(
     that do not fit are dropped without TC.  If an answer or authority record does not fit, TC is
     set and — without EDNS — the records that did fit are kept; with EDNS (``opt``), every
     section is emptied, since the client will ask again over TCP anyway.  Space for the OPT
-    record is reserved up front.
+    record, and for ``last`` (one record that must end the message: a TSIG, RFC 8945 §5.1), is
+    reserved up front.
     """
     r = Renderer(question)
-    budget = limit - (len(opt) if opt else 0)
+    budget = limit - (len(opt) if opt else 0) - len(last)
     truncated = False
     for index, section in enumerate(sections, start=1):
         for rrset in section:
@@ -701,6 +761,9 @@ def render(
             r.rollback((len(question) + 12, [1 if question else 0, 0, 0, 0], 0))
     if opt:
         r.buf += opt
+        r.counts[3] += 1
+    if last:
+        r.buf += last
         r.counts[3] += 1
     return r.finish(id_, flags), tuple(r.ttl_offsets)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 
@@ -160,6 +161,31 @@ class DiffTests(SynchronousTestCase):
         )
 
 
+class RawDiffTests(SynchronousTestCase):
+    """``diff_raw`` compares TSIG error records field by field, the time only roughly."""
+
+    def _notauth(self, time_signed: int, error: int = 17) -> bytes:
+        rdata = (b"\x0bhmac-sha256\x00" + struct.pack("!HIH", 0, time_signed, 300)
+                 + struct.pack("!HHHH", 0, 7, error, 0))
+        return (struct.pack("!HHHHHH", 7, 0x8109, 0, 0, 0, 1)
+                + b"\x01k\x00" + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata)
+
+    def test_time_signed_may_differ_a_little(self) -> None:
+        """Two BADKEY records a few seconds apart are the same answer."""
+        self.assertEqual(harness.diff_raw(self._notauth(1_800_000_000), self._notauth(1_800_000_003)), [])
+
+    def test_tsig_error_and_time_are_compared(self) -> None:
+        """Another TSIG error, or a time far off, is a difference."""
+        self.assertNotEqual(harness.diff_raw(self._notauth(1_800_000_000), self._notauth(1_800_000_000, 16)), [])
+        self.assertNotEqual(harness.diff_raw(self._notauth(1_800_000_000), self._notauth(1_700_000_000)), [])
+
+    def test_unparseable_messages_compare_bytes(self) -> None:
+        """Messages dnspython cannot read are compared byte for byte after the ID, RA aside."""
+        a = struct.pack("!HHHHHH", 1, 0x8180, 1, 0, 0, 0) + b"\x03bad"
+        self.assertEqual(harness.diff_raw(a, a[:3] + b"\x00" + a[4:]), [])
+        self.assertNotEqual(harness.diff_raw(a, a[:-1] + b"c"), [])
+
+
 class BindAgainstBindTests(SynchronousTestCase):
     """The harness itself: BIND matches BIND, and a changed zone is noticed."""
 
@@ -180,6 +206,17 @@ class BindAgainstBindTests(SynchronousTestCase):
             matches, total, diffs = harness.run_corpus(
                 a.address, b.address, names=("bind1", "bind2"), **kwargs
             )
+            self.assertEqual(matches, total, _report(matches, total, diffs))
+
+    def test_bind_matches_bind_on_protocol_corners(self) -> None:
+        """Two named instances agree on every raw protocol case and on ANY over TCP (the TSIG
+        time aside): the corner corpus is deterministic."""
+        a, b = self._named(), self._named()
+        matches, total, diffs = harness.run_raw_cases(a.address, b.address, names=("bind1", "bind2"))
+        self.assertEqual(matches, total, _report(matches, total, diffs))
+        for flags in (dns.flags.RD, 0):
+            matches, total, diffs = harness.run_corpus(
+                a.address, b.address, harness.ANY_QUERIES, ("tcp",), names=("bind1", "bind2"), flags=flags)
             self.assertEqual(matches, total, _report(matches, total, diffs))
 
     def test_changed_zone_is_noticed(self) -> None:
@@ -246,6 +283,19 @@ class SmartDNSAgainstBindTests(SynchronousTestCase):
     def test_tcp(self) -> None:
         """Over TCP, with and without EDNS, every answer matches BIND's."""
         self._assert_corpus_matches({"transports": ("tcp",), "edns_modes": (False, True)})
+
+    def test_protocol_corners(self) -> None:
+        """Unknown opcodes, malformed messages, TSIG, NOTIFY, UPDATE and refusals, sent as raw
+        packets over UDP and TCP, get BIND's answers (see ``harness.RAW_CASES``)."""
+        matches, total, diffs = harness.run_raw_cases(
+            self.named.address, self.smartdns.address, names=("bind", "smartdns"))
+        self.assertEqual(matches, total, _report(matches, total, diffs))
+
+    def test_any_over_tcp(self) -> None:
+        """ANY over TCP gets every RRset at the name, as BIND answers it, with RD and without."""
+        self._assert_corpus_matches(
+            *({"queries": harness.ANY_QUERIES, "transports": ("tcp",), "flags": flags}
+              for flags in (dns.flags.RD, 0, harness.DIG_FLAGS)))
 
     def test_client_variants(self) -> None:
         """dig's RD+AD, RD=0 and DO+CD queries get BIND's answers too.

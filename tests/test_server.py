@@ -53,6 +53,25 @@ def decode(data: bytes) -> dns.message.Message:
     return dns.message.from_wire(data)
 
 
+def question_bytes(qname: str = "www.proto.test", qtype: int = wire.A, qclass: int = wire.IN) -> bytes:
+    """A raw question entry."""
+    return wire.from_text(qname) + struct.pack("!HH", qtype, qclass)
+
+
+def raw_query(qid: int, flags: int, qname: str = "www.proto.test", qtype: int = wire.A, qclass: int = wire.IN, *,
+              edns: bool = False, edns_version: int = 0) -> bytes:
+    """A query with exactly the header ``flags`` given (opcode included) and an optional OPT."""
+    opt = wire.ROOT + struct.pack("!HHIH", wire.OPT, 1232, edns_version << 16, 0) if edns else b""
+    return struct.pack("!HHHHHH", qid, flags, 1, 0, 0, int(edns)) + question_bytes(qname, qtype, qclass) + opt
+
+
+def tsig_record(key_name: bytes, algorithm: str = "HMAC-SHA256") -> bytes:
+    """A TSIG record with a made-up 32-byte MAC (no key here knows it)."""
+    rdata = (wire.from_text(algorithm) + struct.pack("!HIH", 0, 1_700_000_000, 300) + struct.pack("!H", 32)
+             + b"\x01" * 32 + struct.pack("!HHH", 1, 0, 0))
+    return key_name + struct.pack("!HHIH", wire.TSIG, wire.CLASS_ANY, 0, len(rdata)) + rdata
+
+
 class ProtocolRuleTests(unittest.TestCase):
     """FORMERR, NOTIMP, BADVERS, REFUSED, TC and friends."""
 
@@ -96,14 +115,123 @@ class ProtocolRuleTests(unittest.TestCase):
             self.assertTrue(raw[2] & 0x80)
 
     def test_unknown_opcode_is_notimp(self):
-        """NOTIFY, UPDATE and unassigned opcodes get NOTIMP, as responses (QR=1)."""
-        for opcode in (dns.opcode.NOTIFY, dns.opcode.UPDATE, 3, 15):
-            data = bytearray(wire.encode_query(8, wire.from_text("www.proto.test"), wire.A))
-            data[2] = (data[2] & 0x87) | (opcode << 3)
-            raw = self.ask(bytes(data))
-            self.assertEqual(raw[3] & 0xF, wire.NOTIMP)
-            self.assertEqual((raw[2] >> 3) & 0xF, opcode)
-            self.assertTrue(raw[2] & 0x80)
+        """Opcodes other than QUERY, NOTIFY and UPDATE get NOTIMP as BIND answers it: every flag
+        clear but QR, the opcode echoed, no question, and an OPT when the query had one."""
+        every_flag = wire.FLAG_RD | wire.FLAG_CD | wire.FLAG_AD | wire.FLAG_AA | wire.FLAG_TC | wire.FLAG_RA | 0x40
+        for opcode in (1, 2, 3, 6, 15):
+            for edns in (False, True):
+                raw = self.ask(raw_query(8, opcode << 11 | every_flag, edns=edns))
+                self.assertEqual(raw[:4], struct.pack("!HH", 8, 0x8000 | opcode << 11 | wire.NOTIMP))
+                self.assertEqual(raw[4:12], struct.pack("!HHHH", 0, 0, 0, int(edns)))
+                if edns:
+                    self.assertEqual(raw[12:], wire.opt_record(1232, False))
+        raw = self.ask(struct.pack("!HHHHHH", 9, 15 << 11, 0, 0, 0, 1) + wire.opt_record(1232, False))
+        self.assertEqual(raw, struct.pack("!HHHHHH", 9, 0xF800 | wire.NOTIMP, 0, 0, 0, 1) + wire.opt_record(1232, False))
+
+    def test_edns_version_and_form_come_before_the_opcode(self):
+        """As BIND: EDNS version 1 with an unknown opcode is BADVERS, and a malformed one FORMERR
+        (without OPT), both with the flags clear and no question."""
+        badvers = self.ask(raw_query(10, 15 << 11 | wire.FLAG_RD, edns=True, edns_version=1))
+        reply = decode(badvers)
+        self.assertEqual((reply.rcode(), reply.flags, reply.edns, reply.question), (dns.rcode.BADVERS, 0xF800, 0, []))
+        formerr = self.ask(raw_query(11, 15 << 11 | wire.FLAG_RD, edns=True)[:-11] + b"\x01\x02")
+        self.assertEqual(formerr, struct.pack("!HHHHHH", 11, 0xF800 | wire.FORMERR, 0, 0, 0, 0))
+
+    def test_notify(self):
+        """NOTIFY (nobody's secondary here): NOERROR with AA for a local zone's apex, NOTAUTH for
+        other names, FORMERR for another type, NOTIMP for CH; the question echoed, RD and CD
+        not, the OPT kept."""
+        cases = [("proto.test", wire.SOA, wire.IN, wire.NOERROR), ("www.proto.test", wire.SOA, wire.IN, wire.NOTAUTH),
+                 ("elsewhere.test", wire.SOA, wire.IN, wire.NOTAUTH), ("proto.test", wire.A, wire.IN, wire.FORMERR),
+                 ("proto.test", wire.SOA, wire.CH, wire.NOTIMP)]
+        for qname, qtype, qclass, rcode in cases:
+            data = raw_query(12, 4 << 11 | wire.FLAG_RD | wire.FLAG_CD | wire.FLAG_AA, qname, qtype, qclass, edns=True)
+            raw = self.ask(data)
+            aa = wire.FLAG_AA if rcode == wire.NOERROR else 0
+            self.assertEqual(raw[:12], struct.pack("!HHHHHH", 12, 0xA000 | aa | rcode, 1, 0, 0, 1), qname)
+            self.assertEqual(raw[12:], data[12:])           # the question, then the same OPT
+
+    def test_update(self):
+        """UPDATE: REFUSED for a local zone (no zone takes updates), NOTAUTH for another zone,
+        with the zone section echoed and the OPT kept."""
+        for qname, rcode in (("proto.test", wire.REFUSED), ("elsewhere.test", wire.NOTAUTH),
+                             ("www.proto.test", wire.NOTAUTH)):
+            data = raw_query(13, 5 << 11 | wire.FLAG_RD, qname, wire.SOA, edns=True)
+            raw = self.ask(data)
+            self.assertEqual(raw, struct.pack("!HHHHHH", 13, 0xA800 | rcode, 1, 0, 0, 1) + data[12:], qname)
+
+    def test_no_question(self):
+        """No question with an OPT: FORMERR for QUERY, NOTIFY and UPDATE, NOTIMP for other
+        opcodes, each with the OPT (BIND parses the OPT first)."""
+        for opcode, rcode in ((0, wire.FORMERR), (4, wire.FORMERR), (5, wire.FORMERR), (15, wire.NOTIMP)):
+            raw = self.ask(struct.pack("!HHHHHH", 14, opcode << 11 | wire.FLAG_RD, 0, 0, 0, 1) + wire.opt_record(1232, False))
+            rd = wire.FLAG_RD if opcode == 0 else 0
+            self.assertEqual(raw, struct.pack("!HHHHHH", 14, 0x8000 | opcode << 11 | rd | rcode, 0, 0, 0, 1)
+                             + wire.opt_record(1232, False))
+
+    def test_two_questions_lose_question_and_opt(self):
+        """Two questions and an OPT: FORMERR with neither question nor OPT, RD and CD echoed."""
+        data = raw_query(15, wire.FLAG_RD | wire.FLAG_CD, edns=True)
+        data = data[:5] + b"\x02" + data[6:12] + question_bytes() + data[12:]
+        self.assertEqual(self.ask(data), struct.pack("!HHHHHH", 15, 0x8000 | 0x0110 | wire.FORMERR, 0, 0, 0, 0))
+
+    def test_trailing_bytes_are_ignored(self):
+        """Bytes after the last record are ignored, as BIND does: a normal answer."""
+        for tcp in (False, True):
+            reply = decode(self.ask(raw_query(16, wire.FLAG_RD, edns=True) + b"\x00\x00\x01", tcp=tcp))
+            self.assertEqual((reply.rcode(), reply.edns), (dns.rcode.NOERROR, 0))
+            self.assertEqual([rd.to_text() for rd in reply.answer[0]], ["192.0.2.2"])
+
+    def test_tsig_with_unknown_key(self):
+        """A TSIG-signed query: NOTAUTH, RD and CD echoed, the question and OPT, then an unsigned
+        TSIG (key and algorithm in lower case, time now, fudge 300, no MAC, the query's ID,
+        error BADKEY), as BIND answers for a key it does not hold."""
+        data = raw_query(17, wire.FLAG_RD | wire.FLAG_CD | wire.FLAG_AD, edns=True)
+        data = data[:11] + b"\x02" + data[12:] + tsig_record(b"\x08Some-Key\x00")
+        for tcp in (False, True):
+            raw = self.ask(data, tcp=tcp)
+            reply = dns.message.from_wire(raw, keyring=False)
+            self.assertEqual((reply.id, reply.rcode(), reply.flags), (17, dns.rcode.NOTAUTH, 0x8119))
+            self.assertEqual(reply.question[0].to_text(), "www.proto.test. IN A")
+            self.assertEqual(reply.edns, 0)
+            tail = wire.opt_record(1232, False) + b"\x08some-key\x00"      # OPT, then the TSIG (39 bytes on)
+            self.assertEqual((raw[10:12], raw[-len(tail) - 39:-39]), (b"\x00\x02", tail))
+            self.assertEqual(reply.tsig.name, dns.name.from_text("some-key."))
+            rdata = reply.tsig[0]
+            self.assertEqual((rdata.algorithm.to_text(), rdata.fudge, rdata.mac, rdata.original_id, rdata.error,
+                              rdata.other), ("hmac-sha256.", 300, b"", 17, wire.BADKEY, b""))
+            self.assertLessEqual(abs(rdata.time_signed - self.service.reactor.seconds()), 5)
+
+    def test_tsig_not_last_is_formerr(self):
+        """A TSIG followed by another record: FORMERR with the question, without OPT."""
+        data = raw_query(18, wire.FLAG_RD, edns=True)
+        opt = data[-11:]
+        data = data[:11] + b"\x02" + data[12:-11] + tsig_record(b"\x01k\x00") + opt
+        self.assertEqual(self.ask(data), struct.pack("!HHHHHH", 18, 0x8100 | wire.FORMERR, 1, 0, 0, 0)
+                         + question_bytes())
+
+    def test_refusals_carry_opt(self):
+        """REFUSED for CH on a zone name, a name outside the local zones and AXFR keeps the OPT."""
+        for qname, qtype, qclass in (("www.proto.test", wire.A, wire.CH), ("www.elsewhere.test", wire.A, wire.IN),
+                                     ("proto.test", wire.AXFR, wire.IN)):
+            for tcp in (False, True):
+                reply = decode(self.ask(raw_query(19, wire.FLAG_RD, qname, qtype, qclass, edns=True), tcp=tcp))
+                self.assertEqual((reply.rcode(), reply.edns, reply.payload), (dns.rcode.REFUSED, 0, 1232))
+
+    def test_corners_stay_off_the_fast_lanes(self):
+        """sniff() rejects other opcodes, TSIG and trailing bytes, and the memo stays empty after
+        asking each twice."""
+        handler = self.handler
+        signed = raw_query(20, wire.FLAG_RD)
+        signed = signed[:11] + b"\x01" + signed[12:] + tsig_record(b"\x01k\x00")
+        packets = [raw_query(20, 15 << 11), raw_query(20, 4 << 11, "proto.test", wire.SOA), signed,
+                   raw_query(20, wire.FLAG_RD) + b"\x00"]
+        handler._memo.clear()
+        for data in packets:
+            self.assertIsNone(wire.sniff(data))
+            self.assertEqual(self.ask(data), self.ask(data))
+        self.assertEqual(handler._memo, {})
+        self.assertEqual(handler.replay, {})
 
     def test_responses_and_runts_are_dropped(self):
         """A packet with QR=1, or shorter than a header, is never answered."""
@@ -120,10 +248,24 @@ class ProtocolRuleTests(unittest.TestCase):
                 self.assertEqual(decode(raw).rcode(), dns.rcode.REFUSED)
 
     def test_any_gets_one_rrset(self):
-        """ANY is answered with a single RRset (RFC 8482)."""
+        """ANY over UDP is answered with a single RRset (RFC 8482, BIND's minimal-any), no
+        additional section and, for RD=0, no NS; over TCP with every RRset at the name."""
         reply = self.query("www.proto.test", "ANY")
         self.assertEqual(len(reply.answer), 1)
         self.assertTrue(reply.flags & dns.flags.AA)
+        msg = dns.message.make_query("proto.test", "ANY")
+        msg.flags &= ~dns.flags.RD
+        udp = decode(self.ask(msg.to_wire()))
+        self.assertEqual((len(udp.answer), udp.authority, udp.additional), (1, [], []))
+        tcp = decode(self.ask(msg.to_wire(), tcp=True))
+        self.assertEqual(sorted(dns.rdatatype.to_text(r.rdtype) for r in tcp.answer), ["NS", "SOA"])
+        self.assertEqual((tcp.authority, tcp.additional), ([], []))
+        www = dns.message.make_query("www.proto.test", "ANY")
+        www.flags &= ~dns.flags.RD
+        full = decode(self.ask(www.to_wire(), tcp=True))
+        self.assertEqual(sorted(dns.rdatatype.to_text(r.rdtype) for r in full.answer), ["A", "AAAA", "TXT"])
+        self.assertEqual([r.to_text() for r in full.authority], ["proto.test. 300 IN NS ns1.proto.test."])
+        self.assertEqual(full.additional, [])
 
     def test_chaos_class(self):
         """CH version.bind gets the configured string; CH for a zone name never gets IN data."""

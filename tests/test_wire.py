@@ -36,6 +36,14 @@ def opt(payload: int = 1232, flags: int = 0, options: bytes = b"", owner: bytes 
     return owner + struct.pack("!HHIH", wire.OPT, payload, flags, len(options)) + options
 
 
+def tsig(key_name: bytes = name("Some-Key"), algorithm: bytes = name("HMAC-SHA256"), rclass: int = wire.CLASS_ANY,
+         mac: bytes = b"\x01" * 32, other: bytes = b"") -> bytes:
+    """A raw TSIG record (RFC 8945 §4.2) with a made-up MAC."""
+    rdata = (algorithm + struct.pack("!HIH", 0, 1_700_000_000, 300) + struct.pack("!H", len(mac)) + mac
+             + struct.pack("!HHH", 0x1234, 0, len(other)) + other)
+    return key_name + struct.pack("!HHIH", wire.TSIG, rclass, 0, len(rdata)) + rdata
+
+
 class ParseQueryTests(unittest.SynchronousTestCase):
     """parse_query: what the hot path reads from a client packet."""
 
@@ -93,10 +101,19 @@ class ParseQueryTests(unittest.SynchronousTestCase):
         self.assertEqual(caught.exception.flags, wire.HEADER.unpack_from(data)[1])
         return caught.exception
 
-    def test_qdcount_not_one(self) -> None:
-        """QDCOUNT of 0 or 2 is a QueryError with the ID."""
-        self.assert_query_error(header(qd=0))
-        self.assert_query_error(header(qd=2) + question() + question())
+    def test_qdcount_two(self) -> None:
+        """QDCOUNT 2 is a QueryError with the ID and no question to echo (BIND), except for
+        UPDATE, whose first zone is echoed."""
+        self.assertEqual(self.assert_query_error(header(qd=2) + question() + question()).question, b"")
+        update = header(flags=wire.OPCODE_UPDATE << 11, qd=2) + question(qtype=wire.SOA) + question()
+        self.assertEqual(self.assert_query_error(update).question, question(qtype=wire.SOA))
+
+    def test_no_question_parses(self) -> None:
+        """QDCOUNT 0 parses, with an empty question and the OPT: the server decides (FORMERR or
+        NOTIMP, by opcode, with the OPT as BIND)."""
+        query = wire.parse_query(header(qd=0, ar=1) + opt())
+        self.assertEqual((query.question, query.qname, query.qtype, query.qclass), (b"", b"", 0, 0))
+        self.assertIsNotNone(query.edns)
 
     def test_question_cut_short(self) -> None:
         """A question without its full type and class is a QueryError with the ID."""
@@ -181,8 +198,45 @@ class ParseQueryTests(unittest.SynchronousTestCase):
         self.assert_query_error(header(ar=2) + question() + opt())
 
     def test_trailing_bytes(self) -> None:
-        """Bytes after the last announced record are a QueryError."""
-        self.assert_query_error(header() + question() + b"\x00")
+        """Bytes after the last announced record are ignored, as BIND ignores them."""
+        query = wire.parse_query(header(ar=1) + question() + opt() + b"\x00junk")
+        self.assertEqual(query.question, question())
+        self.assertIsNotNone(query.edns)
+
+    def test_tsig(self) -> None:
+        """A TSIG as the last record is parsed: its owner and algorithm as sent."""
+        query = wire.parse_query(header(ar=2) + question() + opt() + tsig())
+        self.assertEqual(query.tsig, wire.Tsig(name("Some-Key"), name("HMAC-SHA256")))
+        self.assertIsNotNone(query.edns)
+        self.assertIsNone(wire.parse_query(header() + question()).tsig)
+
+    def test_misplaced_or_malformed_tsig(self) -> None:
+        """A TSIG not last, in the answer section, twice, not class ANY, or whose fields do not
+        fill its RDATA exactly is a QueryError keeping the question (RFC 8945 §5.1, as BIND)."""
+        cases = [
+            header(ar=2) + question() + tsig() + opt(),
+            header(an=1) + question() + tsig(),
+            header(ar=2) + question() + tsig() + tsig(),
+            header(ar=1) + question() + tsig(rclass=wire.IN),
+            header(ar=1) + question() + tsig()[:-2] + b"\x00\x05abcde",     # other length 0, five bytes
+            header(ar=1) + question() + name("k") + struct.pack("!HHIH", wire.TSIG, wire.CLASS_ANY, 0, 3) + b"abc",
+            header(ar=1) + question() + name("k") + struct.pack("!HHIH", wire.TSIG, wire.CLASS_ANY, 0, 0),
+        ]
+        for data in cases:
+            self.assertEqual(self.assert_query_error(data).question, question())
+
+    def test_tsig_error_record(self) -> None:
+        """The unsigned TSIG of an error response: names in lower case, class ANY, TTL 0, the
+        time given, fudge 300, no MAC, the query's ID, the error, no other data."""
+        record = wire.tsig_error_record(wire.Tsig(name("Some-Key"), name("HMAC-SHA256")), 77, wire.BADKEY,
+                                        1_796_110_454)
+        rrset = dns.message.from_wire(header(flags=wire.FLAG_QR, qd=0, ar=1) + record, keyring=False).tsig
+        self.assertEqual(rrset.name, dns.name.from_text("some-key."))
+        self.assertEqual((rrset.rdclass, rrset.ttl), (wire.CLASS_ANY, 0))
+        rdata = rrset[0]
+        self.assertEqual(rdata.algorithm, dns.name.from_text("hmac-sha256."))
+        self.assertEqual((rdata.time_signed, rdata.fudge, rdata.mac, rdata.original_id, rdata.error, rdata.other),
+                         (1_796_110_454, 300, b"", 77, wire.BADKEY, b""))
 
     def test_sniff_agrees_with_parse(self) -> None:
         """The cheap sniff finds the question end and EDNS of a plain query, and gives up on others."""

@@ -37,8 +37,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-ALL_SERVERS = ["smartdns", "twisted", "dnsmasq", "unbound"]
-ALL_JOBS = ["local", "hit", "miss"]
+ALL_SERVERS = ["smartdns", "twisted", "dnsmasq", "unbound", "named", "nsd"]
+ALL_JOBS = ["local", "hit", "miss", "local-wide"]
+WIDE_JOB = "local-wide"
 
 UPSTREAM_ZONE = "bench.test"
 LOCAL_ZONE = "local.test"
@@ -54,6 +55,18 @@ LINES = {
     "lo": ["127.0.0.1/32"],
 }
 OVERLAY_LINE = "lo"
+# The local-wide job: a large zone (n0..n<N-1>.wide.test) and four lines by client
+# address, each with an overlay for a tenth of the names' tenth (every 10th name is
+# overridden for exactly one line: name i, i % 10 == 0, in line (i // 10) % 4).
+# dnsperf sends from one address per process (-a), so the job runs one dnsperf per
+# line in parallel, each from an address in its line, over its own share of the names.
+WIDE_ZONE = "wide.test"
+WIDE_LINES = {"wide%d" % k: ["127.0.%d.0/24" % (k + 1)] for k in range(4)}
+WIDE_SOURCES = ["127.0.%d.1" % (k + 1) for k in range(4)]
+# A name outside the query files whose answer differs in every line: asked from every
+# source address before each run, it shows which servers really answer by line.
+WIDE_CHECK = "check"
+WIDE_CHECK_BASE = "192.0.2.100"
 # Percent of a CPU that other processes may use during a run before it counts as disturbed.
 DISTURBED = 10
 
@@ -102,6 +115,11 @@ class Data:
         }
         self.q_count = {"local": self.local_names, "hit": self.hit_names,
                         "miss": self.miss_tput_count, "miss-lat": self.miss_lat_count}
+        self.wide_names = args.wide_names
+        self.wide_sources = WIDE_SOURCES[:args.wide_sources]
+        self.wide_zone = os.path.join(self.dir, WIDE_ZONE + ".zone")
+        # One query file per source address: the shuffled names dealt out in turn.
+        self.q_wide = [os.path.join(self.dir, "q-wide-%d.txt" % k) for k in range(len(self.wide_sources))]
 
     def generate(self):
         stamp = os.path.join(self.dir, "sizes")
@@ -135,6 +153,50 @@ class Data:
             f.write(want)
         log("data: done in %.1fs" % (time.time() - t0))
 
+    def generate_wide(self):
+        """The local-wide job's base zone and query files (its own stamp: made once)."""
+        stamp = os.path.join(self.dir, "wide-sizes")
+        want = "%d %d v1\n" % (self.wide_names, len(self.wide_sources))
+        if os.path.exists(stamp) and open(stamp).read() == want and all(
+                os.path.exists(p) for p in self.q_wide + [self.wide_zone]):
+            return
+        log("data: generating %d-name %s zone and %d query files" % (self.wide_names, WIDE_ZONE, len(self.q_wide)))
+        with open(self.wide_zone, "w") as f:
+            f.write(self.wide_head())
+            f.writelines("%s IN A %s\n" % r for r in self.wide_records())
+        names = list(range(self.wide_names))
+        random.Random(11).shuffle(names)
+        files = [open(p, "w") for p in self.q_wide]
+        for j, i in enumerate(names):
+            files[j % len(files)].write("n%d.%s A\n" % (i, WIDE_ZONE))
+        for f in files:
+            f.close()
+        with open(stamp, "w") as f:
+            f.write(want)
+
+    @staticmethod
+    def wide_head():
+        return ("$ORIGIN %s.\n$TTL 3600\n@ IN SOA ns1 hostmaster 1 3600 600 864000 3600\n"
+                "@ IN NS ns1\nns1 IN A 127.0.0.1\n" % WIDE_ZONE)
+
+    def wide_records(self):
+        """(label, address) of the base zone, the check name included."""
+        out = [("n%d" % i, ip_of(i, 10)) for i in range(self.wide_names)]
+        out.append((WIDE_CHECK, WIDE_CHECK_BASE))
+        return out
+
+    def wide_overlay(self, k):
+        """(label, address) pairs line k overrides: every 10th name, dealt out over the lines."""
+        n = len(WIDE_LINES)
+        out = [("n%d" % i, ip_of(i, 20 + k)) for i in range(0, self.wide_names, 10) if (i // 10) % n == k]
+        out.append((WIDE_CHECK, "192.0.2.%d" % (101 + k)))
+        return out
+
+    def wide_view_records(self, k):
+        """The base zone with line k's overlay applied (for servers that take whole views)."""
+        over = dict(self.wide_overlay(k))
+        return [(label, over.get(label, ip)) for label, ip in self.wide_records()]
+
     def local_records(self, overlay=False):
         """(label, address) pairs of the local zone; the overlay answers differently."""
         return [("h%d" % i, ip_of(i, 198 if overlay else 192)) for i in range(self.local_names)]
@@ -162,6 +224,52 @@ def probe(port, name, timeout=0.5, host="127.0.0.1"):
         return None
     finally:
         s.close()
+
+
+def probe_a(port, name, src=None, timeout=1.0):
+    """One UDP A query from source address src; returns (rcode, [A addresses]) or None."""
+    qid = random.randrange(65536)
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        if src:
+            s.bind((src, 0))
+        s.sendto(q, ("127.0.0.1", port))
+        while True:
+            data = s.recv(4096)
+            if struct.unpack(">H", data[:2])[0] == qid:
+                break
+    except (socket.timeout, ConnectionRefusedError, OSError):
+        return None
+    finally:
+        s.close()
+    flags, qd, an = struct.unpack(">HHH", data[2:8])
+
+    def skip_name(i):
+        while True:
+            n = data[i]
+            if n >= 0xC0:
+                return i + 2
+            if n == 0:
+                return i + 1
+            i += n + 1
+
+    i = 12
+    for _ in range(qd):
+        i = skip_name(i) + 4
+    addrs = []
+    for _ in range(an):
+        i = skip_name(i)
+        rtype, _, _, rdlen = struct.unpack(">HHIH", data[i:i + 10])
+        i += 10
+        if rtype == 1 and rdlen == 4:
+            addrs.append(socket.inet_ntoa(data[i:i + 4]))
+        i += rdlen
+    return flags & 0xF, addrs
 
 
 def wait_ready(port, name, timeout, proc=None):
@@ -359,17 +467,20 @@ zone:
 
 class Server:
     name = "?"
+    dirname = None            # defaults to name
+    jobs = ("local", "hit", "miss", WIDE_JOB)
+    by_line = False           # local-wide: answers differ by client line
 
     def __init__(self, args, data):
         self.args = args
         self.data = data
-        self.dir = os.path.join(args.workdir, self.name)
+        self.dir = os.path.join(args.workdir, self.dirname or self.name)
         os.makedirs(self.dir, exist_ok=True)
         self.port = args.port
         self.upstream = "127.0.0.1:%d" % args.upstream_port
 
-    def prepare(self, max_entries):
-        """Write config; return (cmd, env, cwd)."""
+    def prepare(self, max_entries, wide=False):
+        """Write config (wide: the local-wide job's); return (cmd, env, cwd)."""
         raise NotImplementedError
 
     def version(self):
@@ -378,31 +489,55 @@ class Server:
     def notes(self):
         return ""
 
+    def wide_notes(self):
+        return ""
+
 
 class SmartDNS(Server):
     name = "smartdns"
+    by_line = True
 
-    def prepare(self, max_entries):
-        zones = os.path.join(self.dir, "zones")
-        overlay = os.path.join(zones, OVERLAY_LINE)
-        os.makedirs(overlay, exist_ok=True)
-        head = ("$ORIGIN %s.\n$TTL 3600\n@ IN SOA ns1 hostmaster 1 3600 600 864000 3600\n"
-                "@ IN NS ns1\nns1 IN A 127.0.0.1\n" % LOCAL_ZONE)
-        write_if_changed(os.path.join(zones, LOCAL_ZONE + ".zone"),
-                         head + "".join("%s IN A %s\n" % r for r in self.data.local_records()))
-        # The overlay holds only what differs for the line: here every h<N> A RRset.
-        write_if_changed(os.path.join(overlay, LOCAL_ZONE + ".zone"),
-                         "$ORIGIN %s.\n$TTL 3600\n" % LOCAL_ZONE
-                         + "".join("%s IN A %s\n" % r for r in self.data.local_records(True)))
-        lines = "".join('%s = [%s]\n' % (k, ", ".join('"%s"' % c for c in v)) for k, v in LINES.items())
-        conf = os.path.join(self.dir, "smartdns.toml")
+    def tree(self):
+        return self.args.smartdns_tree or REPO
+
+    def prepare(self, max_entries, wide=False):
+        if wide:
+            zones_name = "wide-zones"
+            zones = os.path.join(self.dir, zones_name)
+            os.makedirs(zones, exist_ok=True)
+            write_if_changed(os.path.join(zones, WIDE_ZONE + ".zone"),
+                             self.data.wide_head()
+                             + "".join("%s IN A %s\n" % r for r in self.data.wide_records()))
+            for k, line in enumerate(WIDE_LINES):
+                os.makedirs(os.path.join(zones, line), exist_ok=True)
+                write_if_changed(os.path.join(zones, line, WIDE_ZONE + ".zone"),
+                                 "$ORIGIN %s.\n$TTL 3600\n" % WIDE_ZONE
+                                 + "".join("%s IN A %s\n" % r for r in self.data.wide_overlay(k)))
+            all_lines = dict(LINES, **WIDE_LINES)
+            conf = os.path.join(self.dir, "smartdns-wide.toml")
+        else:
+            zones_name = "zones"
+            zones = os.path.join(self.dir, zones_name)
+            overlay = os.path.join(zones, OVERLAY_LINE)
+            os.makedirs(overlay, exist_ok=True)
+            head = ("$ORIGIN %s.\n$TTL 3600\n@ IN SOA ns1 hostmaster 1 3600 600 864000 3600\n"
+                    "@ IN NS ns1\nns1 IN A 127.0.0.1\n" % LOCAL_ZONE)
+            write_if_changed(os.path.join(zones, LOCAL_ZONE + ".zone"),
+                             head + "".join("%s IN A %s\n" % r for r in self.data.local_records()))
+            # The overlay holds only what differs for the line: here every h<N> A RRset.
+            write_if_changed(os.path.join(overlay, LOCAL_ZONE + ".zone"),
+                             "$ORIGIN %s.\n$TTL 3600\n" % LOCAL_ZONE
+                             + "".join("%s IN A %s\n" % r for r in self.data.local_records(True)))
+            all_lines = LINES
+            conf = os.path.join(self.dir, "smartdns.toml")
+        lines = "".join('%s = [%s]\n' % (k, ", ".join('"%s"' % c for c in v)) for k, v in all_lines.items())
         write_if_changed(conf, """\
 # Generated by bench/run.py
 [server]
 listen = ["127.0.0.1:{port}"]
 
 [zones]
-directory = "zones"
+directory = "{zones}"
 
 [lines]
 {lines}
@@ -411,34 +546,54 @@ upstreams = ["{up}"]
 
 [cache]
 max_entries = {max_entries}
-""".format(port=self.port, lines=lines, up=self.upstream, max_entries=max_entries))
-        template = self.args.smartdns_cmd or (
-            shlex.quote(os.path.join(REPO, ".venv", "bin", "twistd"))
-            + " -n --pidfile= smartdns --config {config}")
+""".format(port=self.port, zones=zones_name, lines=lines, up=self.upstream, max_entries=max_entries))
+        if self.args.smartdns_cmd:
+            template = self.args.smartdns_cmd
+        elif self.args.smartdns_tree:
+            # The tree's own twistd plugin, not the one installed in the venv.
+            template = (shlex.quote(os.path.join(REPO, ".venv", "bin", "python")) + " "
+                        + shlex.quote(os.path.join(HERE, "twistd_tree.py"))
+                        + " -n --pidfile= smartdns --config {config}")
+        else:
+            template = (shlex.quote(os.path.join(REPO, ".venv", "bin", "twistd"))
+                        + " -n --pidfile= smartdns --config {config}")
         cmd = [c.replace("{config}", conf).replace("{port}", str(self.port))
                for c in shlex.split(template)]
         env = dict(os.environ)
-        # Run the working tree, not whatever copy is installed in the venv.
-        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        return cmd, env, REPO
+        # Run the working tree (or --smartdns-tree), not whatever copy is installed in the venv.
+        env["PYTHONPATH"] = self.tree() + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return cmd, env, self.tree()
 
     def version(self):
         try:
-            rev = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
+            rev = subprocess.run(["git", "-C", self.tree(), "describe", "--always", "--dirty"],
                                  capture_output=True, text=True).stdout.strip()
         except OSError:
             rev = "?"
-        return "smartdns " + rev
+        # Which package the server's interpreter imports with this environment.
+        py = os.path.join(REPO, ".venv", "bin", "python")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = self.tree() + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            where = subprocess.run([py, "-c", "import smartdns; print(smartdns.__file__)"], env=env,
+                                   cwd=self.tree(), capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            where = "?"
+        return "smartdns %s (%s; imports %s)" % (rev, self.tree(), where)
 
     def notes(self):
         return ("lines %s; local answers come from line %r's overlay; cache max_entries=%d"
                 % (",".join(LINES), OVERLAY_LINE, self.args.cache_entries))
 
+    def wide_notes(self):
+        return ("lines %s + %s; zones/<line>/%s.zone overlays" % (",".join(LINES), ",".join(WIDE_LINES), WIDE_ZONE))
+
 
 class StockTwisted(Server):
     name = "twisted"
+    jobs = ("local", "hit", "miss")  # a 100,000-name pyzone would take minutes to load
 
-    def prepare(self, max_entries):
+    def prepare(self, max_entries, wide=False):
         pyzone = os.path.join(self.dir, LOCAL_ZONE + ".pyzone")
         body = ["zone = [\n",
                 "    SOA(%r, mname='ns1.%s', rname='hostmaster.%s', serial=1, refresh=3600,"
@@ -466,7 +621,30 @@ class Dnsmasq(Server):
     name = "dnsmasq"
     CACHE_MAX = 10000  # dnsmasq(8): "the hard limit is 10000 names"
 
-    def prepare(self, max_entries):
+    def prepare(self, max_entries, wide=False):
+        if wide:
+            # hosts(5) style, base names only: dnsmasq has no views.
+            hosts = os.path.join(self.dir, "wide.hosts")
+            write_if_changed(hosts, "127.0.0.1 ns1.%s\n" % WIDE_ZONE
+                             + "".join("%s %s.%s\n" % (ip, label, WIDE_ZONE)
+                                       for label, ip in self.data.wide_records()))
+            conf = os.path.join(self.dir, "dnsmasq-wide.conf")
+            write_if_changed(conf, """\
+port={port}
+listen-address=127.0.0.1
+bind-interfaces
+no-resolv
+no-hosts
+no-poll
+user=root
+pid-file=
+local=/{zone}/
+addn-hosts={hosts}
+cache-size={cache}
+dns-forward-max={fwd}
+""".format(port=self.port, zone=WIDE_ZONE, hosts=hosts,
+           cache=min(max_entries, self.CACHE_MAX), fwd=max(150, self.args.outstanding * 2)))
+            return ["dnsmasq", "-k", "-C", conf], None, self.dir
         hosts = os.path.join(self.dir, "local.hosts")
         write_if_changed(hosts, "".join("%s %s.%s\n" % (ip, label, LOCAL_ZONE)
                                         for label, ip in self.data.local_records()))
@@ -492,6 +670,9 @@ dns-forward-max={fwd}
     def version(self):
         return cmd_version(["dnsmasq", "--version"]).split("  Copyright")[0]
 
+    def wide_notes(self):
+        return "addn-hosts with the base names only (no views: every client gets the base answers)"
+
     def notes(self):
         return ("cache-size=%d (hard limit 10000); local names from addn-hosts; dns-forward-max=%d"
                 % (min(self.args.cache_entries, self.CACHE_MAX), max(150, self.args.outstanding * 2)))
@@ -500,7 +681,11 @@ dns-forward-max={fwd}
 class Unbound(Server):
     name = "unbound"
 
-    def prepare(self, max_entries):
+    by_line = True
+
+    def prepare(self, max_entries, wide=False):
+        if wide:
+            return self.prepare_wide()
         conf = os.path.join(self.dir, "unbound.conf")
         local = "".join('    local-data: "%s.%s. 3600 IN A %s"\n' % (label, LOCAL_ZONE, ip)
                         for label, ip in self.data.local_records())
@@ -539,8 +724,140 @@ forward-zone:
     def notes(self):
         return "num-threads 1, iterator only (no validator), msg/rrset cache 128m/256m"
 
+    def prepare_wide(self):
+        # The base names in a static local zone; each line a view (access-control-view)
+        # holding only its overlay's local-data. A view's local-data for a name makes a
+        # transparent local zone at that name in the view; with view-first, names the
+        # view has nothing for are looked up in the global (base) zone.
+        conf = os.path.join(self.dir, "unbound-wide.conf")
+        base = "".join('    local-data: "%s.%s. 3600 IN A %s"\n' % (label, WIDE_ZONE, ip)
+                       for label, ip in [("ns1", "127.0.0.1")] + self.data.wide_records())
+        views = []
+        for k, (line, cidrs) in enumerate(WIDE_LINES.items()):
+            views.append("view:\n    name: \"%s\"\n    view-first: yes\n" % line
+                         + "".join('    local-data: "%s.%s. 3600 IN A %s"\n' % (label, WIDE_ZONE, ip)
+                                   for label, ip in self.data.wide_overlay(k)))
+        acv = "".join("    access-control-view: %s %s\n" % (c, line)
+                      for line, cidrs in WIDE_LINES.items() for c in cidrs)
+        write_if_changed(conf, """\
+server:
+    interface: 127.0.0.1@{port}
+    port: {port}
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    num-threads: 1
+    module-config: "iterator"
+    access-control: 127.0.0.0/8 allow
+{acv}    local-zone: "test." nodefault
+    local-zone: "{zone}." static
+{base}
+{views}""".format(port=self.port, acv=acv, zone=WIDE_ZONE, base=base, views="".join(views)))
+        return ["unbound", "-d", "-c", conf], None, self.dir
 
-SERVERS = {c.name: c for c in (SmartDNS, StockTwisted, Dnsmasq, Unbound)}
+    def wide_notes(self):
+        return "local-data in a static zone; one view per line (access-control-view, view-first) with its overlay"
+
+
+class Named(Server):
+    """BIND named, authoritative only: one view per line (match-clients), each loading
+    the base zone with that line's overlay merged in, and a last view for everyone else."""
+    name = "named"
+    jobs = (WIDE_JOB,)
+    by_line = True
+
+    def prepare(self, max_entries, wide=False):
+        files = {}
+        for k, line in enumerate(WIDE_LINES):
+            path = os.path.join(self.dir, "%s-%s.zone" % (WIDE_ZONE, line))
+            write_if_changed(path, self.data.wide_head()
+                             + "".join("%s IN A %s\n" % r for r in self.data.wide_view_records(k)))
+            files[line] = path
+        views = "".join("""\
+view "{line}" {{
+    match-clients {{ {cidrs} }};
+    zone "{zone}" {{ type primary; file "{file}"; }};
+}};
+""".format(line=line, cidrs=" ".join(c + ";" for c in WIDE_LINES[line]), zone=WIDE_ZONE, file=f)
+            for line, f in files.items())
+        views += """\
+view "base" {{
+    match-clients {{ any; }};
+    zone "{zone}" {{ type primary; file "{file}"; }};
+}};
+""".format(zone=WIDE_ZONE, file=self.data.wide_zone)
+        conf = os.path.join(self.dir, "named.conf")
+        write_if_changed(conf, """\
+// Generated by bench/run.py
+options {{
+    directory "{d}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    pid-file none;
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    recursion no;
+    dnssec-validation no;
+    notify no;
+    minimal-responses yes;
+}};
+controls {{ }};
+{views}""".format(d=self.dir, port=self.port, views=views))
+        # -n 1: one worker thread (it has one CPU); -g: foreground, log to stderr.
+        return ["named", "-g", "-n", "1", "-c", conf], None, self.dir
+
+    def version(self):
+        return cmd_version(["named", "-v"])
+
+    def wide_notes(self):
+        return "authoritative, recursion no, minimal-responses yes, -n 1; one view per line with the overlay merged"
+
+
+class NSDAuth(Server):
+    """NSD as a peer for local-wide (not the upstream): no views, base zone only."""
+    name = "nsd"
+    dirname = "nsd-auth"
+    jobs = (WIDE_JOB,)
+
+    def prepare(self, max_entries, wide=False):
+        conf = os.path.join(self.dir, "nsd.conf")
+        write_if_changed(conf, """\
+server:
+  ip-address: 127.0.0.1
+  port: {port}
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "{data}"
+  database: ""
+  zonelistfile: "{d}/zone.list"
+  xfrdfile: "{d}/xfrd.state"
+  pidfile: ""
+  logfile: "{d}/nsd.log"
+  verbosity: 1
+  hide-version: yes
+  minimal-responses: yes
+remote-control:
+  control-enable: no
+zone:
+  name: {zone}
+  zonefile: {zonefile}
+""".format(port=self.port, data=self.data.dir, d=self.dir, zone=WIDE_ZONE,
+           zonefile=os.path.basename(self.data.wide_zone)))
+        return ["nsd", "-d", "-c", conf], None, self.dir
+
+    def version(self):
+        return cmd_version(["nsd", "-v"])
+
+    def wide_notes(self):
+        return "server-count 1, minimal-responses; no views: base zone only"
+
+
+SERVERS = {c.name: c for c in (SmartDNS, StockTwisted, Dnsmasq, Unbound, Named, NSDAuth)}
 
 
 # ---------------------------------------------------------------- dnsperf
@@ -559,38 +876,56 @@ STAT_RE = {
 }
 
 
-def dnsperf(args, qfile, duration, qps=None, verbose=False, runs=None, tag="", watch=None):
+def dnsperf(args, qfile, duration, qps=None, verbose=False, runs=None, tag="", watch=None, sources=None):
     """Run dnsperf against the server under test and parse its report.
 
     watch: {label: pid} of process trees whose CPU use (percent of one CPU over the
-    run) is reported as cpu_<label>; dnsperf's own is cpu_dnsperf."""
-    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(args.port), "-d", qfile,
-           "-c", str(args.clients), "-q", str(args.outstanding), "-t", str(args.timeout)]
-    if args.client_threads > 1:
-        cmd += ["-T", str(args.client_threads)]
-    if duration:
-        cmd += ["-l", str(duration)]
-    if runs:
-        cmd += ["-n", str(runs)]
-    if qps:
-        cmd += ["-Q", str(qps)]
-    if verbose:
-        cmd.append("-v")
-    full = ["taskset", "-c", str(args.client_cpu)] + cmd if args.client_cpu is not None else cmd
-    outpath = os.path.join(args.logdir, "dnsperf-%s.out" % tag) if tag else os.devnull
+    run) is reported as cpu_<label>, and per answer as us_per_answer_<label>;
+    dnsperf's own is cpu_dnsperf.
+    sources: [(local address, query file)] runs one dnsperf per pair in parallel (-a),
+    the clients, outstanding queries and rate split among them; the result is their sum
+    (qps = all answers / the longest run time)."""
+    parts = sources or [(None, qfile)]
+    n = len(parts)
+    cmds = []
+    for addr, path in parts:
+        cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(args.port), "-d", path,
+               "-c", str(max(1, args.clients // n)), "-q", str(max(1, args.outstanding // n)),
+               "-t", str(args.timeout)]
+        if addr:
+            cmd += ["-a", addr]
+        if args.client_threads > 1:
+            cmd += ["-T", str(args.client_threads)]
+        if duration:
+            cmd += ["-l", str(duration)]
+        if runs:
+            cmd += ["-n", str(runs)]
+        if qps:
+            cmd += ["-Q", str(max(1, qps // n))]
+        if verbose:
+            cmd.append("-v")
+        cmds.append(cmd)
+    outpaths = [os.path.join(args.logdir, "dnsperf-%s%s.out" % (tag, "-%d" % k if n > 1 else ""))
+                if tag else os.devnull for k in range(n)]
     watch = watch or {}
     before = {k: cpu_seconds(pid) for k, pid in watch.items()}
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     ct0 = cpu_times()
     fo0 = foreign_ticks()
     t0 = time.monotonic()
-    with open(outpath, "w") as out:
-        p = subprocess.run(full, stdout=out, stderr=subprocess.PIPE, text=True)
+    outs = [open(path, "w") for path in outpaths]
+    procs = [subprocess.Popen(["taskset", "-c", str(args.client_cpu)] + cmd if args.client_cpu is not None
+                              else cmd, stdout=out, stderr=subprocess.PIPE, text=True)
+             for cmd, out in zip(cmds, outs)]
+    errs = [p.communicate()[1] for p in procs]
     wall = time.monotonic() - t0
+    for out in outs:
+        out.close()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     ct1 = cpu_times()
     fo1 = foreign_ticks()
-    cpu = {"cpu_" + k: round(100 * (cpu_seconds(pid) - before[k]) / wall, 1) for k, pid in watch.items()}
+    cpu_s = {k: cpu_seconds(pid) - before[k] for k, pid in watch.items()}
+    cpu = {"cpu_" + k: round(100 * v / wall, 1) for k, v in cpu_s.items()}
     cpu["cpu_dnsperf"] = round(100 * (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / wall, 1)
     cpu["cpu_other_processes"] = foreign_percent(fo0, fo1, wall)
     # Whole-CPU view (includes softirq network work): busy and steal percent per CPU.
@@ -599,36 +934,59 @@ def dnsperf(args, qfile, duration, qps=None, verbose=False, runs=None, tag="", w
             total = (ct1[c][2] - ct0[c][2]) or 1
             cpu["busy_" + c] = round(100 * (ct1[c][0] - ct0[c][0]) / total, 1)
             cpu["steal_" + c] = round(100 * (ct1[c][1] - ct0[c][1]) / total, 1)
-    if p.returncode != 0:
-        raise RuntimeError("dnsperf failed (%d): %s" % (p.returncode, p.stderr.strip()))
-    res = {"cmd": " ".join(cmd)}
+    for p, err in zip(procs, errs):
+        if p.returncode != 0:
+            raise RuntimeError("dnsperf failed (%d): %s" % (p.returncode, err.strip()))
+    res = {"cmd": " ".join(cmds[0]) if n == 1 else [" ".join(c) for c in cmds]}
     res.update(cpu)
     lat = []
     rcodes = {}
-    with open(outpath) as f:
-        text = []
-        for line in f:
-            if line.startswith("> "):
-                # "> RCODE name type latency"; "> T name type" for a timeout, "> I ..."
-                # for a query still outstanding when the run ended.
-                parts = line.split()
-                rcodes[parts[1]] = rcodes.get(parts[1], 0) + 1
-                if parts[1] not in ("T", "I"):
-                    try:
-                        lat.append(float(parts[-1]))
-                    except ValueError:
-                        pass
-            else:
-                text.append(line)
-        text = "".join(text)
-    for k, rx in STAT_RE.items():
-        m = re.search(rx, text)
+    each = []
+    for outpath in outpaths:
+        one = {}
+        with open(outpath) as f:
+            text = []
+            for line in f:
+                if line.startswith("> "):
+                    # "> RCODE name type latency"; "> T name type" for a timeout, "> I ..."
+                    # for a query still outstanding when the run ended.
+                    parts_ = line.split()
+                    rcodes[parts_[1]] = rcodes.get(parts_[1], 0) + 1
+                    if parts_[1] not in ("T", "I"):
+                        try:
+                            lat.append(float(parts_[-1]))
+                        except ValueError:
+                            pass
+                else:
+                    text.append(line)
+            text = "".join(text)
+        for k, rx in STAT_RE.items():
+            m = re.search(rx, text)
+            if m:
+                one[k] = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+        m = re.search(r"Response codes:\s+(.*)", text)
         if m:
-            res[k] = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
-    m = re.search(r"Response codes:\s+(.*)", text)
-    if m:
-        res["rcodes"] = {k: int(v) for k, v in re.findall(r"([A-Z]+) (\d+)", m.group(1))}
-    elif rcodes:
+            one["rcodes"] = {k: int(v) for k, v in re.findall(r"([A-Z]+) (\d+)", m.group(1))}
+        each.append(one)
+    if n == 1:
+        res.update(each[0])
+    else:
+        res["per_source"] = [dict(one, source=addr) for one, (addr, _) in zip(each, parts)]
+        for k in ("sent", "completed", "lost", "interrupted"):
+            res[k] = sum(one.get(k, 0) for one in each)
+        res["run_time"] = max(one.get("run_time", 0) for one in each)
+        res["qps"] = round(res["completed"] / res["run_time"], 1) if res["run_time"] else 0
+        done = sum(one.get("completed", 0) for one in each) or 1
+        res["mean_s"] = sum(one.get("mean_s", 0) * one.get("completed", 0) for one in each) / done
+        res["min_s"] = min(one.get("min_s", 0) for one in each)
+        res["max_s"] = max(one.get("max_s", 0) for one in each)
+        codes = {}
+        for one in each:
+            for k, v in one.get("rcodes", {}).items():
+                codes[k] = codes.get(k, 0) + v
+        if codes:
+            res["rcodes"] = codes
+    if "rcodes" not in res and rcodes:
         res["rcodes"] = rcodes
     if rcodes.get("T"):
         res["timeouts_logged"] = rcodes["T"]
@@ -638,8 +996,13 @@ def dnsperf(args, qfile, duration, qps=None, verbose=False, runs=None, tag="", w
         res["p99_s"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         res["p999_s"] = lat[min(len(lat) - 1, int(len(lat) * 0.999))]
         res["mean_s"] = sum(lat) / len(lat)
+    for k, v in cpu_s.items():
+        res["cpu_s_" + k] = round(v, 3)
+        if res.get("completed"):
+            res["us_per_answer_" + k] = round(1e6 * v / res["completed"], 1)
     if tag and not args.keep_logs and verbose:
-        os.unlink(outpath)  # the -v logs are large
+        for outpath in outpaths:
+            os.unlink(outpath)  # the -v logs are large
     return res
 
 
@@ -669,8 +1032,26 @@ def problems(res):
 
 def run_server(args, data, name):
     srv = SERVERS[name](args, data)
+    jobs = [j for j in args.jobs if j in srv.jobs and j != WIDE_JOB]
+    result = {"version": srv.version(), "notes": srv.notes(), "jobs": {},
+              "jobs_run": [j for j in args.jobs if j in srv.jobs]}
+    if jobs:
+        run_standard_jobs(args, data, srv, jobs, result)
+    if WIDE_JOB in args.jobs and WIDE_JOB in srv.jobs:
+        try:
+            result["jobs"][WIDE_JOB] = run_wide(args, data, srv)
+        except Exception as e:
+            import traceback
+            traceback.print_exc()
+            result["jobs"][WIDE_JOB] = {"error": "%s: %s" % (type(e).__name__, e)}
+    return result
+
+
+def run_standard_jobs(args, data, srv, jobs, result):
+    """The local, hit and miss jobs, in a row on one server process."""
+    name = srv.name
     cmd, env, cwd = srv.prepare(args.cache_entries)
-    result = {"version": srv.version(), "notes": srv.notes(), "cmd": " ".join(cmd), "jobs": {}}
+    result["cmd"] = " ".join(cmd)
     if probe(args.port, "h0." + LOCAL_ZONE) is not None:
         sys.exit("port %d already answers DNS: stop that server or pass --port" % args.port)
     p = Proc(name, cmd, os.path.join(args.logdir, name + ".log"), cpu=args.server_cpu, env=env, cwd=cwd)
@@ -683,7 +1064,7 @@ def run_server(args, data, name):
             result["error"] = msg
             return result
         result["rss_kb_start"] = rss_kb(p.pid)
-        for job in args.jobs:
+        for job in jobs:
             try:
                 result["jobs"][job] = run_job(args, data, name, job, p)
             except Exception as e:  # keep the other jobs and servers going
@@ -698,6 +1079,91 @@ def run_server(args, data, name):
     finally:
         p.stop()
     return result
+
+
+def wide_once(args, data, srv, cmd, env, cwd, what, **kw):
+    """Start a fresh server with the local-wide config, check its answers by line, run
+    dnsperf from every source address in parallel (kw), stop it. A fresh process for
+    every run, so that no name of the run was ever asked of it."""
+    if probe(args.port, "ns1." + WIDE_ZONE) is not None:
+        sys.exit("port %d already answers DNS: stop that server or pass --port" % args.port)
+    p = Proc(srv.name, cmd, os.path.join(args.logdir, "%s-wide.log" % srv.name), cpu=args.server_cpu,
+             env=env, cwd=cwd)
+    try:
+        t0 = time.monotonic()
+        # ns1.wide.test is in no query file.
+        if not wait_ready(args.port, "ns1." + WIDE_ZONE, max(args.start_timeout, 300), p):
+            raise RuntimeError("%s did not start with the %s zone (%s):\n%s"
+                               % (srv.name, WIDE_ZONE, p.logpath, p.tail()))
+        ready_s = round(time.monotonic() - t0, 1)
+        rss = rss_kb(p.pid)
+        # The check name, from every source: does the server answer by line?
+        check = {}
+        for k, src in enumerate(data.wide_sources):
+            r = probe_a(args.port, "%s.%s" % (WIDE_CHECK, WIDE_ZONE), src, timeout=2)
+            want = "192.0.2.%d" % (101 + k) if srv.by_line else WIDE_CHECK_BASE
+            check[src] = {"answer": r[1] if r else None, "want": want,
+                          "ok": bool(r) and r[0] == 0 and r[1] == [want]}
+        log("%s %s: ready in %.1fs, RSS %.0f MB, answers by line: %s" % (
+            srv.name, what, ready_s, rss / 1024,
+            "ok" if all(c["ok"] for c in check.values()) else "WRONG %r" % check))
+        res = dnsperf(args, None, watch={"server": p.pid}, sources=list(zip(data.wide_sources, data.q_wide)),
+                      **kw)
+        res["ready_s"], res["rss_kb"], res["line_check"] = ready_s, rss, check
+        if not all(c["ok"] for c in check.values()):
+            res.setdefault("problems_extra", []).append("wrong answer by line: %s" % ", ".join(
+                "%s got %s, want %s" % (src, c["answer"], c["want"]) for src, c in check.items() if not c["ok"]))
+        if p.poll() is not None:
+            raise RuntimeError("%s exited during %s:\n%s" % (srv.name, what, p.tail()))
+        return res
+    finally:
+        p.stop()
+        time.sleep(0.5)
+
+
+def run_wide(args, data, srv):
+    """local-wide: --repeat throughput runs and one latency run, each on a fresh server,
+    each sending every name at most once (dnsperf -n 1 over the shuffled query files)."""
+    name = srv.name
+    cmd, env, cwd = srv.prepare(args.cache_entries, wide=True)
+    r = {"cmd": " ".join(cmd), "notes": srv.wide_notes()}
+    log("%s %s: throughput, %d names once each from %s, x %d (a fresh server each)" % (
+        name, WIDE_JOB, data.wide_names, ",".join(data.wide_sources), args.repeat))
+    kept, every, retries = [], [], args.retries
+    while len(kept) < args.repeat:
+        res = wide_once(args, data, srv, cmd, env, cwd, "throughput %d" % (len(every) + 1),
+                        duration=None, runs=1, tag="%s-wide-tput" % name)
+        every.append(res)
+        if disturbed(res) and retries > 0:
+            retries -= 1
+            log("%s %s throughput: disturbed by other load (%.0f%% CPU), running again"
+                % (name, WIDE_JOB, res.get("cpu_other_processes", 0)))
+            continue
+        kept.append(res)
+    t = dict(sorted(kept, key=lambda x: x.get("qps", 0))[len(kept) // 2])
+    if len(every) > 1:
+        t["repeats"] = every
+    t["problems"] = problems(t) + t.pop("problems_extra", [])
+    core = t.get("busy_cpu%s" % args.server_cpu, 100)
+    if core < 85:
+        t["problems"].append("server's CPU only %.0f%% busy (dnsperf %.0f%%): not server-bound"
+                             % (core, t["cpu_dnsperf"]))
+    r["throughput"] = t
+    if args.latency_duration:
+        log("%s %s: latency at %d qps for %ds" % (name, WIDE_JOB, args.latency_qps, args.latency_duration))
+        lat = wide_once(args, data, srv, cmd, env, cwd, "latency", duration=args.latency_duration,
+                        qps=args.latency_qps, verbose=True, runs=1, tag="%s-wide-lat" % name)
+        lp = problems(lat) + lat.pop("problems_extra", [])
+        q = t.get("qps") or 0
+        if q and args.latency_qps > 0.7 * q:
+            lp.append("latency rate %d is >70%% of this server's capacity (%.0f qps): queueing"
+                      % (args.latency_qps, q))
+        lat["problems"] = lp
+        r["latency"] = lat
+    for k in ("throughput", "latency"):
+        if r.get(k, {}).get("problems"):
+            log("%s %s %s: %s" % (name, WIDE_JOB, k, "; ".join(r[k]["problems"])))
+    return r
 
 
 def file_tail(src_path, skip, workdir):
@@ -859,15 +1325,18 @@ def ratio(a, b):
 def table(results, args):
     srv_order = [s for s in args.servers if s in results]
     rows = []
-    hdr = ["job", "server", "qps", "lost", "srv CPU% proc/core",
+    hdr = ["job", "server", "qps", "lost", "srv CPU% proc/core", "srv us/answer",
            "mean ms @%d" % args.latency_qps, "p99 ms @%d" % args.latency_qps, "lost @%d" % args.latency_qps,
-           "qps sd/peer", "p99 sd/peer", "notes"]
+           "qps sd/peer", "us/answer sd/peer", "p99 sd/peer", "notes"]
     for job in args.jobs:
         sd = results.get("smartdns", {}).get("jobs", {}).get(job, {})
         sd_qps = sd.get("throughput", {}).get("qps")
         sd_p99 = sd.get("latency", {}).get("p99_s")
+        sd_us = sd.get("throughput", {}).get("us_per_answer_server")
         for s in srv_order:
             r = results[s]
+            if job not in r.get("jobs_run", args.jobs):
+                continue
             j = r.get("jobs", {}).get(job, {})
             t, l = j.get("throughput", {}), j.get("latency", {})
             notes = "; ".join(["qps: " + x for x in t.get("problems", [])]
@@ -880,9 +1349,11 @@ def table(results, args):
             rows.append([
                 job, s, fmt(t.get("qps"), ".0f"), fmt(t.get("lost"), "d"),
                 "%s/%s" % (fmt(t.get("cpu_server"), ".0f"), fmt(t.get("busy_cpu%s" % args.server_cpu), ".0f")),
+                fmt(t.get("us_per_answer_server"), ".1f"),
                 fmt(l.get("mean_s") and l["mean_s"] * 1e3, ".3f"),
                 fmt(l.get("p99_s") and l["p99_s"] * 1e3, ".3f"), fmt(l.get("lost"), "d"),
                 fmt(ratio(sd_qps, t.get("qps")), ".2f") if peer else "1",
+                fmt(ratio(sd_us, t.get("us_per_answer_server")), ".2f") if peer else "1",
                 fmt(ratio(sd_p99, l.get("p99_s")), ".2f") if peer else "1",
                 notes])
     widths = [max(len(str(x)) for x in col) for col in zip(hdr, *rows)]
@@ -916,6 +1387,14 @@ def parse_args(argv):
                     help="command line to run smartdns; {config} and {port} are substituted "
                          "(default: .venv/bin/twistd -n --pidfile= smartdns --config {config}, "
                          "with the working tree on PYTHONPATH)")
+    ap.add_argument("--smartdns-tree", default=None,
+                    help="source tree to run smartdns from (put first on PYTHONPATH; default: this "
+                         "repository), e.g. a git worktree of another commit for an A/B comparison")
+    ap.add_argument("--wide-names", type=int, default=100000,
+                    help="names in the local-wide job's zone, n0..n<N-1>.%s (default 100,000)" % WIDE_ZONE)
+    ap.add_argument("--wide-sources", type=int, default=len(WIDE_SOURCES),
+                    help="client addresses (one per line, one dnsperf each) of the local-wide job (1-%d, default %d)"
+                         % (len(WIDE_SOURCES), len(WIDE_SOURCES)))
     ap.add_argument("--twistd", default=os.path.join(REPO, ".venv", "bin", "twistd"),
                     help="twistd of the venv whose Twisted is the 'twisted' peer")
     ap.add_argument("--cache-entries", type=int, default=100000,
@@ -941,8 +1420,14 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.memory and "--servers" not in " ".join(argv):
         args.servers = "smartdns"
+    explicit = "--servers" in " ".join(argv)
     args.servers = [s for s in args.servers.split(",") if s]
     args.jobs = [j for j in args.jobs.split(",") if j]
+    if not explicit and not shutil.which("named") and "named" in args.servers:
+        log("named not found: leaving BIND out of local-wide (apt-get install bind9)")
+        args.servers.remove("named")
+    if not 1 <= args.wide_sources <= len(WIDE_SOURCES):
+        ap.error("--wide-sources must be 1-%d" % len(WIDE_SOURCES))
     for s in args.servers:
         if s not in SERVERS:
             ap.error("unknown server %r" % s)
@@ -960,13 +1445,15 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    for tool in ["dnsperf", "nsd", "taskset"] + [t for t in ("dnsmasq", "unbound") if t in args.servers]:
+    for tool in ["dnsperf", "nsd", "taskset"] + [t for t in ("dnsmasq", "unbound", "named") if t in args.servers]:
         if not shutil.which(tool):
             sys.exit("%s not found: run bench/run.sh, which installs it" % tool)
     os.makedirs(args.logdir, exist_ok=True)
     os.makedirs(args.results_dir, exist_ok=True)
     data = Data(args)
     data.generate()
+    if WIDE_JOB in args.jobs:
+        data.generate_wide()
     started = datetime.datetime.now()
     meta = {
         "started": started.isoformat(timespec="seconds"),
@@ -982,7 +1469,10 @@ def main(argv):
         "versions": {"dnsperf": dnsperf_version(), "nsd": cmd_version(["nsd", "-v"])},
         "data": {"upstream_zone_names": data.zone_size, "local_names": data.local_names,
                  "hit_names": data.hit_names, "miss_names": data.miss_tput_count,
-                 "miss_latency_names": data.miss_lat_count},
+                 "miss_latency_names": data.miss_lat_count,
+                 "wide_names": data.wide_names, "wide_sources": data.wide_sources,
+                 "wide_lines": WIDE_LINES, "wide_overlay_names_per_line":
+                     len(data.wide_overlay(0)) - 1},
     }
     fo0, t0 = foreign_ticks(), time.monotonic()
     time.sleep(2)
@@ -1000,6 +1490,9 @@ def main(argv):
                 sys.exit("nsd died:\n" + upstream.tail())
             if args.memory:
                 memory[name] = run_memory(args, data, name)
+            elif not any(j in SERVERS[name].jobs for j in args.jobs):
+                log("%s: none of the jobs %s applies to it (it runs %s)" % (
+                    name, ",".join(args.jobs), ",".join(SERVERS[name].jobs)))
             else:
                 results[name] = run_server(args, data, name)
             time.sleep(1)
@@ -1026,7 +1519,10 @@ def main(argv):
         print(table(results, args))
         print()
         for s, r in results.items():
-            print("- %s: %s%s" % (s, r.get("version"), ("; " + r["notes"]) if r.get("notes") else ""))
+            notes = [r["notes"]] if r.get("notes") and set(r.get("jobs_run", [])) - {WIDE_JOB} else []
+            if r.get("jobs", {}).get(WIDE_JOB, {}).get("notes"):
+                notes.append("%s: %s" % (WIDE_JOB, r["jobs"][WIDE_JOB]["notes"]))
+            print("- %s: %s%s" % (s, r.get("version"), "".join("; " + n for n in notes)))
         nl = out["no_lost_queries"]
         print("\nno lost queries: %s%s" % ("PASS" if nl["pass"] else "FAIL",
                                           "" if nl["pass"] else " (" + ", ".join(nl["lost_in"]) + ")"))

@@ -148,6 +148,8 @@ class Authority:
         origin = snap.find_zone(qkey)
         if origin is None:
             return None
+        if snap.servfail and (origin, line) in snap.servfail:
+            return Result(rcode=wire.SERVFAIL)    # a [[secondary]] zone not transferred yet or past expire, as BIND
         view = snap.view(origin, line)
         result = Result(aa=True)
         sname = qname

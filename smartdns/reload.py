@@ -119,6 +119,10 @@ def changed_origins(old: Snapshot, new: Snapshot) -> set[bytes]:
     for key in set(old_views) | set(new_views):
         if old_views.get(key) is not new_views.get(key) and old_views.get(key) != new_views.get(key):
             origins.add(key[0])
+    for key in set(old.views) & set(new.views):   # a line's [[secondary]] zone is its view's base
+        if old.views[key].base is not new.views[key].base:
+            origins.add(key[0])
+    origins |= {origin for origin, _line in old.servfail ^ new.servfail}
     if old.hosts is not new.hosts:
         origins |= {name for name in set(old.hosts) | set(new.hosts) if old.hosts.get(name) != new.hosts.get(name)}
     return origins
@@ -131,22 +135,24 @@ class Reloader:
                  current: Callable[[], Snapshot],
                  files: ZoneFileCache | None = None,
                  run: Callable[..., defer.Deferred[Any]] | None = None,
-                 transform: Callable[[Config], Config] = lambda config: config) -> None:
+                 transform: Callable[[Config], Config] = lambda config: config,
+                 expired: Callable[[], frozenset[tuple[str, str | None]]] = frozenset) -> None:
         self.reactor = reactor
         self.config_path = config_path
         self.apply = apply
         self.current = current
         self.files = files or ZoneFileCache()
         self.transform = transform          # e.g. a worker process pinning its listeners
+        self.expired = expired              # [[secondary]] (zone, line) past expire (smartdns.refresh)
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
         self._running: defer.Deferred[ReloadResult] | None = None
         self._again: defer.Deferred[ReloadResult] | None = None
         self.last: ReloadResult | None = None
 
-    def _build(self, generation: int) -> tuple[Config, Snapshot, list[str]]:
+    def _build(self, generation: int, expired: frozenset[tuple[str, str | None]]) -> tuple[Config, Snapshot, list[str]]:
         self.files.parsed = []
         config = self.transform(load_config(self.config_path))
-        snapshot = build_snapshot(config, generation, read_zone=self.files.read)
+        snapshot = build_snapshot(config, generation, read_zone=self.files.read, expired=expired)
         live = {p for zone in snapshot.zones.values() for p in zone.sources}
         live |= {p for view in snapshot.views.values() for p in view.overlay_sources}
         self.files.prune(live)
@@ -171,7 +177,7 @@ class Reloader:
         started = self.reactor.seconds()
         generation = self.current().generation + 1
         log.info("reload ({reason}) started", reason=reason)
-        d = self._run(self._build, generation)
+        d = self._run(self._build, generation, self.expired())
         d.addCallbacks(self._swap, self._failed, callbackArgs=(started,), errbackArgs=(started, generation))
         self._running = d
 

@@ -2,10 +2,12 @@
 
 This module holds the parts that do not touch the served snapshot yet: one transfer (AXFR
 with the table's TSIG key, run in a thread so the reactor keeps answering), the SOA timers
-(RFC 1035 §3.3.13) and serial comparison (RFC 1982, ``smartdns.xfr.serial_gte``), and the
-atomic save under ``[zones] secondary_directory`` (temp file + rename, one file per zone and
-line: ``<origin>.zone`` or ``<line>/<origin>.zone``; only files written here).  Scheduling,
-NOTIFY and loading the saved files into the snapshot are not wired in yet.
+(RFC 1035 §3.3.13) and serial comparison (RFC 1982, ``smartdns.serial``), and the atomic save
+under ``[zones] secondary_directory`` (temp file + rename, one file per zone and line:
+``<origin>.zone`` or ``<line>/<origin>.zone``; only files written here).  A refresh first asks
+each primary for its SOA (signed) and transfers only when the serial is newer; the zone is read
+back by smartdns's own zone reader before it replaces the saved file, so a file that would not
+load is never saved.  Scheduling, NOTIFY and the snapshot are ``smartdns.refresh``'s.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+import dns.message
 import dns.name
 import dns.query
+import dns.rcode
 import dns.rdatatype
 import dns.xfr
 import dns.zone
@@ -22,7 +26,8 @@ import dns.zone
 from smartdns.config import SecondaryZone
 from smartdns.errors import SmartDNSError
 from smartdns.tsig import TsigKey
-from smartdns.xfr import serial_gte
+from smartdns.zones import read_zone_file
+from smartdns.serial import serial_gte
 
 #: How long one transfer may take before it counts as failed (a cut or stalled connection).
 TRANSFER_TIMEOUT_SECONDS = 60.0
@@ -50,6 +55,7 @@ class Transferred:
     origin: str
     text: str
     timers: SoaTimers
+    primary: str = ""          # host:port it came from
 
 
 def timers_of(zone: dns.zone.Zone) -> SoaTimers:
@@ -66,10 +72,17 @@ def transfer(secondary: SecondaryZone, key: TsigKey | None, current_serial: int 
     do); raises TransferError naming each primary's failure, including a serial that went back."""
     origin = dns.name.from_text(secondary.zone)
     problems: list[str] = []
+    keyring = None if key is None else {key.dns_name: key.dnspython_key()}
     for host, port in secondary.primaries:
         try:
+            if current_serial is not None:
+                serial = primary_serial(origin, host, port, key, timeout)
+                if serial == current_serial:
+                    return None
+                if serial_gte(current_serial, serial):
+                    problems.append(f"{host}:{port}: serial {serial} is older than ours ({current_serial})")
+                    continue
             zone = dns.zone.Zone(origin, relativize=False)
-            keyring = None if key is None else {key.dns_name: key.dnspython_key()}
             query, _serial = dns.xfr.make_query(zone, keyring=keyring, keyname=None if key is None else key.dns_name)
             dns.query.inbound_xfr(host, zone, query, port=port, timeout=timeout, lifetime=timeout)
             timers = timers_of(zone)
@@ -78,10 +91,41 @@ def transfer(secondary: SecondaryZone, key: TsigKey | None, current_serial: int 
                     return None
                 problems.append(f"{host}:{port}: serial {timers.serial} is older than ours ({current_serial})")
                 continue
-            return Transferred(secondary.zone + ".", zone.to_text(relativize=False), timers)
+            return Transferred(secondary.zone + ".", zone.to_text(relativize=False), timers, f"{host}:{port}")
         except Exception as e:   # noqa: BLE001 — any failure of one primary: try the next, report all
             problems.append(f"{host}:{port}: {type(e).__name__}: {e}")
     raise TransferError(f"transfer of {secondary.zone} failed: " + "; ".join(problems))
+
+
+def primary_serial(origin: dns.name.Name, host: str, port: int, key: TsigKey | None, timeout: float) -> int:
+    """The serial a primary serves now: a signed SOA query over TCP (what BIND's refresh asks
+    before it transfers, RFC 1996 §3.11), with an answer that must be authoritative."""
+    query = dns.message.make_query(origin, dns.rdatatype.SOA)
+    if key is not None:
+        query.use_tsig({key.dns_name: key.dnspython_key()}, keyname=key.dns_name)
+    response = dns.query.tcp(query, host, port=port, timeout=timeout)
+    if response.rcode() != dns.rcode.NOERROR:
+        raise TransferError(f"SOA query answered {dns.rcode.to_text(response.rcode())}")
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA and rrset.name == origin and len(rrset):
+            return int(rrset[0].serial)
+    raise TransferError("SOA query answered without the zone's SOA")
+
+
+def refresh(directory: str, secondary: SecondaryZone, key: TsigKey | None, current_serial: int | None,
+            timeout: float = TRANSFER_TIMEOUT_SECONDS) -> Transferred | None:
+    """One refresh, blocking (run it in a thread): transfer if the primary is newer and save
+    the zone, or, when the serial is ours, touch the saved file (its time is when the data was
+    last confirmed, which a restart reads for expire, as BIND does).  Raises TransferError."""
+    got = transfer(secondary, key, current_serial, timeout)
+    if got is None:
+        try:
+            os.utime(saved_path(directory, secondary))
+        except OSError:
+            pass                      # nothing saved yet, or a read-only file: only a restart cares
+        return None
+    save(directory, secondary, got.text, primary=got.primary)
+    return got
 
 
 def saved_path(directory: str, secondary: SecondaryZone) -> str:
@@ -90,8 +134,10 @@ def saved_path(directory: str, secondary: SecondaryZone) -> str:
     return os.path.join(directory, secondary.line, name) if secondary.line else os.path.join(directory, name)
 
 
-def save(directory: str, secondary: SecondaryZone, text: str) -> str:
-    """Write the zone text atomically (temp file in the same directory, fsync, rename)."""
+def save(directory: str, secondary: SecondaryZone, text: str, primary: str = "") -> str:
+    """Write the zone text atomically (temp file in the same directory, fsync, rename), after
+    smartdns's zone reader has read the temp file without a problem (else TransferError: a
+    broken zone, the saved file untouched)."""
     path = saved_path(directory, secondary)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=".xfr-", suffix=".tmp", dir=os.path.dirname(path))
@@ -100,6 +146,12 @@ def save(directory: str, secondary: SecondaryZone, text: str) -> str:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
+        _zone, problems = read_zone_file(temp, secondary.zone + ".")
+        if problems:
+            first = problems[0]
+            raise TransferError(f"transfer of {secondary.zone} failed: {primary or 'primary'}: broken zone: "
+                                f"line {first.line}: {first.message}" + (f" (and {len(problems) - 1} more)"
+                                                                         if len(problems) > 1 else ""))
         os.replace(temp, path)
     except BaseException:
         os.unlink(temp)

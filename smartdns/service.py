@@ -25,6 +25,7 @@ from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder, Stats as UpstreamStats
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
+from smartdns.refresh import Secondaries
 from smartdns.reload import Reloader, ReloadResult, ReloadState, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
 from smartdns.txtyping import TypedMultiService, cannot_listen
@@ -79,14 +80,19 @@ class SmartDNSService(TypedMultiService):
         self.cache_counters = CacheCounters()
         self.upstream_stats = UpstreamStats()
         self._build_forwarding(config)
-        self.transfers = TransferHook(reactor)   # [[transfer]] AXFR out; NOTIFY in
+        # [[secondary]]: one service each (SOA timers, transfers in a thread), swapped in by reload.
+        self.secondaries = Secondaries(reactor, self.reload)
+        self.secondaries.setServiceParent(self)  # type: ignore[no-untyped-call]
+        if not worker:
+            self.secondaries.configure(config, snapshot)
+        self.transfers = TransferHook(reactor, notify=self.secondaries.notify)   # [[transfer]] AXFR out; NOTIFY in
         self.handler = QueryHandler(reactor, lambda: self.current, self._compose,
                                     config.server.max_udp_payload, config.server.chaos_version, stats=Stats(),
                                     transfers=self.transfers)
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
         self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files,
-                                 transform=transform or (lambda c: c))
+                                 transform=transform or (lambda c: c), expired=self.secondaries.expired)
         self.reuse_port = config.server.workers > 1
         self.supervisor: Any = None
         self.watcher = Watcher(reactor, self.reload)
@@ -300,6 +306,8 @@ class SmartDNSService(TypedMultiService):
         if flushed:
             log.info("flushed {count} cached answers under changed local zones", count=flushed)
         self.config = config
+        if not self.worker:
+            self.secondaries.configure(config, snapshot)
         if config.zones.watch:
             self._watch_paths()
 

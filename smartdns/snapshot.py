@@ -18,6 +18,7 @@ from smartdns.config import Config, LineConfig
 from smartdns.errors import Problem, ZoneError
 from smartdns.lines import AddressSet, LineTable
 from smartdns.policy import REFUSE, PolicyTable, compile_rules
+from smartdns.secondary import saved_path
 from smartdns.zones import (Zone, ZoneView, make_view, overlay_default_ttl, read_zone_file, scan_zone_directory,
                             zone_from_records)
 
@@ -43,6 +44,9 @@ class Snapshot:
     base_views: Mapping[bytes, ZoneView]              # origin → the view of clients in no line
     policies: PolicyTable
     hosts: HostsTable = field(default_factory=lambda: MappingProxyType({}))   # [hosts] files, read with the rest
+    # (origin, line or None) whose clients get SERVFAIL: a [[secondary]] zone not transferred
+    # yet or past its SOA expire (RFC 1035 §3.3.13), as BIND answers for such a zone.
+    servfail: frozenset[tuple[bytes, str | None]] = frozenset()
 
     def find_zone(self, qkey: bytes) -> bytes | None:
         """The origin of the closest enclosing local zone, or None (one probe per label)."""
@@ -112,10 +116,12 @@ def _check_cname(rows: list[articlejson.JsonRecord], zone: Zone | None, problems
                                     f"{where.message}: CNAME and other data at {wire.to_text(rec.name)}"))
 
 
-def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = read_zone_file) -> Snapshot:
+def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = read_zone_file,
+                   expired: frozenset[tuple[str, str | None]] = frozenset()) -> Snapshot:
     """Load and validate everything; raise ZoneError with every problem, or return the snapshot.
 
-    ``read_zone`` lets a reload reuse zones whose files did not change."""
+    ``read_zone`` lets a reload reuse zones whose files did not change; ``expired`` names the
+    ``[[secondary]]`` (zone, line) pairs past their SOA expire (``smartdns.refresh``)."""
     problems: list[Problem] = []
     line_configs = _parse_lines(config, problems)
     line_names = tuple(line.name for line in line_configs)
@@ -130,6 +136,7 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
         problems.extend(found)
         if zone is not None:
             zones[zone.origin] = zone
+    line_secondaries, unavailable = _read_secondaries(config, bases, overlays, zones, read_zone, expired, problems)
     overlay_zones: dict[str, dict[bytes, Zone]] = {}
     for line, files in overlays.items():
         for origin_text, path in files.items():
@@ -175,6 +182,10 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
     base_views = {origin: make_view(zone, None) for origin, zone in zones.items()}
     views = {(origin, line): make_view(zones[origin], overlay)
              for line, by_origin in overlay_zones.items() for origin, overlay in by_origin.items()}
+    views.update({key: make_view(zone, None) for key, zone in line_secondaries.items()})
+    servfail = frozenset((origin, line) for origin, line_or_base in unavailable for line in (
+        (None, *(name for name in line_names if (origin, name) not in line_secondaries))
+        if line_or_base is None else (line_or_base,)))
     return Snapshot(
         generation=generation,
         config=config,
@@ -186,7 +197,62 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
         base_views=base_views,
         policies=compile_rules(rules),
         hosts=hosts,
+        servfail=servfail,
     )
+
+
+def _read_secondaries(config: Config, bases: Mapping[str, str], overlays: Mapping[str, Mapping[str, str]],
+                      zones: dict[bytes, Zone], read_zone: ZoneReader, expired: frozenset[tuple[str, str | None]],
+                      problems: list[Problem]) -> tuple[dict[tuple[bytes, str], Zone], set[tuple[bytes, str | None]]]:
+    """``[[secondary]]`` zones saved under ``[zones] secondary_directory``: a base secondary
+    joins ``zones``, a line's is returned as that line's whole zone.  Also returned: the
+    (origin, line or None) pairs not transferred yet (no saved file: a stand-in zone holding
+    only an SOA takes the place) or past expire, whose clients get SERVFAIL.
+
+    A secondary and a zone file for the same zone (the base file, or the line's overlay for a
+    line's secondary) are rejected, and so is a line's secondary with no base zone at all."""
+    line_zones: dict[tuple[bytes, str], Zone] = {}
+    unavailable: set[tuple[bytes, str | None]] = set()
+    directory = config.zones.secondary_directory
+    if not config.secondaries or directory is None:
+        return line_zones, unavailable
+    where = config.path or "<default>"
+    if config.server.workers > 1:
+        problems.append(Problem(where, 0, "[[secondary]] is not supported with [server] workers above 1 "
+                                          "(only one process may follow a primary)"))
+    based = {s.zone for s in config.secondaries if s.line is None}
+    for secondary in sorted(config.secondaries, key=lambda s: s.line is not None):   # base zones first
+        origin_text = secondary.zone + "."
+        origin = wire.from_text(origin_text).lower()
+        if secondary.line is None and origin_text in bases:
+            problems.append(Problem(bases[origin_text], 0, f"zone {secondary.zone} is also a [[secondary]]; "
+                                                          "serve it from one of them"))
+            continue
+        if secondary.line is not None:
+            overlay = overlays.get(secondary.line, {}).get(origin_text)
+            if overlay is not None:
+                problems.append(Problem(overlay, 0, f"zone {secondary.zone} for line {secondary.line} is also a "
+                                                    "[[secondary]]; serve it from one of them"))
+                continue
+            if origin_text not in bases and secondary.zone not in based:
+                problems.append(Problem(where, 0, f"[[secondary]] zone {secondary.zone} for line {secondary.line} "
+                                                  "needs a base zone (a zone file or a [[secondary]] without line)"))
+                continue
+        path = saved_path(directory, secondary)
+        zone: Zone | None = None
+        if os.path.exists(path):
+            zone, found = read_zone(path, origin_text)
+            problems.extend(found)
+        if zone is None:
+            zone = zone_from_records(origin, [_synthetic_soa(origin)], ())
+            unavailable.add((origin, secondary.line))
+        elif (secondary.zone, secondary.line) in expired:
+            unavailable.add((origin, secondary.line))
+        if secondary.line is None:
+            zones[origin] = zone
+        else:
+            line_zones[(origin, secondary.line)] = zone
+    return line_zones, unavailable
 
 
 def read_hosts_files(paths: Iterable[str], problems: list[Problem]) -> HostsTable:
@@ -281,4 +347,7 @@ def watched_paths(config: Config, snapshot: Snapshot | None = None) -> list[str]
             paths += zone.sources
         for view in snapshot.views.values():
             paths += view.overlay_sources
-    return list(dict.fromkeys(os.path.abspath(p) for p in paths))
+    # Saved [[secondary]] zones are written by this server, which reloads after each save itself.
+    saved = config.zones.secondary_directory
+    return [p for p in dict.fromkeys(os.path.abspath(p) for p in paths)
+            if saved is None or not p.startswith(os.path.join(saved, ""))]

@@ -45,6 +45,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from smartdns import wire
+from smartdns.serial import serial_gte
 from smartdns.snapshot import Snapshot
 from smartdns.tsig import keyring
 from smartdns.zones import ZoneView
@@ -83,11 +84,6 @@ def classify(data: bytes) -> tuple[int, int] | None:
     if pos + 5 > len(data):
         return None
     return (data[2] >> 3) & 0xF, struct.unpack_from("!H", data, pos + 1)[0]
-
-
-def serial_gte(a: int, b: int) -> bool:
-    """``a`` is not older than ``b`` in RFC 1982 serial arithmetic (32 bits)."""
-    return a == b or (0 < (a - b) % 2**32 < 2**31)
 
 
 class TransferHook:
@@ -134,7 +130,7 @@ class TransferHook:
         question = query.question[0]
         origin, key_name = _origin_key(question.name), _key_name(query)
         rule = next((rule for rule in snap.config.transfers if rule.key == key_name), None)
-        if origin not in snap.zones or rule is None:
+        if origin not in snap.zones or rule is None or (origin, rule.line) in snap.servfail:
             return PASS
         return single_soa(query, snap.view(origin, rule.line))
 
@@ -149,6 +145,8 @@ class TransferHook:
             log.info("{qtype} {zone} refused to {client}: key {key} is in no [[transfer]]",
                      qtype=qtype, zone=question.name, client=client, key=key_name)
             return signed_error(query, dns.rcode.REFUSED)
+        if (origin, rule.line) in snap.servfail:
+            return signed_error(query, dns.rcode.SERVFAIL)   # a secondary zone past expire: nothing to give
         view = snap.view(origin, rule.line)
         ours = soa_serial(view)
         if qtype == "IXFR":

@@ -257,3 +257,19 @@ class ExpireOfBindTests(BindPrimary):
         self.assertEqual(await self.ask("127.0.0.1"), (dns.rcode.NOERROR, ["192.0.2.10"]))
         await self.wait_for("127.0.0.1", (dns.rcode.SERVFAIL, []), seconds=6)
         await self.wait_for("127.0.0.2", (dns.rcode.SERVFAIL, []), seconds=1)
+
+
+class BrokenZoneTests(unittest.TestCase):
+    """A transferred zone smartdns's reader would not load is never saved."""
+
+    def test_broken_zone_keeps_the_saved_file(self) -> None:
+        """CNAME beside other data: TransferError naming the primary; the old file and no temp file stay."""
+        directory = os.path.abspath(self.mktemp())
+        spec = SecondaryZone("fleet.test", (("127.0.0.1", 53),))
+        path = save(directory, spec, "$ORIGIN fleet.test.\n" + ZONE)
+        broken = "$ORIGIN fleet.test.\n" + ZONE + "www  CNAME ns1\n"
+        with self.assertRaisesRegex(TransferError, "transfer of fleet.test failed: 127.0.0.1:53: broken zone: "):
+            save(directory, spec, broken, primary="127.0.0.1:53")
+        self.assertEqual(os.listdir(directory), ["fleet.test.zone"])
+        with open(path, encoding="utf-8") as handle:
+            self.assertNotIn("CNAME", handle.read())

@@ -241,6 +241,8 @@ class UpstreamStage(WireResolver):
     Answers are cached (that is the only way into the cache); a name with no upstream to ask
     (``upstreams = []`` and no ``[[forward.zone]]`` for it) is ``DomainError``."""
 
+    whole_answers = True        # its Deferred always fires with a Result, the upstream's whole answer
+
     def __init__(self, clock: Any, forward: ForwardResolver) -> None:
         super().__init__(clock)
         self.forward = forward
@@ -309,6 +311,9 @@ class LineChain(resolve.ResolverChain):
                 break
             fast.append(stage.resolve)
         self._fast = tuple(fast)
+        # Stages whose Deferred always fires with a Result that is the whole answer (the
+        # upstream's): no "not mine" to check and nothing to continue, so no callback to add.
+        self._whole = tuple(bool(getattr(stage, "whole_answers", False)) for stage in stages[:len(fast)])
 
     # -- the Twisted Names API ----------------------------------------------------------------
 
@@ -327,12 +332,15 @@ class LineChain(resolve.ResolverChain):
 
     def answer(self, qname: bytes, qtype: int, qclass: int, shape: RequestShape) -> Any:
         """The first stage's answer for the question, continued through the chain when a CNAME
-        leads out of local data: a ``Result``, None (no stage answers) or a Deferred of either."""
+        leads out of local data: a ``Result``, None (no stage answers) or a Deferred of either
+        (of a Result only, when ``fixed_misses``: our own stages never say "not mine" late)."""
         fast = self._fast
         for index, resolve_ in enumerate(fast):       # our own stages: one bound method each
             result = resolve_(qname, qtype, qclass, shape)
             if result is not None:
                 if type(result) is not Result:         # a Deferred that may still say "not mine"
+                    if self._whole[index]:
+                        return result
                     result = result.addCallback(self._next_if_none, qname, qtype, qclass, shape, index + 1)
                 break
         else:

@@ -513,6 +513,7 @@ class Health:
     failures: int = 0
     probe: Any = None               # the pending health probe while down
     probes: int = 0
+    name: str = ""                  # the upstream as the config spells it (counters, logs)
 
     def fail(self, now: float) -> None:
         """Mark down for the current back-off, then double it (capped)."""
@@ -538,6 +539,13 @@ class Pool:
     next_start: int = 0
     health: dict[Upstream, Health] = field(default_factory=dict)
 
+    def health_of(self, upstream: Upstream) -> Health:
+        """The back-off state of one of this pool's upstreams (made on first use)."""
+        health = self.health.get(upstream)
+        if health is None:
+            health = self.health[upstream] = Health(name=str(upstream))
+        return health
+
     def order(self, now: float) -> Sequence[Upstream]:
         """Upstreams in the order to try: by policy, healthy ones first, down ones as a last resort."""
         if self.policy == "sequential" and not any(h.down_until > now for h in self.health.values()):
@@ -549,7 +557,7 @@ class Pool:
             ups = ups[start:] + ups[:start]
         elif self.policy == "random":
             random.shuffle(ups)
-        healthy = [u for u in ups if self.health.setdefault(u, Health()).down_until <= now]
+        healthy = [u for u in ups if self.health_of(u).down_until <= now]
         down = [u for u in ups if u not in healthy]
         return healthy + down
 
@@ -587,8 +595,8 @@ class _Walk:
             if left <= 0:
                 self.error = f"gave up after {config.total_timeout:g}s"
                 break
-            health = self.pool.health.setdefault(upstream, Health())
-            forwarder.stats.tried(str(upstream))[0] += 1
+            health = self.pool.health_of(upstream)
+            forwarder.stats.tried(health.name)[0] += 1
             d = forwarder._try(upstream, self.qname, self.qtype, self.qclass, min(config.timeout, left),
                                self.do, self.cd)
             d.addCallbacks(self.answered, self.failed, callbackArgs=(upstream, health, forwarder.reactor.seconds()),
@@ -598,21 +606,21 @@ class _Walk:
         self.result.errback(UpstreamError(self.error))
 
     def answered(self, reply: wire.Reply, upstream: Upstream, health: Health, sent: float) -> None:
-        self.forwarder.stats.replied(str(upstream), reply.rcode, self.forwarder.reactor.seconds() - sent)
+        self.forwarder.stats.replied(health.name, reply.rcode, self.forwarder.reactor.seconds() - sent)
         if reply.rcode in FAILED_RCODES:
             self.forwarder._mark_down(upstream, health)
             self.error = f"{upstream} answered rcode {reply.rcode}"
             self.attempt()
             return
         health.succeed()
-        reply.upstream = str(upstream)
+        reply.upstream = health.name
         self.result.callback(reply)
 
     def failed(self, reason: Failure, upstream: Upstream, health: Health) -> None:
         if not failure_check(reason, UpstreamError):
             self.result.errback(reason)
             return
-        self.forwarder.stats.tried(str(upstream))[1] += 1
+        self.forwarder.stats.tried(health.name)[1] += 1
         self.forwarder._mark_down(upstream, health)
         self.error = reason.getErrorMessage()
         log.debug("upstream {upstream} failed: {error}", upstream=str(upstream), error=self.error)

@@ -143,7 +143,7 @@ class Collector:
         yield requests
         yield responses
         durations = HistogramMetricFamily("smartdns_dns_request_duration_seconds",
-                                          "Time to answer, by source (fast-lane answers count in the first bucket).",
+                                          "Time to answer, by source (answers made without waiting count in the first bucket).",
                                           labels=["source"])
         for source, row in sorted(c["durations"].items()):
             durations.add_metric([source], _buckets(row, DURATION_BUCKETS), row[-1])

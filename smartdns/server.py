@@ -83,9 +83,10 @@ class Stats:
     """Counters since the process started, for ``smartdns stats`` and the metrics endpoint.
 
     ``answers`` counts every answer sent by (TCP, line, qtype, rcode, source); ``durations``
-    holds, per source, a histogram of the time the full path took (bucket counts over
-    ``DURATION_BUCKETS`` plus +Inf, then the sum).  Answers from the fast lanes are not timed:
-    they take microseconds, and count in the first bucket (``duration_histograms``)."""
+    holds, per source, a histogram of the time answers that waited (for an upstream or a
+    resolver of your own) took: bucket counts over ``DURATION_BUCKETS`` plus +Inf, then the sum.
+    Answers made without waiting (the fast lanes, local data, cache hits, refusals) are not
+    timed: they take microseconds, and count in the first bucket (``duration_histograms``)."""
 
     def __init__(self) -> None:
         self.queries = 0
@@ -280,12 +281,15 @@ class QueryHandler:
         if flags & wire.FLAG_QR:
             self.stats.dropped += 1
             return None                                    # never answer a response (reflection loops)
-        if self.transfers is not None:
+        if self.transfers is not None and memo_key is None:
+            # A sniffed query (memo_key set) is an unsigned QUERY: never the hook's business.
             handled = self.transfers.answer(data, client, tcp, snap)
             if handled is not TRANSFER_PASS:
                 return handled                             # type: ignore[no-any-return]
-        started = self.reactor.seconds()
+        # Answers made without waiting take microseconds: they are timed only for the query log,
+        # and otherwise count in the first bucket of the answer-time histogram (Stats).
         peer = (client, port) if self.querylog is not None else None
+        started = self.reactor.seconds() if peer is not None else 0.0
         try:
             query = wire.parse_query(data)
         except wire.QueryError as e:
@@ -309,7 +313,7 @@ class QueryHandler:
             self.stats.dropped += 1                     # a policy said drop
             return None
         return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, info[0],
-                                  query.qtype, started, snap, peer)
+                                  query.qtype, started or self.reactor.seconds(), snap, peer)
 
     def _before_chain(self, snap: Snapshot, query: wire.Query) -> Result | None:
         """BIND 9's answers before any chain sees the question, in BIND's order; None for a
@@ -356,6 +360,8 @@ class QueryHandler:
             return found
         if found is None:
             return _refused_if_none(found, chain)
+        if chain.fixed_misses:
+            return found                                # a Deferred of a Result (LineChain.answer)
         return found.addCallback(_refused_if_none, chain)
 
     def _finish(self, result: Result, shape: RequestShape, qid: int, question: bytes, ra: bool,
@@ -367,7 +373,8 @@ class QueryHandler:
         key = (shape.tcp, line, qtype, result.rcode, result.source)
         stats.answers[key] = stats.answers.get(key, 0) + 1
         now = self.reactor.seconds()
-        stats.observe(result.source, now - started)
+        if started:
+            stats.observe(result.source, now - started)
         message = self.shaper.shape(shape, qid, question, result, now)
         if peer is not None:
             self._log(Tally(key), question, peer[0], peer[1], message[6:8], result.upstream, now - started)

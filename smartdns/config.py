@@ -204,6 +204,24 @@ class MetricsConfig:
     listen: tuple[str, int] | None = None  # None = no HTTP listener
 
 
+COOKIE_SECRET_BYTES = 16    # RFC 9018 §4.4: a 128-bit SipHash key
+
+
+@dataclass(frozen=True, slots=True)
+class CookiesConfig:
+    """``[cookies]``: DNS Cookies (RFC 7873, server cookies as RFC 9018)."""
+
+    secret: bytes | None = field(default=None, repr=False)  # None: made at start, shared with workers
+    require: bool = False     # UDP queries with a client cookie but no valid server cookie get BADCOOKIE
+
+
+@dataclass(frozen=True, slots=True)
+class EcsConfig:
+    """``[ecs]``: whose EDNS Client Subnet option (RFC 7871) chooses the line."""
+
+    trusted: tuple[Network, ...] = ()
+
+
 LOG_LEVELS = ("debug", "info", "warn", "error")   # least to most severe
 DEFAULT_LOG_LEVEL = "info"
 
@@ -270,6 +288,8 @@ class Config:
     tsig: tuple[TsigKey, ...] = ()
     transfers: tuple[TransferRule, ...] = ()
     secondaries: tuple[SecondaryZone, ...] = ()
+    cookies: CookiesConfig = CookiesConfig()
+    ecs: EcsConfig = EcsConfig()
     # What is valid but probably not meant (an open resolver); printed by ``smartdns check`` and
     # logged at start, never a reason to refuse the file.
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
@@ -770,7 +790,8 @@ def _absolute(base_dir: str, path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sections
 
-_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache", "hosts", "metrics", "log")
+_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache", "hosts", "metrics", "log", "cookies",
+               "ecs")
 _ARRAY_TABLES = ("policy", "tsig", "transfer", "secondary")
 
 
@@ -1094,6 +1115,32 @@ def _read_access(table: _Table, warnings: list[Problem]) -> AccessConfig:
                 "it can have names forwarded, and use it in reflection attacks (RFC 5358); "
                 "list your clients' networks instead"))
     return AccessConfig(tuple(network for _index, network in networks))
+
+
+def _read_cookies(table: _Table) -> CookiesConfig:
+    table.reject_unknown(("secret", "require"))
+    require = table.boolean("require", False)
+    text = table.string("secret", "")
+    if not text:
+        return CookiesConfig(require=require)
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        table.report("secret", f"[cookies] secret must be {COOKIE_SECRET_BYTES * 2} hex digits")
+        return CookiesConfig(require=require)
+    if len(secret) != COOKIE_SECRET_BYTES:
+        table.report("secret", f"[cookies] secret must be {COOKIE_SECRET_BYTES} bytes "
+                               f"({COOKIE_SECRET_BYTES * 2} hex digits), not {len(secret)}")
+        return CookiesConfig(require=require)
+    return CookiesConfig(secret, require)
+
+
+def _read_ecs(table: _Table) -> EcsConfig:
+    table.reject_unknown(("trusted",))
+    items = table.strings("trusted")
+    if items is None:
+        return EcsConfig()
+    return EcsConfig(tuple(network for _index, network in table.parsed("trusted", items, _parse_network)))
 
 
 def _read_cache(table: _Table) -> CacheConfig:
@@ -1442,6 +1489,8 @@ def _build(
         tsig=keys,
         transfers=transfers,
         secondaries=secondaries,
+        cookies=_read_cookies(section("cookies")),
+        ecs=_read_ecs(section("ecs")),
         warnings=tuple(warnings),
     )
     if reader.problems:

@@ -163,7 +163,7 @@ class LineTable:
     the same network is listed in two lines.
     """
 
-    __slots__ = ("names", "networks", "_table")
+    __slots__ = ("names", "networks", "_table", "_scoped")
 
     def __init__(self, lines: Iterable[tuple[str, Sequence[Network]]]) -> None:
         """Flatten the lines' networks; O(n log n) in the number of networks."""
@@ -175,10 +175,23 @@ class LineTable:
         self.networks: tuple[tuple[str, tuple[Network, ...]], ...] = tuple(
             (name, tuple(networks)) for name, networks in lines)
         self._table: _PrefixTable[str] = _PrefixTable(lines)
+        self._scoped: _PrefixTable[tuple[str, int]] | None = None
 
     def lookup(self, address: str) -> str | None:
         """The line for a peer address string, or None (no match, or not an IP address)."""
         return self._table.find(address)
+
+    def lookup_scoped(self, address: str) -> tuple[str | None, int]:
+        """(line, prefix length of the CIDR that decided it) for an address, (None, 0) when no
+        line matches: the scope an ECS reply carries (RFC 7871 §7.2.1).  The table with
+        prefix lengths is built on first use: only servers with ``[ecs] trusted`` need it."""
+        scoped = self._scoped
+        if scoped is None:
+            scoped = self._scoped = _PrefixTable(
+                ((name, _canonical_network(network).prefixlen), (network,))
+                for name, networks in self.networks for network in networks)
+        found = scoped.find(address)
+        return found if found is not None else (None, 0)
 
     def matches(self, address: str) -> bool:
         """Whether the address belongs to any line."""

@@ -18,6 +18,8 @@ from typing import NamedTuple, Sequence
 
 from smartdns import wire
 from smartdns.cache import Entry
+from smartdns.cookies import COOKIE_OPTION
+from smartdns.ecs import ClientSubnet
 
 TCP_LIMIT = 65535
 STALE_TTL_SECONDS = 30          # RFC 8767 §4: TTL of records served stale
@@ -38,6 +40,11 @@ class RequestShape(NamedTuple):
     rd: bool              # recursion desired: echoed; also decides whether CNAME chains continue
     ad: bool              # authentic data asked for (RFC 6840 §5.7)
     opcode: int
+    # EDNS options answered in kind.  Queries carrying them never reach the fast lanes
+    # (``wire.sniff`` declines them), so these are not part of ``code``.
+    cookie: bytes = b""   # the reply's COOKIE option data: the client cookie and a fresh server cookie
+    ecs: ClientSubnet | None = None   # the query's Client Subnet, echoed (RFC 7871 §7.2.1) ...
+    ecs_scope: int = 0    # ... with the prefix length of the CIDR that chose the line
 
     @property
     def code(self) -> int:
@@ -122,6 +129,19 @@ def error(rcode: int, source: str = "error") -> Result:
     return Result(rcode=rcode, source=source)
 
 
+def _options(shape: RequestShape, result: Result) -> bytes:
+    """The reply's EDNS options: COOKIE (RFC 7873 §5.2), Client Subnet (RFC 7871 §7.2.1), then
+    Extended DNS Error (RFC 8914)."""
+    options = b""
+    if shape.cookie:
+        options += struct.pack("!HH", COOKIE_OPTION, len(shape.cookie)) + shape.cookie
+    if shape.ecs is not None:
+        options += shape.ecs.option(shape.ecs_scope)
+    if result.ede is not None:
+        options += wire.ede_option(*result.ede)
+    return options
+
+
 class Shaper:
     """The one place that turns a ``Result`` into response bytes for a ``RequestShape``."""
 
@@ -153,9 +173,9 @@ class Shaper:
             question = b""
         opt = None
         if shape.edns:
-            if result.rcode > 0xF or (result.ede is not None):
+            if result.rcode > 0xF or result.ede is not None or shape.cookie or shape.ecs is not None:
                 opt = wire.opt_record(self.max_udp_payload, shape.do, ext_rcode=result.rcode >> 4,
-                                      options=wire.ede_option(*result.ede) if result.ede else b"")
+                                      options=_options(shape, result))
             else:
                 opt = self._opt[shape.do]
         limit = TCP_LIMIT if shape.tcp else self.limit(shape)

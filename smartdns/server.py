@@ -37,6 +37,8 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from smartdns import cookies
+from smartdns import ecs as ecs_mod
 from smartdns import policy as policy_mod
 from smartdns import wire
 from smartdns.authority import negative_soa
@@ -135,8 +137,11 @@ class QueryHandler:
 
     def __init__(self, reactor: Any, snapshot: Callable[[], Snapshot], compose: Compose,
                  max_udp_payload: int, chaos_version: str = "", *, fast_lanes: bool = True,
-                 stats: Stats | None = None, transfers: Any = None) -> None:
+                 stats: Stats | None = None, transfers: Any = None, cookie_secret: bytes | None = None) -> None:
         self.reactor = reactor
+        # The server cookie secret when [cookies] secret is not set: made at start (or handed
+        # down by the first process to its workers), kept across reloads.
+        self.cookie_secret = cookie_secret if cookie_secret is not None else cookies.new_secret()
         self.transfers = transfers          # smartdns.xfr.TransferHook: signed AXFR/IXFR and NOTIFY, asked first
         self.snapshot = snapshot
         self.compose = compose              # snapshot → its chains (smartdns.chain.compose, bound by the service)
@@ -300,10 +305,18 @@ class QueryHandler:
             return None
         # The memo key holds the shape's code when the packet was sniffed (same value, no new object).
         shape = shape_from_code(memo_key[1]) if memo_key is not None else shape_of(query.flags, query.edns, tcp)
+        info = None
+        if query.edns is not None and query.edns.options and query.edns.version == 0:
+            # Never sniffed (wire.sniff declines COOKIE and ECS), so never memo-keyed.
+            shape, info, early = self._answered_options(snap, query, shape, client, tcp)
+            if early is not None:
+                return self._finish(early, shape, qid, query.question, False, None, None, query.qtype, started,
+                                    None, peer)
         early = self._before_chain(snap, query)
         if early is not None:
             return self._finish(early, shape, qid, query.question, False, None, None, query.qtype, started, None, peer)
-        info = memo_key[2] if memo_key is not None else self._client_info(client, snap)
+        if info is None:
+            info = memo_key[2] if memo_key is not None else self._client_info(client, snap)
         chain = self._chains.chains[info]            # type: ignore[union-attr]
         result = self._decide(snap, query, shape, info[0], chain)
         if type(result) is Result:
@@ -314,6 +327,56 @@ class QueryHandler:
             return None
         return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, info[0],
                                   query.qtype, started or self.reactor.seconds(), snap, peer)
+
+    def _answered_options(self, snap: Snapshot, query: wire.Query, shape: RequestShape, client: str,
+                          tcp: bool) -> tuple[RequestShape, tuple[str | None, bool] | None, Result | None]:
+        """The EDNS options answered in kind: (shape carrying them, (line, may recurse) when a
+        trusted Client Subnet chose the line, an early answer or None).
+
+        COOKIE (RFC 7873 §5.2): FORMERR for a malformed option; otherwise the reply carries the
+        client cookie and a fresh server cookie, and with ``[cookies] require`` a UDP query
+        whose server cookie is missing or not good gets BADCOOKIE (§5.2.3, §5.2.4).  Client
+        Subnet (RFC 7871): FORMERR for a malformed option (§7.1.2); from an ``[ecs] trusted``
+        client with a source prefix above 0, the line is the one of the subnet's longest
+        matching CIDR and the reply's scope is that CIDR's length; from anyone else the line is
+        the client's own and the scope 0.  The recursion right is always the client's own."""
+        assert query.edns is not None
+        cookie = subnet = None
+        for code, body in wire.option_items(query.edns.options):
+            if code == cookies.COOKIE_OPTION and cookie is None:
+                cookie = body
+            elif code == ecs_mod.ECS_OPTION and subnet is None:
+                subnet = body
+        reply_cookie = b""
+        good = False
+        if cookie is not None:
+            try:
+                client_cookie, server_cookie = cookies.parse(cookie)
+            except cookies.CookieFormatError:
+                return shape, None, error(wire.FORMERR)
+            secret = snap.config.cookies.secret or self.cookie_secret
+            try:
+                address = cookies.address_bytes(client)
+            except (OSError, ValueError):
+                address = b""
+            now = int(self.reactor.seconds())
+            good = bool(server_cookie) and cookies.is_valid(secret, client_cookie, server_cookie, address, now)
+            reply_cookie = client_cookie + cookies.make(secret, client_cookie, address, now)
+        info = None
+        if subnet is not None:
+            try:
+                ecs = ecs_mod.parse(subnet)
+            except ecs_mod.SubnetFormatError:
+                return shape._replace(cookie=reply_cookie), None, error(wire.FORMERR)
+            scope = 0
+            if ecs.source and snap.ecs_trusted.contains(client):
+                line, scope = snap.lines.lookup_scoped(str(ecs.network.network_address))
+                info = (line, self._client_info(client, snap)[1])
+            shape = shape._replace(ecs=ecs, ecs_scope=scope)
+        shape = shape._replace(cookie=reply_cookie)
+        if cookie is not None and not good and not tcp and snap.config.cookies.require:
+            return shape, info, error(wire.BADCOOKIE)
+        return shape, info, None
 
     def _before_chain(self, snap: Snapshot, query: wire.Query) -> Result | None:
         """BIND 9's answers before any chain sees the question, in BIND's order; None for a

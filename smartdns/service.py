@@ -68,7 +68,8 @@ class SmartDNSService(TypedMultiService):
     def __init__(self, config: Config, snapshot: Snapshot, reactor: Any, *,
                  files: ZoneFileCache | None = None, install_signals: bool = False,
                  worker: bool = False, transform: Callable[[Config], Config] | None = None,
-                 resolvers: tuple[Any, ...] = (), control_owner: tuple[int, int] | None = None) -> None:
+                 resolvers: tuple[Any, ...] = (), control_owner: tuple[int, int] | None = None,
+                 cookie_secret: bytes | None = None) -> None:
         super().__init__()
         self.worker = worker                # a process started by the first one for [server] workers
         self.reactor = reactor
@@ -88,7 +89,7 @@ class SmartDNSService(TypedMultiService):
         self.transfers = TransferHook(reactor, notify=self.secondaries.notify)   # [[transfer]] AXFR out; NOTIFY in
         self.handler = QueryHandler(reactor, lambda: self.current, self._compose,
                                     config.server.max_udp_payload, config.server.chaos_version, stats=Stats(),
-                                    transfers=self.transfers)
+                                    transfers=self.transfers, cookie_secret=cookie_secret)
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
         self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files,
@@ -207,7 +208,9 @@ class SmartDNSService(TypedMultiService):
             self._watch_paths()
             self.watcher.start()
         if self.config.server.workers > 1 and not self.worker:
-            self.supervisor = Supervisor(self.reactor, self.config, [p.getHost().port for p in self.ports[::2]])
+            # Workers check the cookies this process makes: they get its secret, made or configured.
+            self.supervisor = Supervisor(self.reactor, self.config, [p.getHost().port for p in self.ports[::2]],
+                                         cookie_secret=self.handler.cookie_secret)
             self.supervisor.start()
         self._open_querylog(self.config.log.queries)
         self.ready = True

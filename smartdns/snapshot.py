@@ -47,6 +47,8 @@ class Snapshot:
     # (origin, line or None) whose clients get SERVFAIL: a [[secondary]] zone not transferred
     # yet or past its SOA expire (RFC 1035 §3.3.13), as BIND answers for such a zone.
     servfail: frozenset[tuple[bytes, str | None]] = frozenset()
+    # [ecs] trusted: clients whose EDNS Client Subnet option chooses the line (RFC 7871).
+    ecs_trusted: AddressSet = field(default_factory=lambda: AddressSet(()))
 
     def find_zone(self, qkey: bytes) -> bytes | None:
         """The origin of the closest enclosing local zone, or None (one probe per label)."""
@@ -198,6 +200,7 @@ def build_snapshot(config: Config, generation: int = 1, read_zone: ZoneReader = 
         policies=compile_rules(rules),
         hosts=hosts,
         servfail=servfail,
+        ecs_trusted=AddressSet(config.ecs.trusted),
     )
 
 

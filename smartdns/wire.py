@@ -48,6 +48,7 @@ REFUSED = 5
 NOTAUTH = 9
 BADVERS = 16
 BADKEY = 17                # TSIG error: the key is not known here (RFC 8945 §5.3.2)
+BADCOOKIE = 23             # a bad or missing server cookie (RFC 7873 §8)
 
 OPCODE_QUERY = 0
 OPCODE_NOTIFY = 4
@@ -365,12 +366,24 @@ def _check_options(options: bytes) -> None:
             raise FormError("EDNS option data cut short")
 
 
+def option_items(options: bytes) -> list[tuple[int, bytes]]:
+    """(code, data) of each EDNS option, in order (``options`` already checked to tile)."""
+    items = []
+    pos = 0
+    while pos + 4 <= len(options):
+        code, length = struct.unpack_from("!HH", options, pos)
+        items.append((code, options[pos + 4:pos + 4 + length]))
+        pos += 4 + length
+    return items
+
+
 def sniff(data: bytes) -> tuple[int, bool, int, bool] | None:
     """Cheap check for the common query shape, without building objects.
 
     Returns (end of question, OPT present, EDNS payload (0 without OPT), DO bit) for a QUERY
     with one plain question, no answer/authority records, and at most a well-formed version-0
-    OPT; None for anything else (the full parser then decides).
+    OPT without a COOKIE or Client Subnet option; None for anything else (the full parser
+    then decides).
     """
     if len(data) < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00" or data[10]:
         return None
@@ -396,12 +409,27 @@ def sniff(data: bytes) -> tuple[int, bool, int, bool] | None:
     payload, ext, version, flags, rdlen = struct.unpack_from("!HBBHH", data, qend + 3)
     if version or ext or qend + 11 + rdlen != limit:
         return None
-    if rdlen:
-        try:
-            _check_options(data[qend + 11:])
-        except FormError:
-            return None
+    if rdlen and not _plain_options(data, qend + 11):
+        return None
     return qend, True, payload, bool(flags & EDNS_DO)
+
+
+# EDNS options whose reply depends on more than the fast lanes' keys hold (a server cookie made
+# for this client and this second; a Client Subnet echoed and maybe choosing the line).
+ANSWERED_OPTIONS = frozenset({8, 10})     # ECS (RFC 7871), COOKIE (RFC 7873)
+
+
+def _plain_options(data: bytes, pos: int) -> bool:
+    """Whether the options from ``pos`` to the end tile exactly and none is answered in kind."""
+    limit = len(data)
+    while pos < limit:
+        if pos + 4 > limit:
+            return False
+        code, length = struct.unpack_from("!HH", data, pos)
+        if code in ANSWERED_OPTIONS:
+            return False
+        pos += 4 + length
+    return pos == limit
 
 
 @dataclass(frozen=True, slots=True)

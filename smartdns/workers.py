@@ -26,7 +26,7 @@ from typing import Any, Callable
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
-from smartdns import logs
+from smartdns import cookies, logs
 from smartdns.config import Config, load_config
 from smartdns.txtyping import TypedLineOnlyReceiver
 
@@ -101,8 +101,9 @@ class _WorkerProcess(protocol.ProcessProtocol):
 class Supervisor:
     """Starts, restarts, signals and stops the worker processes."""
 
-    def __init__(self, reactor: Any, config: Config, ports: list[int]) -> None:
+    def __init__(self, reactor: Any, config: Config, ports: list[int], *, cookie_secret: bytes | None = None) -> None:
         self.reactor = reactor
+        self.cookie_secret = cookie_secret     # made by the first process when [cookies] secret is unset
         self.config = config
         self.ports = ports
         self.processes: dict[int, Any] = {}
@@ -126,8 +127,12 @@ class Supervisor:
             args += ["--config", self.config.path]
         watcher = _WorkerProcess(self, index)
         self.protocols[index] = watcher
+        env = os.environ.copy()
+        if self.cookie_secret is not None:
+            # Through the environment, not the command line (which any local user can read).
+            env[cookies.SECRET_ENVIRONMENT] = self.cookie_secret.hex()
         self.processes[index] = self.reactor.spawnProcess(
-            watcher, sys.executable, args, env=os.environ.copy(), path=os.getcwd(),
+            watcher, sys.executable, args, env=env, path=os.getcwd(),
             childFDs={0: "w", 1: "r", 2: "r", COMMAND_FD: "w", REPLY_FD: "r"})
         log.info("started worker {index} (pid {pid})", index=index, pid=self.processes[index].pid)
 
@@ -209,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo([logs.worker_observer(sys.stderr, config.log.level)], redirectStandardIO=False)
     snapshot = build_snapshot(config, 1, read_zone=files.read)
     tune_gc()
+    shared = os.environ.pop(cookies.SECRET_ENVIRONMENT, "")
     service = SmartDNSService(config, snapshot, reactor, files=files, install_signals=True, worker=True,
-                              transform=lambda c: pin(c, ports))
+                              transform=lambda c: pin(c, ports),
+                              cookie_secret=bytes.fromhex(shared) if shared else None)
     service.startService()
     if _fd_open(COMMAND_FD):      # started by a Supervisor (not by hand)
         from twisted.internet import stdio

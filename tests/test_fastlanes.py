@@ -131,6 +131,7 @@ CLIENTS = (EAST, EAST2, EAST_MAPPED, WEST, WEST_NOREC, NOLINE, OUTSIDE, OUTSIDE6
 PAYLOADS = (0, 1, 511, 512, 513, 1231, 1232, 1233, 4096, 65535)
 COOKIE = struct.pack("!HH", 10, 8) + b"\x01\x02\x03\x04\x05\x06\x07\x08"     # RFC 7873 client cookie
 PADDING = struct.pack("!HH", 12, 4) + b"\x00" * 4                             # RFC 7830
+ECS = struct.pack("!HHHBB", 8, 7, 1, 24, 0) + b"\x0a\x01\x00"                     # RFC 7871 10.1.0.0/24
 
 FWD_SOA = "fwd.example. 600 SOA ns.fwd.example. hostmaster.fwd.example. 1 3600 600 86400 60"
 # Positive answers of the fake upstream: name → A records (also given for ANY) with their TTLs.
@@ -253,7 +254,7 @@ def ask_strategy(names: Sequence[str], qtypes: Sequence[int]) -> st.SearchStrate
         edns=st.one_of(st.none(), payloads),
         version=st.sampled_from((0,) * 19 + (1,)),
         do=st.booleans(),
-        option=st.sampled_from((b"",) * 4 + (COOKIE, PADDING)),
+        option=st.sampled_from((b"",) * 4 + (COOKIE, PADDING, ECS)),
         rd=st.booleans(),
         cd=st.booleans(),
         ad=st.booleans(),
@@ -343,6 +344,9 @@ class ImmediateForwarder:
         return defer.succeed(reply)
 
 
+COOKIE_SECRET = bytes(range(16))    # both handlers make the same server cookies
+
+
 # -- the two handlers ----------------------------------------------------------------------------
 
 
@@ -355,7 +359,7 @@ def make_handler(clock: task.Clock, snapshot: Snapshot, max_udp_payload: int, fa
     cache_stage, upstream_stage = CacheStage(clock, resolver), UpstreamStage(clock, resolver)
     handler = QueryHandler(clock, lambda: snapshot,
                            lambda snap: compose(clock, snap, cache_stage, upstream_stage),
-                           max_udp_payload, CHAOS_VERSION, fast_lanes=fast_lanes)
+                           max_udp_payload, CHAOS_VERSION, fast_lanes=fast_lanes, cookie_secret=COOKIE_SECRET)
     return handler, forwarder
 
 

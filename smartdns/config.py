@@ -220,6 +220,36 @@ class EcsConfig:
     """``[ecs]``: whose EDNS Client Subnet option (RFC 7871) chooses the line."""
 
     trusted: tuple[Network, ...] = ()
+    forward: bool = False     # send a trusted subnet upstream; those answers bypass the cache
+
+
+DEFAULT_RATE_LIMIT_WINDOW_SECONDS = 15     # BIND's default
+MAX_RATE_LIMIT_WINDOW_SECONDS = 3600       # BIND's limit
+DEFAULT_RATE_LIMIT_SLIP = 2                # BIND's default: every other limited response is TC
+MAX_RATE_LIMIT_SLIP = 10                   # BIND's limit
+MAX_RATE_LIMIT_PER_SECOND = 1000           # BIND's limit for each *-per-second
+DEFAULT_RATE_LIMIT_IPV4_PREFIX_LENGTH = 24
+DEFAULT_RATE_LIMIT_IPV6_PREFIX_LENGTH = 56
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """``[rate_limit]``: response rate limiting as BIND's ``rate-limit`` (smartdns.ratelimit);
+    on when any rate is above 0."""
+
+    responses_per_second: int = 0      # 0: not limited
+    nxdomains_per_second: int = 0
+    errors_per_second: int = 0
+    window: int = DEFAULT_RATE_LIMIT_WINDOW_SECONDS
+    slip: int = DEFAULT_RATE_LIMIT_SLIP   # 0: never slip; 1: every limited response slips
+    ipv4_prefix_length: int = DEFAULT_RATE_LIMIT_IPV4_PREFIX_LENGTH
+    ipv6_prefix_length: int = DEFAULT_RATE_LIMIT_IPV6_PREFIX_LENGTH
+    exempt: tuple[Network, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any response is limited at all."""
+        return bool(self.responses_per_second or self.nxdomains_per_second or self.errors_per_second)
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error")   # least to most severe
@@ -288,6 +318,7 @@ class Config:
     tsig: tuple[TsigKey, ...] = ()
     transfers: tuple[TransferRule, ...] = ()
     secondaries: tuple[SecondaryZone, ...] = ()
+    rate_limit: RateLimitConfig = RateLimitConfig()
     cookies: CookiesConfig = CookiesConfig()
     ecs: EcsConfig = EcsConfig()
     # What is valid but probably not meant (an open resolver); printed by ``smartdns check`` and
@@ -790,7 +821,7 @@ def _absolute(base_dir: str, path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sections
 
-_TOP_TABLES = ("server", "zones", "lines", "forward", "access", "cache", "hosts", "metrics", "log", "cookies",
+_TOP_TABLES = ("rate_limit", "server", "zones", "lines", "forward", "access", "cache", "hosts", "metrics", "log", "cookies",
                "ecs")
 _ARRAY_TABLES = ("policy", "tsig", "transfer", "secondary")
 
@@ -1136,11 +1167,33 @@ def _read_cookies(table: _Table) -> CookiesConfig:
 
 
 def _read_ecs(table: _Table) -> EcsConfig:
-    table.reject_unknown(("trusted",))
+    table.reject_unknown(("trusted", "forward"))
+    forward = table.boolean("forward", False)
     items = table.strings("trusted")
     if items is None:
-        return EcsConfig()
-    return EcsConfig(tuple(network for _index, network in table.parsed("trusted", items, _parse_network)))
+        return EcsConfig(forward=forward)
+    return EcsConfig(tuple(network for _index, network in table.parsed("trusted", items, _parse_network)), forward)
+
+
+def _read_rate_limit(table: _Table) -> RateLimitConfig:
+    """``[rate_limit]``; NXDOMAIN and error rates default to ``responses_per_second``, as in BIND."""
+    table.reject_unknown(("responses_per_second", "nxdomains_per_second", "errors_per_second", "window", "slip",
+                          "ipv4_prefix_length", "ipv6_prefix_length", "exempt"))
+    top = MAX_RATE_LIMIT_PER_SECOND
+    responses = table.integer("responses_per_second", 0, 0, top)
+    items = table.strings("exempt")
+    exempt = () if items is None else tuple(n for _i, n in table.parsed("exempt", items, _parse_network))
+    return RateLimitConfig(
+        responses_per_second=responses,
+        nxdomains_per_second=table.integer("nxdomains_per_second", responses, 0, top),
+        errors_per_second=table.integer("errors_per_second", responses, 0, top),
+        window=table.integer("window", DEFAULT_RATE_LIMIT_WINDOW_SECONDS, 1, MAX_RATE_LIMIT_WINDOW_SECONDS,
+                             " seconds"),
+        slip=table.integer("slip", DEFAULT_RATE_LIMIT_SLIP, 0, MAX_RATE_LIMIT_SLIP),
+        ipv4_prefix_length=table.integer("ipv4_prefix_length", DEFAULT_RATE_LIMIT_IPV4_PREFIX_LENGTH, 0, 32),
+        ipv6_prefix_length=table.integer("ipv6_prefix_length", DEFAULT_RATE_LIMIT_IPV6_PREFIX_LENGTH, 0, 128),
+        exempt=exempt,
+    )
 
 
 def _read_cache(table: _Table) -> CacheConfig:
@@ -1489,6 +1542,7 @@ def _build(
         tsig=keys,
         transfers=transfers,
         secondaries=secondaries,
+        rate_limit=_read_rate_limit(section("rate_limit")),
         cookies=_read_cookies(section("cookies")),
         ecs=_read_ecs(section("ecs")),
         warnings=tuple(warnings),

@@ -63,6 +63,7 @@ def counters(service: Any) -> Counters:
         "queries": stats.queries,
         "dropped": stats.dropped,
         "fast": stats.memo_hits,
+        "rrl": {"dropped": stats.rrl_dropped, "slipped": stats.rrl_slipped},
         "answers": [[int(tcp), line or "", qtype, rcode, source, count]
                     for (tcp, line, qtype, rcode, source), count in stats.answers.items()],
         "durations": stats.duration_histograms(),
@@ -91,7 +92,7 @@ def merge(values: list[Counters]) -> Counters:
             total[key] = total[key] + other[key]
         total["answers"] = total["answers"] + other["answers"]
         total["upstream_rcodes"] = total["upstream_rcodes"] + other["upstream_rcodes"]
-        for key in ("cache", "forward", "querylog"):
+        for key in ("cache", "forward", "querylog", "rrl"):
             total[key] = {k: total[key].get(k, 0) + other[key].get(k, 0) for k in total[key].keys() | other[key].keys()}
         for key in ("durations", "upstreams"):
             merged = {k: list(v) for k, v in total[key].items()}
@@ -152,6 +153,10 @@ class Collector:
                                   "policy drops).", value=c["dropped"])
         yield CounterMetricFamily("smartdns_dns_fast_answers", "Answers sent by the memo or the UDP replay table.",
                                   value=c["fast"])
+        yield CounterMetricFamily("smartdns_rrl_dropped", "UDP answers [rate_limit] did not send.",
+                                  value=c["rrl"]["dropped"])
+        yield CounterMetricFamily("smartdns_rrl_slipped", "UDP answers [rate_limit] replaced by an empty "
+                                  "truncated (TC=1) reply.", value=c["rrl"]["slipped"])
 
         cache = c["cache"]
         yield GaugeMetricFamily("smartdns_cache_entries", "Forwarded answers in the cache.", value=cache["entries"])

@@ -45,6 +45,8 @@ class RequestShape(NamedTuple):
     cookie: bytes = b""   # the reply's COOKIE option data: the client cookie and a fresh server cookie
     ecs: ClientSubnet | None = None   # the query's Client Subnet, echoed (RFC 7871 §7.2.1) ...
     ecs_scope: int = 0    # ... with the prefix length of the CIDR that chose the line
+    ecs_forward: bool = False   # a trusted subnet sent upstream ([ecs] forward): no cache either way
+    cookie_good: bool = False   # the query presented a good server cookie (not spoofed)
 
     @property
     def code(self) -> int:
@@ -104,6 +106,7 @@ class Result:
     cache_key: bytes = b""                    # the packed cache key of ``entry``
     upstream: str | None = None               # the upstream that just answered (query log)
     tsig_error: tuple[wire.Tsig, int] | None = None   # the query's TSIG and the TSIG error to answer
+    truncated: bool = False                   # TC=1 with no records (a rate limit's slip, smartdns.ratelimit)
 
     @property
     def sections(self) -> tuple[list[wire.RRset], list[wire.RRset], list[wire.RRset]]:
@@ -127,6 +130,12 @@ def stale_ttl(entry: Entry, now: float) -> int | None:
 def error(rcode: int, source: str = "error") -> Result:
     """A response with no records (refusals, FORMERR, NOTIMP, SERVFAIL)."""
     return Result(rcode=rcode, source=source)
+
+
+def truncated(rcode: int) -> Result:
+    """An empty TC=1 reply with ``rcode``: a rate-limited answer that slips, so a real client
+    retries over TCP (BIND's ``slip``)."""
+    return Result(rcode=rcode, source="rate_limit", truncated=True)
 
 
 def _options(shape: RequestShape, result: Result) -> bytes:
@@ -166,7 +175,8 @@ class Shaper:
         no question section.  A result with a TSIG error ends with the unsigned TSIG record
         (RFC 8945 §5.3.2), time signed ``now``."""
         flags = (wire.FLAG_QR | shape.opcode << 11 | (result.rcode & 0xF)
-                 | (wire.FLAG_AA if result.aa else 0) | (wire.FLAG_RA if result.ra else 0))
+                 | (wire.FLAG_AA if result.aa else 0) | (wire.FLAG_RA if result.ra else 0)
+                 | (wire.FLAG_TC if result.truncated else 0))
         if shape.opcode == wire.OPCODE_QUERY:
             flags |= (wire.FLAG_RD if shape.rd else 0) | (wire.FLAG_CD if shape.cd else 0)
         elif shape.opcode not in QUESTION_OPCODES:

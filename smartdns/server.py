@@ -6,7 +6,8 @@ One query goes down, never back up:
   missing question, TSIG, then the opcode: NOTIFY, UPDATE, NOTIMP) → class and meta-types
   → client line → policy
   → the client's resolver chain (``smartdns.chain``: cache, line authority, hosts, your own
-  resolvers, upstream) → the response shaper (``smartdns.response.Shaper``) → socket.
+  resolvers, upstream) → the response shaper (``smartdns.response.Shaper``) → for UDP while
+  ``[rate_limit]`` is on, the rate limiter (``smartdns.ratelimit``: send, TC=1 slip, or drop) → socket.
 The client's line is chosen from the peer address of the datagram or connection; it selects
 which chain answers.
 
@@ -20,7 +21,9 @@ when the snapshot (or the UDP size limit) changes:
           Filled on the second sight of a query; a cached answer's bytes are kept only until
           its TTLs next count down or its prefetch point, whichever comes first.
 The memo key holds the client's line and the replay key its address, so a line's answer is only
-ever replayed to clients of the same line.  ``fast_lanes=False`` turns both off; the tests
+ever replayed to clients of the same line.  While ``[rate_limit]`` is on the memo's answers are
+rate limited like the full path's (each keeps its rate limit identity) and the replay table is
+off, since its answers never reach the handler.  ``fast_lanes=False`` turns both off; the tests
 compare the two byte for byte.
 """
 from __future__ import annotations
@@ -43,7 +46,9 @@ from smartdns import policy as policy_mod
 from smartdns import wire
 from smartdns.authority import negative_soa
 from smartdns.chain import EDE_PROHIBITED, ChainSet, Compose
-from smartdns.response import QUESTION_OPCODES, RequestShape, Result, Shaper, error, shape_from_code, shape_of
+from smartdns.ratelimit import DROP, PASS, RateLimiter, identity as rrl_identity
+from smartdns.response import (QUESTION_OPCODES, RequestShape, Result, Shaper, error, shape_from_code, shape_of,
+                               truncated)
 from smartdns.snapshot import Snapshot
 from smartdns.xfr import PASS as TRANSFER_PASS
 from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort,
@@ -72,13 +77,16 @@ AnswerKey = tuple[bool, "str | None", int, int, str]    # (TCP, line, qtype, rco
 class Tally:
     """What one kept answer adds to the counters each time a fast lane sends it again: its
     counter key, and for a cached answer the packed cache key of its entry.  Compared and
-    hashed by identity, so counting a burst of replayed answers is one dict update each."""
+    hashed by identity, so counting a burst of replayed answers is one dict update each.
+    While ``[rate_limit]`` is on it also holds the answer's rate limit identity
+    (``smartdns.ratelimit.identity``), so the memo lane limits without looking at the answer."""
 
-    __slots__ = ("key", "packed")
+    __slots__ = ("key", "packed", "rrl")
 
-    def __init__(self, key: AnswerKey, packed: bytes | None = None) -> None:
+    def __init__(self, key: AnswerKey, packed: bytes | None = None, rrl: tuple[Any, ...] | None = None) -> None:
         self.key = key
         self.packed = packed
+        self.rrl = rrl
 
 
 class Stats:
@@ -88,12 +96,16 @@ class Stats:
     holds, per source, a histogram of the time answers that waited (for an upstream or a
     resolver of your own) took: bucket counts over ``DURATION_BUCKETS`` plus +Inf, then the sum.
     Answers made without waiting (the fast lanes, local data, cache hits, refusals) are not
-    timed: they take microseconds, and count in the first bucket (``duration_histograms``)."""
+    timed: they take microseconds, and count in the first bucket (``duration_histograms``).
+    ``rrl_dropped`` and ``rrl_slipped`` count UDP answers that ``[rate_limit]`` did not send, or
+    replaced by an empty TC=1 reply; they are counted in ``answers`` too (as decided)."""
 
     def __init__(self) -> None:
         self.queries = 0
         self.dropped = 0
         self.memo_hits = 0
+        self.rrl_dropped = 0
+        self.rrl_slipped = 0
         self.answers: dict[AnswerKey, int] = {}
         self.durations: dict[str, list[float]] = {}
 
@@ -150,6 +162,7 @@ class QueryHandler:
         self.fast_lanes = fast_lanes
         self.stats = stats if stats is not None else Stats()
         self.querylog: Any = None           # smartdns.querylog.QueryLog while [log] queries is set
+        self.rrl: RateLimiter | None = None   # [rate_limit] while on (set_rate_limiter); UDP answers only
         self._chains: ChainSet | None = None
         # Shaped answers by (question bytes, RequestShape.code, (line, may recurse)): a pair
         # (bytes after the ID, Tally) for a fixed answer, or (Result holding a cached entry, Tally).
@@ -254,13 +267,17 @@ class QueryHandler:
             if hit is not None:
                 kept, tally = hit
                 stats = self.stats
+                limiter = None if tcp else self.rrl     # [rate_limit]: UDP answers only
                 if type(kept) is bytes:                 # a fixed answer, after its ID
                     stats.memo_hits += 1
                     stats.answers[tally.key] = stats.answers.get(tally.key, 0) + 1
                     if self.querylog is not None:
                         self._log(tally, data[12:qend], client, port, kept[4:6], None, 0)
-                    elif not tcp:
+                    elif not tcp and limiter is None:   # (no replay while limiting: it would skip the limit)
                         self._replay_put(client, data, kept, NEVER, tally)
+                    if limiter is not None:
+                        return self._rate_limit(limiter, tally.rrl, client, shape_from_code(code),
+                                                data[0] << 8 | data[1], data[12:qend], tally.key[3], data[0:2] + kept)
                     return data[0:2] + kept             # the question is in the key, byte for byte
                 cache = self._chains.cache               # type: ignore[union-attr]
                 now = self.reactor.seconds()
@@ -270,8 +287,11 @@ class QueryHandler:
                     answer = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], data[12:qend], kept, now)
                     if self.querylog is not None:
                         self._log(tally, data[12:qend], client, port, answer[6:8], None, 0)
-                    elif not tcp:
+                    elif not tcp and limiter is None:
                         self._replay_put(client, data, answer[2:], cache.replay_until(kept, now), tally)
+                    if limiter is not None:
+                        return self._rate_limit(limiter, tally.rrl, client, shape_from_code(code),
+                                                data[0] << 8 | data[1], data[12:qend], tally.key[3], answer)
                     return answer
                 del self._memo[memo_key]
         return self._handle_full(data, client, tcp, snap, memo_key, port)
@@ -293,8 +313,10 @@ class QueryHandler:
                 return handled                             # type: ignore[no-any-return]
         # Answers made without waiting take microseconds: they are timed only for the query log,
         # and otherwise count in the first bucket of the answer-time histogram (Stats).
-        peer = (client, port) if self.querylog is not None else None
-        started = self.reactor.seconds() if peer is not None else 0.0
+        # ``peer`` is also how _finish learns the client of a UDP answer to rate limit.
+        logged = self.querylog is not None
+        peer = (client, port) if logged or (self.rrl is not None and not tcp) else None
+        started = self.reactor.seconds() if logged else 0.0
         try:
             query = wire.parse_query(data)
         except wire.QueryError as e:
@@ -339,7 +361,8 @@ class QueryHandler:
         Subnet (RFC 7871): FORMERR for a malformed option (§7.1.2); from an ``[ecs] trusted``
         client with a source prefix above 0, the line is the one of the subnet's longest
         matching CIDR and the reply's scope is that CIDR's length; from anyone else the line is
-        the client's own and the scope 0.  The recursion right is always the client's own."""
+        the client's own and the scope 0.  The recursion right is always the client's own.
+        With ``[ecs] forward``, a trusted subnet is also sent upstream (``ecs_forward``)."""
         assert query.edns is not None
         cookie = subnet = None
         for code, body in wire.option_items(query.edns.options):
@@ -369,11 +392,13 @@ class QueryHandler:
             except ecs_mod.SubnetFormatError:
                 return shape._replace(cookie=reply_cookie), None, error(wire.FORMERR)
             scope = 0
+            forward = False
             if ecs.source and snap.ecs_trusted.contains(client):
                 line, scope = snap.lines.lookup_scoped(str(ecs.network.network_address))
                 info = (line, self._client_info(client, snap)[1])
-            shape = shape._replace(ecs=ecs, ecs_scope=scope)
-        shape = shape._replace(cookie=reply_cookie)
+                forward = snap.config.ecs.forward
+            shape = shape._replace(ecs=ecs, ecs_scope=scope, ecs_forward=forward)
+        shape = shape._replace(cookie=reply_cookie, cookie_good=good)
         if cookie is not None and not good and not tcp and snap.config.cookies.require:
             return shape, info, error(wire.BADCOOKIE)
         return shape, info, None
@@ -429,8 +454,9 @@ class QueryHandler:
 
     def _finish(self, result: Result, shape: RequestShape, qid: int, question: bytes, ra: bool,
                 memo_key: tuple[Any, ...] | None, line: str | None, qtype: int, started: float,
-                snap: Snapshot | None = None, peer: tuple[str, int] | None = None) -> bytes:
-        """Count, shape, log, and keep what the memo may serve again."""
+                snap: Snapshot | None = None, peer: tuple[str, int] | None = None) -> bytes | None:
+        """Count, shape, log, keep what the memo may serve again, and rate limit (``peer`` is
+        set for UDP answers while ``[rate_limit]`` is on)."""
         result.ra = ra
         stats = self.stats
         key = (shape.tcp, line, qtype, result.rcode, result.source)
@@ -439,16 +465,44 @@ class QueryHandler:
         if started:
             stats.observe(result.source, now - started)
         message = self.shaper.shape(shape, qid, question, result, now)
-        if peer is not None:
+        limiter = self.rrl
+        ident = rrl_identity(result, question) if limiter is not None else None
+        if peer is not None and self.querylog is not None:
             self._log(Tally(key), question, peer[0], peer[1], message[6:8], result.upstream, now - started)
         if memo_key is not None and snap is self._memo_snapshot:
             if result.fixed:
-                self._memo_put(memo_key, (message[2:], Tally(key)))
+                self._memo_put(memo_key, (message[2:], Tally(key, None, ident)))
             elif result.entry is not None and result.cache_key and not result.answer \
                     and result.rcode != wire.SERVFAIL and result.entry.expires_at > now:
                 self._memo_put(memo_key, (result, Tally((shape.tcp, line, qtype, result.rcode, "cache"),
-                                                        result.cache_key)))
+                                                        result.cache_key, ident)))
+        if limiter is not None and peer is not None and not shape.tcp:
+            return self._rate_limit(limiter, ident, peer[0], shape, qid, question, result.rcode, message,
+                                    self.has_valid_server_cookie(shape))
         return message
+
+    def _rate_limit(self, limiter: RateLimiter, ident: tuple[Any, ...] | None, client: str, shape: RequestShape,
+                    qid: int, question: bytes, rcode: int, answer: bytes, server_cookie: bool = False) -> bytes | None:
+        """``answer``, an empty TC=1 reply in its place (a slip), or None (dropped), as the rate
+        limiter decides; the TC reply is shaped like any other, so it keeps the OPT record."""
+        if ident is None:
+            return answer                   # kept before [rate_limit] came on (set_rate_limiter empties the memo)
+        verdict = limiter.check(client, ident, server_cookie=server_cookie)
+        if verdict == PASS:
+            return answer
+        if verdict == DROP:
+            self.stats.rrl_dropped += 1
+            return None
+        self.stats.rrl_slipped += 1
+        return self.shaper.shape(shape, qid, question, truncated(rcode), self.reactor.seconds())
+
+    def has_valid_server_cookie(self, shape: RequestShape) -> bool:
+        """Whether the query presented a valid server cookie (RFC 7873 §5.2.3): its sender is
+        not spoofed, so, as in BIND, its answers are never rate limited.
+
+        HOOK for DNS cookies (RFC 7873): always False until cookie checking fills it in.
+        Only the full path asks (queries with a COOKIE option never reach the memo lane)."""
+        return False
 
     def _log(self, tally: Tally, question: bytes, client: str, port: int, ancount: bytes, upstream: str | None,
              seconds: float) -> None:
@@ -464,6 +518,14 @@ class QueryHandler:
         """Start (or stop, with None) the query log; while it runs the replay table is off,
         since its answers never reach the handler to be logged."""
         self.querylog = querylog
+        self.replay.clear()
+
+    def set_rate_limiter(self, limiter: RateLimiter | None) -> None:
+        """Start (or stop, with None) ``[rate_limit]``.  While it runs the replay table is off,
+        since its answers never reach the limiter; the memo is emptied so every kept answer
+        carries its rate limit identity."""
+        self.rrl = limiter
+        self._memo.clear()
         self.replay.clear()
 
     def _memo_put(self, key: tuple[Any, ...], value: Any) -> None:

@@ -19,12 +19,13 @@ from twisted.python import usage
 from smartdns import reuseport
 from smartdns.cache import AnswerCache, CacheCounters
 from smartdns.chain import CacheStage, ChainSet, UpstreamStage, compose
-from smartdns.config import Config, load_config
+from smartdns.config import Config, RateLimitConfig, load_config
 from smartdns.control import ControlService, stats_report, twistd_owner
 from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder, Stats as UpstreamStats
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
+from smartdns.ratelimit import RateLimiter
 from smartdns.refresh import Secondaries
 from smartdns.reload import Reloader, ReloadResult, ReloadState, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
@@ -90,6 +91,7 @@ class SmartDNSService(TypedMultiService):
         self.handler = QueryHandler(reactor, lambda: self.current, self._compose,
                                     config.server.max_udp_payload, config.server.chaos_version, stats=Stats(),
                                     transfers=self.transfers, cookie_secret=cookie_secret)
+        self._configure_rate_limit(config.rate_limit)
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
         self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files,
@@ -258,6 +260,9 @@ class SmartDNSService(TypedMultiService):
             *((f"answers.{source}", count) for source, count in handler.stats.by_source.items()),
             ("fast.memo_or_replay", handler.stats.memo_hits),
             ("fast.replay_entries", len(handler.replay)),
+            ("rate_limit.dropped", handler.stats.rrl_dropped),
+            ("rate_limit.slipped", handler.stats.rrl_slipped),
+            ("rate_limit.accounts", len(handler.rrl) if handler.rrl is not None else 0),
             ("cache.entries", len(cache)),
             ("cache.hits", cache.hits),
             ("cache.misses", cache.misses),
@@ -271,6 +276,16 @@ class SmartDNSService(TypedMultiService):
             ("upstream.overloaded", resolver.overloaded),
         ]
         return counters
+
+    def _configure_rate_limit(self, settings: RateLimitConfig) -> None:
+        """``[rate_limit]``: a limiter with fresh accounts when the settings change, none when off;
+        an unchanged table keeps the accounts across a reload."""
+        current = self.handler.rrl
+        if current is not None and current.settings == settings:
+            return
+        if current is None and not settings.enabled:
+            return
+        self.handler.set_rate_limiter(RateLimiter(self.reactor, settings) if settings.enabled else None)
 
     def _watch_paths(self) -> None:
         paths = watched_paths(self.config, self.current)
@@ -298,6 +313,7 @@ class SmartDNSService(TypedMultiService):
             self._replace_forwarding(config)
         self.handler.set_max_udp_payload(config.server.max_udp_payload)
         self.handler.set_chaos_version(config.server.chaos_version)
+        self._configure_rate_limit(config.rate_limit)
         if self.running:
             self._open_querylog(config.log.queries)
         self.tcp_factory.idle_timeout = config.server.tcp_idle_timeout

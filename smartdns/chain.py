@@ -206,6 +206,8 @@ class CacheStage(WireResolver):
         self.forward = forward
 
     def resolve(self, qname: bytes, qtype: int, qclass: int, shape: RequestShape) -> Result | None:
+        if shape.ecs_forward:
+            return None                 # [ecs] forward: a subnet's answer is never cached (UpstreamStage)
         forward = self.forward
         qkey = qname.lower()
         packed = packed_key_of(qkey, qtype, qclass, shape.do, forward.forwarder.pool_for(qkey).index)
@@ -257,6 +259,9 @@ class UpstreamStage(WireResolver):
         if not self.forward.forwarder.pool_for(qkey).upstreams:
             return None
         key = self.forward.key(qkey, qtype, qclass, shape.do)
+        if shape.ecs_forward and shape.ecs is not None:
+            d = self.forward.resolve_uncached(key, shape.ecs.option(0))
+            return d.addCallbacks(_upstream_result, _upstream_failed, callbackArgs=(b"",))
         d = self.forward.resolve_for_client(key)
         return d.addCallbacks(_upstream_result, _upstream_failed, callbackArgs=(packed_key(key),))
 

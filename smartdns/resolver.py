@@ -180,6 +180,20 @@ class ForwardResolver:
         d.addBoth(done)
         return waiter
 
+    def resolve_uncached(self, key: CacheKey, options: bytes) -> defer.Deferred[Entry]:
+        """Ask upstream with EDNS ``options`` (a client's subnet, ``[ecs] forward``) and keep
+        nothing: the answer may be for that subnet only, so it is neither served from nor put
+        in the cache, nor shared with other clients asking the same question meanwhile."""
+        qkey, qtype, qclass, do, pool_index = key
+        d = self.forwarder.query(qkey, qtype, qclass, do=do, pool=self.forwarder.pools[pool_index], options=options)
+        return d.addCallback(self._entry_only, key)
+
+    def _entry_only(self, reply: wire.Reply, key: CacheKey) -> Entry:
+        """An upstream reply as an entry, not cached."""
+        entry = self._store_reply(reply, key, keep=False)
+        entry.upstream = reply.upstream
+        return entry
+
     def _store(self, reply: wire.Reply, key: CacheKey) -> Entry:
         """Turn a validated upstream response into an entry and cache it where cacheable; the
         entry says which upstream answered (for the query log)."""
@@ -187,11 +201,11 @@ class ForwardResolver:
         entry.upstream = reply.upstream
         return entry
 
-    def _store_reply(self, reply: wire.Reply, key: CacheKey) -> Entry:
+    def _store_reply(self, reply: wire.Reply, key: CacheKey, keep: bool = True) -> Entry:
         qkey, qtype, qclass = key[0], key[1], key[2]
         now = self.reactor.seconds()
         if reply.rcode == wire.NOERROR:
-            entry = self._store_fast(reply, key, now)
+            entry = self._store_fast(reply, key, now, keep)
             if entry is not None:
                 return entry
         try:
@@ -220,11 +234,11 @@ class ForwardResolver:
         question = qkey + struct.pack("!HH", qtype, qclass)
         entry = make_entry(rcode, (answer, authority, additional), question, lifetime or 0, now,
                            self.config.serve_stale)
-        if lifetime:
+        if lifetime and keep:
             self.cache.put(key, entry)
         return entry
 
-    def _store_fast(self, reply: wire.Reply, key: CacheKey, now: float) -> Entry | None:
+    def _store_fast(self, reply: wire.Reply, key: CacheKey, now: float, keep: bool = True) -> Entry | None:
         """The common positive answer: keep the upstream's own bytes up to the end of the answer
         section (authority and additional dropped), TTLs clamped in place.  None: use the full path."""
         cut = wire.answer_prefix(reply, key[0])
@@ -244,7 +258,7 @@ class ForwardResolver:
             struct.pack_into("!I", message, offset, ttl)
             lifetime = ttl if lifetime is None else min(lifetime, ttl)
         entry = make_entry_from_wire(wire.NOERROR, bytes(message), offsets, lifetime or 0, now, self.config.serve_stale)
-        if lifetime:
+        if lifetime and keep:
             self.cache.put(key, entry)
         return entry
 

@@ -802,10 +802,11 @@ def header_only(id_: int, flags: int, question: bytes = b"", opt: bytes | None =
 
 
 def encode_query(id_: int, qname: bytes, qtype: int, qclass: int = IN, *, rd: bool = True,
-                 edns_payload: int | None = None, do: bool = False, cd: bool = False) -> bytes:
-    """A query message, as sent to upstreams and by tests (packed directly: once per cache miss)."""
+                 edns_payload: int | None = None, do: bool = False, cd: bool = False, options: bytes = b"") -> bytes:
+    """A query message, as sent to upstreams and by tests (packed directly: once per cache miss);
+    ``options`` (EDNS options, whole) go in the OPT, so only with ``edns_payload``."""
     flags = (FLAG_RD if rd else 0) | (FLAG_CD if cd else 0)
     if edns_payload:
         return (HEADER.pack(id_, flags, 1, 0, 0, 1) + qname + struct.pack("!HH", qtype, qclass)
-                + opt_record(edns_payload, do))
+                + opt_record(edns_payload, do, options=options))
     return HEADER.pack(id_, flags, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, qclass)

@@ -8,12 +8,13 @@ import shutil
 
 import dns.edns
 import dns.message
+import dns.query
 import dns.rcode
-from twisted.internet import defer, utils
+from twisted.internet import defer, threads, utils
 from twisted.trial import unittest
 
 from smartdns import ecs, wire
-from tests.support import dig, dig_available, start_server
+from tests.support import FakeUpstream, answer_a, dig, dig_available, start_server
 
 ZONES = {
     "ecs.test.zone": "$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 192.0.2.1\nwww A 192.0.2.2\n",
@@ -175,3 +176,62 @@ class DigSubnetTests(unittest.TestCase):
             out = out.decode()
             self.assertIn(answer, out)
             self.assertTrue(re.search(r"CLIENT-SUBNET: 10\.1\.2\.0" + re.escape(scope), out), out)
+
+
+class ForwardTests(unittest.TestCase):
+    """``[ecs] forward``: what goes upstream, and the cache."""
+
+    def start(self, forward: bool):
+        self.upstream = FakeUpstream(lambda q, t: answer_a(q, ["198.51.100.7"])).start(self)
+        config = f"""
+        [lines]
+        east = ["10.1.0.0/16"]
+        [access]
+        recursion = ["127.0.0.0/8"]
+        [ecs]
+        trusted = ["{TRUSTED}/32"]
+        forward = {"true" if forward else "false"}
+        [forward]
+        upstreams = ["{self.upstream.address}"]
+        """
+        _, self.host, self.port = start_server(self, config)
+
+    def sent_options(self) -> list[bytes]:
+        """The EDNS options of each query the upstream received."""
+        return [q.edns.options if q.edns is not None else b"" for _t, q in self.upstream.queries]
+
+    @defer.inlineCallbacks
+    def ask(self, text: str | None, source: str, name: str = "fwd.example"):
+        options = [dns.edns.ECSOption.from_text(text)] if text else []
+        msg = dns.message.make_query(name, "A", use_edns=0, options=options)
+        reply = yield threads.deferToThread(dns.query.udp, msg, self.host, port=self.port, timeout=3, source=source)
+        return reply
+
+    @defer.inlineCallbacks
+    def test_never_sent_upstream_by_default(self):
+        """Without ``forward`` no subnet goes upstream, from trusted or other clients, and the
+        answer is cached as usual (one upstream query for three client queries)."""
+        self.start(forward=False)
+        for source in (TRUSTED, UNTRUSTED, TRUSTED):
+            reply = yield self.ask("10.1.2.0/24", source)
+            self.assertEqual(reply.answer[0][0].to_text(), "198.51.100.7")
+        self.assertEqual(len(self.upstream.queries), 1)
+        self.assertNotIn(ecs.ECS_OPTION, [code for o in self.sent_options() for code, _ in wire.option_items(o)])
+
+    @defer.inlineCallbacks
+    def test_forward_sends_trusted_subnets_and_bypasses_the_cache(self):
+        """With ``forward``, a trusted client's subnet goes upstream (scope 0) and its answer is
+        neither served from nor put in the cache; untrusted clients' subnets never go up, and
+        their answers are cached as usual."""
+        self.start(forward=True)
+        for _ in range(2):
+            reply = yield self.ask("10.1.2.0/24", TRUSTED)
+            self.assertEqual(reply.answer[0][0].to_text(), "198.51.100.7")
+            self.assertEqual([o.to_text() for o in reply.options], ["ECS 10.1.2.0/24 scope/16"])
+        sent = [wire.option_items(o) for o in self.sent_options()]
+        self.assertEqual(sent, [[(ecs.ECS_OPTION, bytes.fromhex("000118000a0102"))]] * 2)
+        for _ in range(2):
+            yield self.ask("10.1.2.0/24", UNTRUSTED)
+        yield self.ask(None, TRUSTED)
+        self.assertEqual(len(self.upstream.queries), 3)       # the untrusted asks: one, then cached
+        self.assertEqual(self.sent_options()[2], b"")

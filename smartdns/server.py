@@ -498,11 +498,10 @@ class QueryHandler:
 
     def has_valid_server_cookie(self, shape: RequestShape) -> bool:
         """Whether the query presented a valid server cookie (RFC 7873 §5.2.3): its sender is
-        not spoofed, so, as in BIND, its answers are never rate limited.
-
-        HOOK for DNS cookies (RFC 7873): always False until cookie checking fills it in.
-        Only the full path asks (queries with a COOKIE option never reach the memo lane)."""
-        return False
+        not spoofed, so, as in BIND, its answers are never rate limited.  Decided once, by
+        ``_answered_options``; only the full path asks (queries with a COOKIE option never
+        reach the memo lane)."""
+        return shape.cookie_good
 
     def _log(self, tally: Tally, question: bytes, client: str, port: int, ancount: bytes, upstream: str | None,
              seconds: float) -> None:

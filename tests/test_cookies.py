@@ -270,3 +270,30 @@ class DigCookieTests(unittest.TestCase):
         self.assertNotIn("BADCOOKIE", out)
         self.assertIn("192.0.2.2", out)
         self.assertRegex(out, r"; COOKIE: 0102030405060708[0-9a-f]{32} \(good\)")
+
+
+class RateLimitExemptionTests(unittest.TestCase):
+    """As in BIND, a client presenting a good server cookie is never rate limited."""
+
+    def test_good_cookie_is_exempt(self) -> None:
+        """Under ``[rate_limit] responses_per_second = 2``, 40 UDP queries in the same second
+        with a good server cookie are all answered in full; without one, or with a bad one,
+        most are dropped or slipped."""
+        clock = StoppedClock(1_700_000_000)
+        config = CONFIG.replace("{require}", "") + "[rate_limit]\nresponses_per_second = 2\n"
+        service, _, _ = start_server(self, config, zones=ZONES, clock=clock)
+        handler = service.handler
+        good = CLIENT_COOKIE + cookies.make(bytes.fromhex(SECRET), CLIENT_COOKIE,
+                                            cookies.address_bytes("192.0.2.7"), 1_700_000_000)
+
+        def full_answers(body: bytes | None) -> int:
+            count = 0
+            for _ in range(40):
+                reply = handler.handle(cookie_query(body), "192.0.2.7", False)
+                if isinstance(reply, bytes) and dns.message.from_wire(reply).answer:
+                    count += 1
+            return count
+
+        self.assertEqual(full_answers(good), 40)
+        self.assertLess(full_answers(None), 10)
+        self.assertLess(full_answers(CLIENT_COOKIE + bytes(16)), 10)

@@ -2,16 +2,26 @@
 BADCOOKIE, a fresh cookie in every reply) and ``dig +cookie`` against the running service."""
 from __future__ import annotations
 
+import os
 import re
+
 import dns.edns
 import dns.message
+import dns.query
 import dns.rcode
-from twisted.internet import defer
+from twisted.internet import defer, reactor, threads
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from smartdns import cookies, wire
+from smartdns.config import parse_config
+from smartdns.reload import ZoneFileCache
+from smartdns.service import SmartDNSService, load
 from smartdns.siphash import siphash24
-from tests.support import ShiftedReactor, dig, dig_available, start_server
+from smartdns.workers import Supervisor
+from tests.support import ShiftedReactor, dig, dig_available, start_server, write_tree
+from tests.test_workers import CONFIG as WORKERS_CONFIG
+from tests.test_workers import ZONE, wait_for
 
 # The reference implementation's vectors (Aumasson and Bernstein, vectors.h): key 00..0f,
 # message 00..(n-1), for a few n.
@@ -223,11 +233,6 @@ class WorkerSecretTests(unittest.TestCase):
 
     def test_supervisor_passes_the_secret(self) -> None:
         """A worker is spawned with the secret in its environment, not on its command line."""
-        from twisted.internet.testing import MemoryReactorClock
-
-        from smartdns.config import parse_config
-        from smartdns.workers import Supervisor
-
         spawned = []
 
         class Reactor(MemoryReactorClock):
@@ -297,3 +302,62 @@ class RateLimitExemptionTests(unittest.TestCase):
         self.assertEqual(full_answers(good), 40)
         self.assertLess(full_answers(None), 10)
         self.assertLess(full_answers(CLIENT_COOKIE + bytes(16)), 10)
+
+
+class WorkerCookieTests(unittest.TestCase):
+    """With ``[server] workers = 2`` and no configured secret, a cookie one process made is
+    good at the other."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = root + os.pathsep + (old or "")
+        self.addCleanup(lambda: os.environ.__setitem__("PYTHONPATH", old) if old is not None
+                        else os.environ.pop("PYTHONPATH", None))
+        base = os.path.abspath(self.mktemp())
+        write_tree(base, {"smartdns.toml": WORKERS_CONFIG + "[cookies]\nrequire = true\n",
+                          "zones/example.test.zone": ZONE.format(last=10)})
+        files = ZoneFileCache()
+        config, snapshot = load(os.path.join(base, "smartdns.toml"), files)
+        self.service = SmartDNSService(config, snapshot, reactor, files=files)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.host, self.port = self.service.addresses()[0]
+
+    def ask_many(self, body: bytes, count: int):
+        """``count`` UDP queries with COOKIE ``body``, each from a fresh source port (so the
+        kernel spreads them over both processes); their rcodes."""
+        def run() -> list[int]:
+            out = []
+            for _ in range(count):
+                query = dns.message.make_query("www.example.test", "A", use_edns=0,
+                                               options=[dns.edns.GenericOption(cookies.COOKIE_OPTION, body)])
+                out.append(dns.query.udp(query, self.host, port=self.port, timeout=2).rcode())
+            return out
+        return threads.deferToThread(run)
+
+    @defer.inlineCallbacks
+    def test_cookie_is_good_at_every_worker(self):
+        """Once both processes answer, 40 UDP queries presenting one server cookie (got over
+        TCP) are all answered NOERROR, not BADCOOKIE, and some reached the worker."""
+        def fetch_cookie() -> bytes:
+            query = dns.message.make_query("www.example.test", "A", use_edns=0,
+                                           options=[dns.edns.GenericOption(cookies.COOKIE_OPTION, CLIENT_COOKIE)])
+            reply = dns.query.tcp(query, self.host, port=self.port, timeout=2)
+            found = reply_cookie(reply)
+            assert found is not None
+            return found
+
+        cookie = yield threads.deferToThread(fetch_cookie)
+        state = {}
+
+        @defer.inlineCallbacks
+        def all_good_and_spread():
+            before = self.service.handler.stats.queries
+            state["rcodes"] = yield self.ask_many(cookie, 40)
+            return self.service.handler.stats.queries - before < 40
+
+        yield wait_for(self, all_good_and_spread, "the worker to answer")
+        self.assertEqual(set(state["rcodes"]), {dns.rcode.NOERROR})

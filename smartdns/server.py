@@ -317,16 +317,21 @@ class QueryHandler:
         logged = self.querylog is not None
         peer = (client, port) if logged or (self.rrl is not None and not tcp) else None
         started = self.reactor.seconds() if logged else 0.0
-        try:
-            query = wire.parse_query(data)
-        except wire.QueryError as e:
-            return self._finish(error(wire.FORMERR), shape_of(flags, None, tcp), qid, e.question, False, None, None,
-                                _qtype_of(e.question), started, None, peer)
-        except wire.FormError:
-            self.stats.dropped += 1
-            return None
-        # The memo key holds the shape's code when the packet was sniffed (same value, no new object).
-        shape = shape_from_code(memo_key[1]) if memo_key is not None else shape_of(query.flags, query.edns, tcp)
+        if memo_key is not None:
+            # Sniffed: a well-formed QUERY with one question and at most a version-0 OPT, read
+            # from the checked bytes; the memo key holds its shape's code (the same value).
+            shape = shape_from_code(memo_key[1])
+            query = wire.sniffed_query(data, 12 + len(memo_key[0]), shape.payload if shape.edns else None, shape.do)
+        else:
+            try:
+                query = wire.parse_query(data)
+            except wire.QueryError as e:
+                return self._finish(error(wire.FORMERR), shape_of(flags, None, tcp), qid, e.question, False, None,
+                                    None, _qtype_of(e.question), started, None, peer)
+            except wire.FormError:
+                self.stats.dropped += 1
+                return None
+            shape = shape_of(query.flags, query.edns, tcp)
         info = None
         if query.edns is not None and query.edns.options and query.edns.version == 0:
             # Never sniffed (wire.sniff declines COOKIE and ECS), so never memo-keyed.
@@ -334,7 +339,7 @@ class QueryHandler:
             if early is not None:
                 return self._finish(early, shape, qid, query.question, False, None, None, query.qtype, started,
                                     None, peer)
-        early = self._before_chain(snap, query)
+        early = self._before_chain(snap, query) if memo_key is None else None   # nothing to say to a sniffed QUERY
         if early is not None:
             return self._finish(early, shape, qid, query.question, False, None, None, query.qtype, started, None, peer)
         if info is None:

@@ -354,6 +354,16 @@ def tsig_error_record(tsig: Tsig, original_id: int, error: int, time_signed: int
     return key(tsig.key_name) + RR_FIXED.pack(TSIG, CLASS_ANY, 0, len(rdata)) + rdata
 
 
+def sniffed_query(data: bytes, qend: int, payload: int | None, do: bool) -> Query:
+    """The ``Query`` ``parse_query`` gives for a packet ``sniff`` accepted (``qend`` its question
+    end; ``payload`` None without OPT): the fields read straight from the checked bytes."""
+    edns = None if payload is None else Edns(payload=payload, version=0, do=do, ext_rcode=0,
+                                              options=data[qend + 11:])
+    return Query((data[0] << 8) | data[1], (data[2] << 8) | data[3], data[12:qend - 4],
+                 (data[qend - 4] << 8) | data[qend - 3], (data[qend - 2] << 8) | data[qend - 1],
+                 data[12:qend], edns)
+
+
 def _check_options(options: bytes) -> None:
     """EDNS options must tile the OPT RDATA exactly (RFC 6891 §6.1.2)."""
     pos = 0

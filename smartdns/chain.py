@@ -46,6 +46,7 @@ from smartdns.errors import UpstreamError
 from smartdns.resolver import ForwardResolver
 from smartdns.response import API_SHAPE, RequestShape, Result, error
 from smartdns.snapshot import HostsTable, Snapshot
+from smartdns.txtyping import failure_check, failure_trap
 
 log = Logger()
 
@@ -121,9 +122,9 @@ def _rrsets(records: Sequence[wire.Record]) -> list[wire.RRset]:
 def _failure_result(reason: Failure) -> Result | None:
     """A failure from any IResolver: None to go on to the next stage (what the stock
     ``ResolverChain`` traps), NXDOMAIN for ``AuthoritativeDomainError``, else SERVFAIL."""
-    if reason.check(dns_error.DomainError, defer.TimeoutError, NotImplementedError):
+    if failure_check(reason, dns_error.DomainError, defer.TimeoutError, NotImplementedError):
         return None
-    if reason.check(dns_error.AuthoritativeDomainError):
+    if failure_check(reason, dns_error.AuthoritativeDomainError):
         return Result(rcode=wire.NXDOMAIN, aa=True, source="resolver", fixed=False)
     log.failure("a resolver in the chain failed", reason)
     return error(wire.SERVFAIL, "resolver")
@@ -134,7 +135,7 @@ class WireResolver(common.ResolverBase):
     convert its result, so the two can never disagree."""
 
     def __init__(self, clock: Any) -> None:
-        common.ResolverBase.__init__(self)
+        common.ResolverBase.__init__(self)  # type: ignore[no-untyped-call]
         self.clock = clock
 
     def resolve(self, qname: bytes, qtype: int, qclass: int, shape: RequestShape) -> Any:
@@ -172,7 +173,7 @@ class HostsFiles(hosts.Resolver):
     reloaded, and checked, with everything else) instead of re-reading them per query."""
 
     def __init__(self, table: HostsTable, ttl: int = HOSTS_TTL_SECONDS) -> None:
-        hosts.Resolver.__init__(self, file=b"", ttl=ttl)
+        hosts.Resolver.__init__(self, file=b"", ttl=ttl)  # type: ignore[no-untyped-call]
         self.table = table
 
     def _records(self, name: bytes, rtype: int, record: Any) -> tuple[Any, ...]:
@@ -234,7 +235,7 @@ class CacheStage(WireResolver):
         down (whole seconds since stored), and never past the prefetch point."""
         entry = result.entry
         assert entry is not None
-        stored = entry.stored_at
+        stored: float = entry.stored_at
         return min(stored + int(now - stored) + 1, self.forward.prefetch_at(entry))
 
 
@@ -273,7 +274,7 @@ def _upstream_result(entry: Any, cache_key: bytes) -> Result:
 
 def _upstream_failed(reason: Failure) -> Result:
     """No upstream answer at all (e.g. too many questions already waiting): SERVFAIL, not cached."""
-    reason.trap(UpstreamError)
+    failure_trap(reason, UpstreamError)
     return Result(rcode=wire.SERVFAIL, source="upstream", fixed=False)
 
 
@@ -299,7 +300,7 @@ class LineChain(resolve.ResolverChain):
 
     def __init__(self, clock: Any, stages: Sequence[Any], recursive: bool, snapshot: Snapshot,
                  prohibited: bool = False) -> None:
-        resolve.ResolverChain.__init__(self, list(stages))
+        resolve.ResolverChain.__init__(self, list(stages))  # type: ignore[no-untyped-call]
         self.clock = clock
         self.snapshot = snapshot
         # Recursion is offered, but not to this chain's clients: say so with EDE 18, as BIND
@@ -340,6 +341,7 @@ class LineChain(resolve.ResolverChain):
         leads out of local data: a ``Result``, None (no stage answers) or a Deferred of either
         (of a Result only, when ``fixed_misses``: our own stages never say "not mine" late)."""
         fast = self._fast
+        result: Any = None
         for index, resolve_ in enumerate(fast):       # our own stages: one bound method each
             result = resolve_(qname, qtype, qclass, shape)
             if result is not None:

@@ -42,7 +42,7 @@ log = Logger()
 
 def type_label(qtype: int) -> str:
     """A query type as a label value: its name as dig prints it for common types, else other."""
-    return dns.rdatatype.to_text(qtype) if qtype in COMMON_TYPES else "other"
+    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype)) if qtype in COMMON_TYPES else "other"
 
 
 def rcode_label(rcode: int) -> str:
@@ -181,10 +181,10 @@ class Collector:
                                       labels=["to", "rcode"])
         by_rcode: dict[tuple[str, str], float] = {}
         for name, rcode, count in c["upstream_rcodes"]:
-            k = (name, rcode_label(rcode))
-            by_rcode[k] = by_rcode.get(k, 0) + count
-        for labels, value in sorted(by_rcode.items()):
-            replies.add_metric(list(labels), value)
+            pair = (name, rcode_label(rcode))
+            by_rcode[pair] = by_rcode.get(pair, 0) + count
+        for (to, rcode_text), value in sorted(by_rcode.items()):
+            replies.add_metric([to, rcode_text], value)
         up = GaugeMetricFamily("smartdns_forward_up", "1 while an upstream is not backed off after failures.",
                                labels=["to"])
         for name, state in sorted(c["upstream_up"].items()):
@@ -221,7 +221,7 @@ class Collector:
 def exposition(values: Counters) -> bytes:
     """Counters in the Prometheus text format, through prometheus-client's registry."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(lambda: values))  # type: ignore[arg-type]
+    registry.register(Collector(lambda: values))
     return generate_latest(registry)
 
 
@@ -229,7 +229,7 @@ class _Metrics(resource.Resource):
     isLeaf = True
 
     def __init__(self, source: Callable[[], Any]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.source = source            # counters, or a Deferred of them (workers are asked)
 
     def render_GET(self, request: Any) -> Any:  # noqa: N802 (twisted.web API)
@@ -250,7 +250,7 @@ class _Status(resource.Resource):
     isLeaf = True
 
     def __init__(self, ok: Callable[[], bool], what: str) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.ok = ok
         self.what = what
 
@@ -264,11 +264,11 @@ class _Status(resource.Resource):
 
 def site(source: Callable[[], Any], ready: Callable[[], bool]) -> web_server.Site:
     """The HTTP site: /metrics, /health, /ready (``source``: the counters, or a Deferred of them)."""
-    root = resource.Resource()
-    root.putChild(b"metrics", _Metrics(source))
-    root.putChild(b"health", _Status(lambda: True, "healthy"))
-    root.putChild(b"ready", _Status(ready, "ready"))
-    made = web_server.Site(root)
+    root = resource.Resource()  # type: ignore[no-untyped-call]
+    root.putChild(b"metrics", _Metrics(source))  # type: ignore[arg-type]
+    root.putChild(b"health", _Status(lambda: True, "healthy"))  # type: ignore[arg-type]
+    root.putChild(b"ready", _Status(ready, "ready"))  # type: ignore[arg-type]
+    made = web_server.Site(root)  # type: ignore[no-untyped-call]
     made.noisy = False
-    made.log = lambda request: None     # no access log line per scrape
+    made.log = lambda request: None  # type: ignore[method-assign]  # no access log line per scrape
     return made

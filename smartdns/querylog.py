@@ -107,9 +107,11 @@ class QueryLog:
                     self.dropped += len(lines)
                     if fd is not None:
                         self.reactor.callFromThread(log.warn, "query log {path}: {error}", path=self.path, error=e)
-                    fd = self._close(fd)
+                    self._close(fd)
+                    fd = None
             if control is not None:
-                fd = self._close(fd)
+                self._close(fd)
+                fd = None
                 if control is _STOP:
                     return
 

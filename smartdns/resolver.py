@@ -111,10 +111,12 @@ class ForwardResolver:
         """When a hit on ``entry`` starts a background refresh (never, with prefetch off, for
         short-lived entries and for remembered failures).  The fast lanes serve an entry again
         only before this point, so a hit after it always reaches ``cached``."""
-        lifetime = entry.expires_at - entry.stored_at
+        expires: float = entry.expires_at
+        stored: float = entry.stored_at
+        lifetime = expires - stored
         if not self.config.prefetch or lifetime < PREFETCH_MIN_TTL_SECONDS or entry.rcode == wire.SERVFAIL:
-            return entry.expires_at
-        return entry.expires_at - lifetime * PREFETCH_FRACTION
+            return expires
+        return expires - lifetime * PREFETCH_FRACTION
 
     def cached(self, key: CacheKey) -> Entry | None:
         """A fresh entry; also starts a background refresh when it is close to expiry.  A miss

@@ -52,7 +52,7 @@ from smartdns.response import (QUESTION_OPCODES, RequestShape, Result, Shaper, e
 from smartdns.snapshot import Snapshot
 from smartdns.xfr import PASS as TRANSFER_PASS
 from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort,
-                               lose_connection, peer_host, udp_socket)
+                               lose_connection, peer_host, peer_port, udp_socket)
 
 log = Logger()
 
@@ -352,8 +352,9 @@ class QueryHandler:
         if result is None:
             self.stats.dropped += 1                     # a policy said drop
             return None
-        return result.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, info[0],
-                                  query.qtype, started or self.reactor.seconds(), snap, peer)
+        waiting: defer.Deferred[Result] = result  # type: ignore[assignment]  # a Result returned above
+        return waiting.addCallback(self._finish, shape, qid, query.question, chain.recursive, memo_key, info[0],
+                                   query.qtype, started or self.reactor.seconds(), snap, peer)
 
     def _answered_options(self, snap: Snapshot, query: wire.Query, shape: RequestShape, client: str,
                           tcp: bool) -> tuple[RequestShape, tuple[str | None, bool] | None, Result | None]:
@@ -448,14 +449,15 @@ class QueryHandler:
         action = snap.policies.match(query.qkey, qtype, line)
         if action is not None:
             return self._policy(snap, query, action)
-        found = chain.answer(query.qname, qtype, qclass, shape)
+        found: Any = chain.answer(query.qname, qtype, qclass, shape)
         if type(found) is Result:
             return found
         if found is None:
             return _refused_if_none(found, chain)
         if chain.fixed_misses:
-            return found                                # a Deferred of a Result (LineChain.answer)
-        return found.addCallback(_refused_if_none, chain)
+            return found  # type: ignore[no-any-return]  # a Deferred of a Result (LineChain.answer)
+        waiting: defer.Deferred[Result] = found.addCallback(_refused_if_none, chain)
+        return waiting
 
     def _finish(self, result: Result, shape: RequestShape, qid: int, question: bytes, ra: bool,
                 memo_key: tuple[Any, ...] | None, line: str | None, qtype: int, started: float,
@@ -792,7 +794,7 @@ class DNSStreamProtocol(TypedInt16StringReceiver, TypedTimeoutMixin):
 
     def connectionMade(self) -> None:  # noqa: N802
         self.client = _normalise(peer_host(self))
-        self.port = int(getattr(self.transport.getPeer(), "port", 0))   # type: ignore[union-attr]
+        self.port = peer_port(self)
         self.factory.connections += 1
         if self.factory.connections > self.factory.max_connections:
             log.info("TCP connection limit {limit} reached; closing {client}",

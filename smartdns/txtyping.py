@@ -99,6 +99,12 @@ def peer_host(proto: protocol.Protocol) -> str:
     return host
 
 
+def peer_port(proto: protocol.Protocol) -> int:
+    """The remote port of ``proto``'s IP connection (0 when the transport has none)."""
+    transport: Any = proto.transport
+    return int(getattr(transport.getPeer(), "port", 0))
+
+
 def udp_socket(proto: protocol.DatagramProtocol) -> socket.socket:
     """The socket under a listening datagram protocol's port."""
     transport: Any = proto.transport

@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 
 from typing import TYPE_CHECKING
@@ -109,20 +108,11 @@ def _control_socket(config_path: str | None) -> str | None:
 def _control(path: str, command: bytes) -> tuple[int, str]:
     """Send one command to the control socket at ``path``: (1, message) when it cannot be
     reached, else (0, the reply)."""
+    from smartdns.control import exchange
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(CONTROL_TIMEOUT_SECONDS)
-            sock.connect(path)
-            sock.sendall(command + b"\n")
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
+        return 0, exchange(path, command, CONTROL_TIMEOUT_SECONDS)
     except OSError as e:
         return 1, f"cannot reach the server's control socket {path}: {e.strerror or e}"
-    return 0, b"".join(chunks).decode("utf-8", "replace").strip()
 
 
 def stats(config_path: str | None, as_json: bool = False) -> int:

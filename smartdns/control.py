@@ -36,6 +36,22 @@ NOT_SUMMED = frozenset({"generation"})  # gauges that mean nothing added up (the
 Counters = list[tuple[str, int]]
 
 
+def exchange(path: str, command: bytes, timeout: float) -> str:
+    """Send one command line to the control socket at ``path`` and read the whole reply (the
+    server closes the connection after it); OSError when it cannot be reached."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(command + b"\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode("utf-8", "replace").strip()
+
+
 def claim(path: str) -> None:
     """Make ``path`` free for a new control socket, or raise ControlSocketError and touch nothing.
 

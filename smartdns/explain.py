@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -46,6 +45,7 @@ from smartdns import wire
 from smartdns.articlejson import read_records_json
 from smartdns.authority import WILDCARD_LABEL, _closest_encloser
 from smartdns.chain import CacheStage, ChainSet, HostsFiles, LineAuthority, LineChain, UpstreamStage
+from smartdns.control import exchange
 from smartdns.lines import contains
 from smartdns.response import RequestShape, Result
 from smartdns.server import QueryHandler, Stats
@@ -546,21 +546,12 @@ def ask_server(path: str, question: Question) -> dict[str, Any]:
     """The running server's explanation, over its control socket; ServerAbsent when no server
     runs there, OSError for other trouble reaching it, ExplainError when it says no."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(CONTROL_TIMEOUT_SECONDS)
-            sock.connect(path)
-            sock.sendall(control_command(question) + b"\n")
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
+        reply = exchange(path, control_command(question), CONTROL_TIMEOUT_SECONDS)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
             raise ServerAbsent(path) from None
         raise
-    status, _, text = b"".join(chunks).decode("utf-8", "replace").strip().partition("\n")
+    status, _, text = reply.partition("\n")
     if status != "ok explain":
         raise ExplainError(f"the server at {path} says: {status} {text}".rstrip())
     result: dict[str, Any] = json.loads(text)

@@ -26,9 +26,8 @@ from twisted.web import resource, server as web_server
 
 from smartdns import __version__
 from smartdns.forwarder import ANSWER_BUCKETS
-from smartdns.server import DURATION_BUCKETS
+from smartdns.server import DURATION_BUCKETS, rcode_text, type_text
 
-import dns.rcode
 import dns.rdatatype
 
 # Query types that get their own label value; everything else is "other" (bounded cardinality).
@@ -42,15 +41,10 @@ log = Logger()
 
 def type_label(qtype: int) -> str:
     """A query type as a label value: its name as dig prints it for common types, else other."""
-    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype)) if qtype in COMMON_TYPES else "other"
+    return type_text(qtype) if qtype in COMMON_TYPES else "other"
 
 
-def rcode_label(rcode: int) -> str:
-    """A response code as dig names it (NOERROR, NXDOMAIN, BADVERS, RCODE23 …)."""
-    try:
-        return dns.rcode.to_text(dns.rcode.Rcode(rcode))
-    except ValueError:
-        return f"RCODE{rcode}"
+rcode_label = rcode_text      # a response code as dig names it (NOERROR, NXDOMAIN, BADVERS, RCODE23 …)
 
 
 def counters(service: Any) -> Counters:

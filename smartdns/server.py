@@ -576,26 +576,27 @@ def answer_notify(snap: Snapshot, query: wire.Query) -> Result:
     primary of every local zone.  NOERROR with AA for a local zone's apex SOA, NOTAUTH for any
     other name, FORMERR for another type, NOTIMP for another class.  The one place to replace
     when NOTIFY is acted on (secondary zones)."""
-    if query.qclass != wire.IN:
-        return error(wire.NOTIMP)
-    if query.qtype != wire.SOA:
-        return error(wire.FORMERR)
-    if snap.find_zone(query.qkey) != query.qkey:
-        return error(wire.NOTAUTH)
-    return Result(aa=True)
+    return _apex_question(snap, query) or Result(aa=True)
 
 
 def answer_update(snap: Snapshot, query: wire.Query) -> Result:
     """UPDATE (RFC 2136): no local zone takes updates.  As BIND 9 without ``allow-update``:
     REFUSED for a local zone's apex, NOTAUTH for any other zone name, FORMERR for a zone
     section that is not an SOA, NOTIMP for another class."""
+    return _apex_question(snap, query) or error(wire.REFUSED)
+
+
+def _apex_question(snap: Snapshot, query: wire.Query) -> Result | None:
+    """BIND 9's checks of the question of a NOTIFY or an UPDATE (the zone section): NOTIMP for
+    a class other than IN, FORMERR for a type other than SOA, NOTAUTH for a name that is not a
+    local zone's apex; None when it names one."""
     if query.qclass != wire.IN:
         return error(wire.NOTIMP)
     if query.qtype != wire.SOA:
         return error(wire.FORMERR)
     if snap.find_zone(query.qkey) != query.qkey:
         return error(wire.NOTAUTH)
-    return error(wire.REFUSED)
+    return None
 
 
 def type_text(qtype: int) -> str:

@@ -94,6 +94,7 @@ def main() -> int:
     parser.add_argument("--paths", default="local,miss")
     args = parser.parse_args()
     trees = [os.path.abspath(t) for t in (args.tree or [os.path.dirname(HERE)])]
+    print(f"interpreter: {sys.executable} (Python {sys.version.split()[0]}; run this script with another to compare)")
     with tempfile.TemporaryDirectory(prefix="smartdns-path-cost-") as workdir:
         write_zone(workdir)
         driver = os.path.join(workdir, "driver.py")

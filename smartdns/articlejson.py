@@ -1,7 +1,7 @@
 """The Pipy article's data files: ``records.json`` (flat records with labels and deny status) and
 ``smart-line.json`` (line name → CIDRs), read with every record located by file and line.
 
-Meaning (DESIGN.md): a client in no line gets every record; a client in line L gets unlabelled
+Meaning (README.rst, "Zones and lines"): a client in no line gets every record; a client in line L gets unlabelled
 records plus those labelled L, and where that leaves nothing, what a no-line client gets.  That
 maps exactly onto the zone model: the base holds every record, L's overlay holds the (name, type)
 sets that differ for L.  ``"status": "deny"`` becomes a refuse rule for that (name, type).

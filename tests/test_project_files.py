@@ -60,7 +60,7 @@ class ProjectFileTests(unittest.TestCase):
     def test_no_references_outside_the_repository(self) -> None:
         """Every tracked source, doc and packaging file cites RFCs and this repository's own
         files only: no sibling directories, no tracker numbers."""
-        pattern = re.compile(r"\.\./shared|\bissues? #?\d+\b|\bnotes §", re.IGNORECASE)
+        pattern = re.compile(r"\.\./shared|\bissues? #?\d+\b|\bnotes §|\b(?:DESIGN|STYLE)\.md\b", re.IGNORECASE)
         files = [rel for rel in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                                                check=False).stdout.split()
                  if rel.endswith((".py", ".rst", ".cfg", ".toml", ".service", ".sh", ".tac", "Makefile", "run"))

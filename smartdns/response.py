@@ -188,7 +188,7 @@ class Shaper:
                                       options=_options(shape, result))
             else:
                 opt = self._opt[shape.do]
-        limit = TCP_LIMIT if shape.tcp else self.limit(shape)
+        limit = self.limit(shape)
         entry = result.entry
         if entry is not None and not result.answer:
             return self._entry(entry, qid, question, flags, opt, limit, now)

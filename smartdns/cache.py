@@ -176,12 +176,13 @@ class AnswerCache:
         first look, before a name is known to be local or forwarded."""
         return packed in self._entries
 
-    def get(self, key: CacheKey, count_miss: bool = True) -> Entry | None:
+    def get(self, key: CacheKey, count_miss: bool = True, packed: bytes | None = None) -> Entry | None:
         """A fresh entry, or None; expired entries past their stale window are dropped.
 
         ``count_miss=False`` is for a probe whose miss is counted where the question is then
-        forwarded (the chain asks the cache before it knows whether a name is local)."""
-        k = packed_key(key)
+        forwarded (the chain asks the cache before it knows whether a name is local);
+        ``packed`` is ``packed_key(key)`` when the caller already has it."""
+        k = packed if packed is not None else packed_key(key)
         packed = self._entries.get(k)
         if packed is None:
             if count_miss:

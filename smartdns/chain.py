@@ -213,8 +213,8 @@ class CacheStage(WireResolver):
         qkey = qname.lower()
         packed = packed_key_of(qkey, qtype, qclass, shape.do, forward.forwarder.pool_for(qkey).index)
         if packed not in forward.cache:
-            return None                 # the common case for local names: one dict probe
-        entry = forward.cached(forward.key(qkey, qtype, qclass, shape.do))
+            return None                 # the common case for local names: one dict probe, no key tuple
+        entry = forward.cached(forward.key(qkey, qtype, qclass, shape.do), packed)
         if entry is None:
             return None
         return Result(rcode=entry.rcode, entry=entry, source="cache", fixed=False, cache_key=packed)

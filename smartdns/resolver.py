@@ -118,10 +118,11 @@ class ForwardResolver:
             return expires
         return expires - lifetime * PREFETCH_FRACTION
 
-    def cached(self, key: CacheKey) -> Entry | None:
+    def cached(self, key: CacheKey, packed: bytes | None = None) -> Entry | None:
         """A fresh entry; also starts a background refresh when it is close to expiry.  A miss
-        is not counted here: ``resolve_for_client`` counts the questions actually forwarded."""
-        entry = self.cache.get(key, count_miss=False)
+        is not counted here: ``resolve_for_client`` counts the questions actually forwarded.
+        ``packed``: the key packed, when the caller has it (``AnswerCache.get``)."""
+        entry = self.cache.get(key, count_miss=False, packed=packed)
         if entry is not None and key not in self._inflight:
             due = self.prefetch_at(entry)
             if due < entry.expires_at and self.reactor.seconds() > due:

@@ -423,6 +423,57 @@ def cmd_version(cmd):
         return "unknown"
 
 
+PYTHON_INFO = r"""
+import json, platform, sys, sysconfig
+args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+print(json.dumps({"executable": sys.executable, "implementation": platform.python_implementation(),
+                  "version": platform.python_version(), "config_args": args,
+                  "pgo": "--enable-optimizations" in args, "lto": "--with-lto" in args}))
+"""
+
+
+def smartdns_python(args):
+    """The interpreter that runs smartdns: the venv's, or the one --smartdns-cmd names (its first
+    word, or the #! line of that script); None when it cannot be told."""
+    if not args.smartdns_cmd:
+        return os.path.join(REPO, ".venv", "bin", "python")
+    first = shlex.split(args.smartdns_cmd)[0]
+    path = shutil.which(first) or first
+    if os.path.basename(path).startswith("python"):
+        return path
+    try:
+        with open(path, "rb") as f:
+            line = f.readline(200)
+    except OSError:
+        return None
+    words = line[2:].decode("utf-8", "replace").split() if line.startswith(b"#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = words[1:]
+    return words[0] if words and "python" in os.path.basename(words[0]) else None
+
+
+def python_info(python):
+    """Version of ``python`` and whether it was configured with PGO (--enable-optimizations) and
+    LTO (--with-lto), asked of that interpreter (sysconfig's CONFIG_ARGS; a distribution's build,
+    e.g. Debian's, may use both without saying so there)."""
+    if python is None:
+        return {"executable": None, "version": "unknown"}
+    try:
+        out = subprocess.run([python, "-c", PYTHON_INFO], capture_output=True, text=True, timeout=30)
+        return json.loads(out.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        return {"executable": python, "version": "unknown (%s)" % e}
+
+
+def python_line(info):
+    """One line for the report: 'CPython 3.11.7 (/path; --enable-optimizations no, --with-lto no)'."""
+    if "pgo" not in info:
+        return "%s (%s)" % (info.get("version"), info.get("executable"))
+    yes = lambda flag: "yes" if flag else "no"
+    return "%s %s (%s; configured with --enable-optimizations: %s, --with-lto: %s)" % (
+        info["implementation"], info["version"], info["executable"], yes(info["pgo"]), yes(info["lto"]))
+
+
 # ---------------------------------------------------------------- upstream (NSD)
 
 def start_upstream(args, data):
@@ -1467,6 +1518,7 @@ def main(argv):
                     "timeout": args.timeout, "latency_qps": args.latency_qps,
                     "latency_duration": args.latency_duration},
         "versions": {"dnsperf": dnsperf_version(), "nsd": cmd_version(["nsd", "-v"])},
+        "smartdns_python": python_info(smartdns_python(args)) if "smartdns" in args.servers else None,
         "data": {"upstream_zone_names": data.zone_size, "local_names": data.local_names,
                  "hit_names": data.hit_names, "miss_names": data.miss_tput_count,
                  "miss_latency_names": data.miss_lat_count,
@@ -1513,6 +1565,8 @@ def main(argv):
     print()
     print("smartdns bench, %s, %s, %d CPUs (server on CPU %s, dnsperf and NSD upstream on CPU %s)" % (
         meta["started"], meta["cpu_model"], meta["cpus"], args.server_cpu, args.client_cpu))
+    if meta["smartdns_python"]:
+        print("smartdns ran on %s" % python_line(meta["smartdns_python"]))
     if results:
         print("throughput: dnsperf -c %d -q %d, %d x %ds, median; latency: dnsperf -Q %d for %ds\n" % (
             args.clients, args.outstanding, args.repeat, args.duration, args.latency_qps, args.latency_duration))

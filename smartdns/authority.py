@@ -135,6 +135,39 @@ def _below_cut(view: ZoneView, tkey: bytes) -> bool:
     return False
 
 
+#: Types whose answer is the RRset alone: no names in RDATA (nothing to compress or to add
+#: addresses for) and no special node rules.
+PLAIN_TYPES = frozenset({wire.A, wire.AAAA, wire.TXT})
+
+
+def plain_rrset(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> wire.RRset | None:
+    """The whole local answer to a recursive (RD=1) query when it is one RRset: the name has
+    data of a ``PLAIN_TYPES`` type, in a zone with no cut or DNAME at or above it.  Then
+    RFC 1034 §4.3.2 ends at step 3a with that RRset, BIND adds nothing for RD=1
+    (``minimal-responses no-auth-recursive``), and the answer is authoritative.
+
+    ``Authority.lookup`` asks this first, and the query handler's first-sight lane asks it
+    for names not answered before; None means "run the whole algorithm" (anything else:
+    another type, no such data, a cut or DNAME on the way, a zone answering SERVFAIL)."""
+    if qtype not in PLAIN_TYPES:
+        return None
+    origin = snap.find_zone(qkey)
+    if origin is None or (snap.servfail and (origin, line) in snap.servfail):
+        return None
+    view = snap.view(origin, line)
+    cuts = view.cuts
+    if cuts:
+        name = qkey
+        while True:
+            if name in cuts:
+                return None
+            if len(name) <= len(origin):
+                break
+            name = name[1 + name[0]:]
+    node = view.node(qkey)
+    return node.get(qtype) if node is not None else None
+
+
 class Authority:
     """Answers queries for names in local zones, for one snapshot at a time."""
 
@@ -145,6 +178,15 @@ class Authority:
         ``qname`` is the name as the client spelled it (it becomes the owner of DNAME-synthesised
         CNAMEs, as in BIND); ``tcp`` only changes the answer to ANY (see the module doc)."""
         qkey = qname.lower()
+        if rd:
+            plain = plain_rrset(snap, line, qkey, qtype)
+            if plain is not None:
+                return Result(aa=True, answer=[plain])
+        return self.walk(snap, line, qname, qkey, qtype, rd, tcp)
+
+    def walk(self, snap: Snapshot, line: str | None, qname: bytes, qkey: bytes, qtype: int, rd: bool,
+             tcp: bool = False) -> Answer | None:
+        """RFC 1034 §4.3.2 in full (``lookup`` without its shortcut for plain answers)."""
         origin = snap.find_zone(qkey)
         if origin is None:
             return None

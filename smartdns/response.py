@@ -157,6 +157,7 @@ class Shaper:
     def __init__(self, max_udp_payload: int) -> None:
         self.max_udp_payload = max_udp_payload
         self._opt = {do: wire.opt_record(max_udp_payload, do) for do in (False, True)}
+        self._plain: dict[tuple[int, bool], tuple[int, bytes | None, int]] = {}
 
     def limit(self, shape: RequestShape) -> int:
         """The largest response this request may get (RFC 1035 §4.2.1, RFC 6891 §6.2.5)."""
@@ -174,20 +175,9 @@ class Shaper:
         QR (and AA where the result says so), and opcodes other than QUERY, NOTIFY and UPDATE
         no question section.  A result with a TSIG error ends with the unsigned TSIG record
         (RFC 8945 §5.3.2), time signed ``now``."""
-        flags = (wire.FLAG_QR | shape.opcode << 11 | (result.rcode & 0xF)
-                 | (wire.FLAG_AA if result.aa else 0) | (wire.FLAG_RA if result.ra else 0)
-                 | (wire.FLAG_TC if result.truncated else 0))
-        if shape.opcode == wire.OPCODE_QUERY:
-            flags |= (wire.FLAG_RD if shape.rd else 0) | (wire.FLAG_CD if shape.cd else 0)
-        elif shape.opcode not in QUESTION_OPCODES:
+        flags, opt = self.head(shape, result)
+        if shape.opcode not in QUESTION_OPCODES:
             question = b""
-        opt = None
-        if shape.edns:
-            if result.rcode > 0xF or result.ede is not None or shape.cookie or shape.ecs is not None:
-                opt = wire.opt_record(self.max_udp_payload, shape.do, ext_rcode=result.rcode >> 4,
-                                      options=_options(shape, result))
-            else:
-                opt = self._opt[shape.do]
         limit = self.limit(shape)
         entry = result.entry
         if entry is not None and not result.answer:
@@ -204,6 +194,36 @@ class Shaper:
             # cannot tell the two apart.
             message = message[:3] + bytes([message[3] | 0x20]) + message[4:]
         return message
+
+    def head(self, shape: RequestShape, result: Result) -> tuple[int, bytes | None]:
+        """The header flags and the OPT record (None without EDNS) of the response."""
+        flags = (wire.FLAG_QR | shape.opcode << 11 | (result.rcode & 0xF)
+                 | (wire.FLAG_AA if result.aa else 0) | (wire.FLAG_RA if result.ra else 0)
+                 | (wire.FLAG_TC if result.truncated else 0))
+        if shape.opcode == wire.OPCODE_QUERY:
+            flags |= (wire.FLAG_RD if shape.rd else 0) | (wire.FLAG_CD if shape.cd else 0)
+        opt = None
+        if shape.edns:
+            if result.rcode > 0xF or result.ede is not None or shape.cookie or shape.ecs is not None:
+                opt = wire.opt_record(self.max_udp_payload, shape.do, ext_rcode=result.rcode >> 4,
+                                      options=_options(shape, result))
+            else:
+                opt = self._opt[shape.do]
+        return flags, opt
+
+    def plain(self, code: int, ra: bool) -> tuple[int, bytes | None, int]:
+        """``head`` and ``limit`` for an authoritative NOERROR answer with records (the shape of
+        ``authority.plain_rrset``'s answers) to a request of shape ``code``: computed by those
+        two functions once per (code, RA) and kept, for the query handler's first-sight lane."""
+        found = self._plain.get((code, ra))
+        if found is None:
+            shape = shape_from_code(code)
+            flags, opt = self.head(shape, Result(aa=True, ra=ra))
+            found = (flags, opt, self.limit(shape))
+            if len(self._plain) >= _SHAPES_MAX:
+                self._plain.clear()
+            self._plain[(code, ra)] = found
+        return found
 
     def _entry(self, entry: Entry, qid: int, question: bytes, flags: int, opt: bytes | None,
                limit: int, now: float) -> bytes:

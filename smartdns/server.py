@@ -44,7 +44,7 @@ from smartdns import cookies
 from smartdns import ecs as ecs_mod
 from smartdns import policy as policy_mod
 from smartdns import wire
-from smartdns.authority import negative_soa
+from smartdns.authority import negative_soa, plain_rrset
 from smartdns.chain import EDE_PROHIBITED, ChainSet, Compose
 from smartdns.ratelimit import DROP, PASS, RateLimiter, identity as rrl_identity
 from smartdns.response import (QUESTION_OPCODES, RequestShape, Result, Shaper, error, shape_from_code, shape_of,
@@ -104,6 +104,7 @@ class Stats:
         self.queries = 0
         self.dropped = 0
         self.memo_hits = 0
+        self.first_sight = 0            # answers from the first-sight lane (QueryHandler._first_sight)
         self.rrl_dropped = 0
         self.rrl_slipped = 0
         self.answers: dict[AnswerKey, int] = {}
@@ -294,7 +295,45 @@ class QueryHandler:
                                                 data[0] << 8 | data[1], data[12:qend], tally.key[3], answer)
                     return answer
                 del self._memo[memo_key]
+            elif code & 1 and self.querylog is None and self.rrl is None and len(data) == qend + 11 * edns:
+                lane = self._first_sight(snap, data, qend, code, memo_key, tcp)
+                if lane is not None:
+                    return lane
         return self._handle_full(data, client, tcp, snap, memo_key, port)
+
+    def _first_sight(self, snap: Snapshot, data: bytes, qend: int, code: int, memo_key: tuple[Any, ...],
+                     tcp: bool) -> bytes | None:
+        """The answer to a sniffed recursive query (RD=1, no EDNS options, no query log or rate
+        limit) for a name not in the memo, when it is one local RRset (``plain_rrset``): the
+        decisions of the full path in the same functions, without building its objects.
+
+        Before the chain (``_decide``): class IN and a plain type (so not CHAOS, a transfer
+        type or OPT), and no policy.  In the chain: the cache stage first never holds a name
+        under a local zone (the service flushes those when a snapshot brings them), so the
+        line's authority answers, with ``plain_rrset`` as ``Authority.lookup`` does.  The
+        shaper's ``plain`` gives flags, OPT and size limit; ``wire.render_plain`` the bytes
+        (None when they do not fit: the full path then truncates)."""
+        if data[qend - 2] or data[qend - 1] != wire.IN:
+            return None
+        qtype = data[qend - 4] << 8 | data[qend - 3]
+        info = memo_key[2]
+        line = info[0]
+        qkey = data[12:qend - 4].lower()
+        if snap.policies.match(qkey, qtype, line) is not None:
+            return None
+        rrset = plain_rrset(snap, line, qkey, qtype)
+        if rrset is None:
+            return None
+        flags, opt, limit = self.shaper.plain(code, self._chains.chains[info].recursive)   # type: ignore[union-attr]
+        message = wire.render_plain(data[0] << 8 | data[1], flags, data[12:qend], rrset, opt, limit)
+        if message is None:
+            return None
+        key = (tcp, line, qtype, wire.NOERROR, "local")
+        stats = self.stats
+        stats.first_sight += 1
+        stats.answers[key] = stats.answers.get(key, 0) + 1
+        self._memo_put(memo_key, (message[2:], Tally(key)))
+        return message
 
     def _handle_full(self, data: bytes, client: str, tcp: bool, snap: Snapshot,
                      memo_key: tuple[Any, ...] | None, port: int = 0) -> bytes | defer.Deferred[bytes | None] | None:

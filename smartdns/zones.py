@@ -57,6 +57,12 @@ class Zone:
     nodes: Mapping[bytes, Node]
     names: frozenset[bytes]           # names with data plus empty non-terminals
     sources: tuple[str, ...] = ()
+    # Names below the apex with NS (zone cuts) and names with DNAME: where RFC 1034 §4.3.2's
+    # walk can end above a name.  Derived from ``nodes``; usually empty.
+    cuts: frozenset[bytes] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cuts", cuts_of(self.origin, self.nodes))
 
     @property
     def soa(self) -> wire.RRset | None:
@@ -74,6 +80,7 @@ class ZoneView:
     merged: Mapping[bytes, Node] = field(default_factory=dict)   # names the overlay touches
     extra_names: frozenset[bytes] = frozenset()                   # names only the overlay has
     overlay_sources: tuple[str, ...] = ()
+    cuts: frozenset[bytes] = frozenset()                          # Zone.cuts, as this line sees them
 
     def node(self, name: bytes) -> Node | None:
         """The node at ``name`` for this line, or None."""
@@ -111,13 +118,21 @@ def merge_nodes(base: Node | None, overlay: Node) -> Node:
     return merged
 
 
+def cuts_of(origin: bytes, nodes: Mapping[bytes, Node]) -> frozenset[bytes]:
+    """The names of ``nodes`` with NS below the apex, or with DNAME (see ``Zone.cuts``)."""
+    ns, dname = wire.NS, wire.DNAME
+    found = [name for name, node in nodes.items() if (ns in node and name != origin) or dname in node]
+    return frozenset(found) if found else frozenset()
+
+
 def make_view(base: Zone, overlay: Zone | None) -> ZoneView:
     """The view of ``base`` for a line with ``overlay`` (None: the base itself)."""
     if overlay is None:
-        return ZoneView(base.origin, base)
+        return ZoneView(base.origin, base, cuts=base.cuts)
     merged = {name: merge_nodes(base.nodes.get(name), node) for name, node in overlay.nodes.items()}
     extra = frozenset(n for n in overlay.names if n not in base.names)
-    return ZoneView(base.origin, base, merged, extra, overlay.sources)
+    cuts = (base.cuts - merged.keys()) | cuts_of(base.origin, merged)
+    return ZoneView(base.origin, base, merged, extra, overlay.sources, cuts)
 
 
 def origin_from_filename(filename: str) -> str:

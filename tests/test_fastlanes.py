@@ -69,11 +69,18 @@ ZONES = {
         big      TXT   {BIG}
         huge     TXT   {HUGE}
         quiet    A     192.0.2.50
+        deleg    NS    ns.deleg
+        ns.deleg A     192.0.2.77
+        ns.ovcut A     192.0.2.78
+        ns.ovcut TXT   "a plain answer, but glue for east"
+        MixedCase A    192.0.2.80
+        MixedCase TXT  "zone spelling"
     """,
     "east/fl.test.zone": """
         www      A     10.1.0.2
         secret   A     10.1.0.99
         alias    CNAME long.fwd.example.
+        ovcut    NS    ns.ovcut
     """,
     "west/fl.test.zone": """
         www      A     10.2.0.2
@@ -120,7 +127,8 @@ NAMES = (
     "blocked.fl.test", "x.ads.fl.test", "quiet.fl.test", "gone.fl.test", "secret.fl.test",
     "www.other.test", "short.fwd.example", "long.fwd.example", "chain.fwd.example",
     "bigfwd.fwd.example", "nx.fwd.example", "fail.fwd.example", "flaky.fwd.example",
-    "unknown.fwd.example", "version.bind",
+    "unknown.fwd.example", "version.bind", "deleg.fl.test", "ns.deleg.fl.test", "x.deleg.fl.test",
+    "ns.ovcut.fl.test", "mixedcase.fl.test",
 )
 BIG_NAMES = ("big.fl.test", "huge.fl.test", "bigfwd.fwd.example")
 QTYPES = (wire.A, wire.AAAA, wire.MX, wire.TXT, wire.CNAME, wire.ANY, wire.NS)
@@ -498,6 +506,52 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
                 self.assertEqual(dns.message.from_wire(answer).edns, -1 if ask.edns is None else 0, ask)
             self.assertGreater(pair.fast.stats.memo_hits, 0)
             self.assertGreater(pair.replayed, 0)
+
+    def test_first_sight_lane(self) -> None:
+        """Names never asked before are answered by the first-sight lane when the answer is one
+        local RRset and the request allows it; the identity test checks the bytes."""
+        script: list[Step] = [
+            Ask("www.fl.test", client=WEST), Ask("www.fl.test", client=EAST, qtype=wire.AAAA, edns=1232, do=True),
+            Ask("mail.fl.test", client=NOLINE, tcp=True), Ask("txtonly.fl.test", qtype=wire.TXT, client=OUTSIDE),
+            Ask("mixedcase.fl.test", case=0b100001, client=WEST),            # the zone's spelling: MixedCase
+            Ask("ns.ovcut.fl.test", client=WEST),                            # plain for west ...
+            # ... and not first sight: lowercase MixedCase (renders its own owner), big (cut at
+            # 512), glue under a cut for east only, RD=0, a wildcard, a CNAME, padding, a DNAME.
+            Ask("mixedcase.fl.test", client=EAST), Ask("big.fl.test", qtype=wire.TXT, client=NOLINE),
+            Ask("ns.ovcut.fl.test", client=EAST), Ask("ns.deleg.fl.test", client=EAST),
+            Ask("www.fl.test", client=NOLINE, rd=False), Ask("x.wild.fl.test", client=EAST),
+            Ask("alias.fl.test", client=WEST), Ask("mail.fl.test", client=WEST, edns=1232, option=PADDING),
+            Ask("www.sub.fl.test", client=WEST), Ask("quiet.fl.test", client=EAST),
+        ]
+        pair, sent = self.run_steps(script)
+        self.assertEqual(pair.fast.stats.first_sight, 6)
+        self.assertEqual(pair.slow.stats.first_sight, 0)
+        self.assertEqual(len([answer for _, answer in sent if answer]), len(script))
+
+    def test_plain_rrset_is_the_walks_answer(self) -> None:
+        """``plain_rrset`` (the first-sight lane's and ``Authority.lookup``'s shortcut) answers
+        only where RFC 1034's whole walk gives exactly that RRset, authoritative, and nothing
+        else; and it does answer the plain names."""
+        from smartdns.authority import PLAIN_TYPES, Authority, plain_rrset
+        snap, authority = self.snapshot, Authority()
+        answered = 0
+        for line in (None, *snap.line_names):
+            for text in NAMES + ("ns1.fl.test", "www.other.test", "other.test", "MixedCase.fl.test"):
+                qname = wire.from_text(text)
+                for qtype in sorted(PLAIN_TYPES) + [wire.MX, wire.NS]:
+                    plain = plain_rrset(snap, line, qname.lower(), qtype)
+                    if plain is None:
+                        continue
+                    answered += 1
+                    walked = authority.walk(snap, line, qname, qname.lower(), qtype, True)
+                    assert walked is not None
+                    self.assertEqual((walked.rcode, walked.aa, walked.answer, walked.authority, walked.additional,
+                                      walked.referral, walked.ede), (wire.NOERROR, True, [plain], [], [], False, None),
+                                     (line, text, qtype))
+        self.assertGreater(answered, 20)
+        east = wire.from_text("ns.ovcut.fl.test")
+        self.assertIsNone(plain_rrset(snap, "east", east, wire.A))
+        self.assertIsNotNone(plain_rrset(snap, "west", east, wire.A))
 
     def test_the_fast_lanes_are_used(self) -> None:
         """Plain repeats are answered by the memo, then by the replay table, for local and for

@@ -427,6 +427,39 @@ class RenderTests(unittest.SynchronousTestCase):
         self.assertEqual(msg.question[0].rdtype, dns.rdatatype.AAAA)
 
 
+class RenderPlainTests(unittest.SynchronousTestCase):
+    """``render_plain`` (the first-sight lane's renderer) makes ``render``'s bytes, or declines."""
+
+    def test_same_bytes_as_render_or_none(self) -> None:
+        owner = wire.from_text("Www.Example.")
+        question = owner + struct.pack("!HH", wire.A, wire.IN)
+        rrsets = [wire.make_rrset(owner, wire.A, 300, [ipv4("192.0.2.%d" % i) for i in range(1, n + 1)])
+                  for n in (1, 3, 40)]
+        rrsets.append(wire.make_rrset(owner, wire.TXT, 60, [b"\xff" + b"t" * 255] * 3))
+        opts = (None, wire.opt_record(1232, False), wire.opt_record(4096, True))
+        checked = declined = 0
+        for rrset in rrsets:
+            for opt in opts:
+                for limit in (512, 600, 700, 800, 1232, 65535):
+                    flags = wire.FLAG_QR | wire.FLAG_AA | wire.FLAG_RD
+                    plain = wire.render_plain(0xBEEF, flags, question, rrset, opt, limit)
+                    full = wire.render(0xBEEF, flags, question, ((rrset,),), opt=opt, limit=limit)[0]
+                    if plain is None:
+                        declined += 1
+                        self.assertTrue(full[2] & 0x02, "declined although it fits")   # render truncated
+                    else:
+                        checked += 1
+                        self.assertEqual(plain, full)
+        self.assertGreater(checked, 30)
+        self.assertGreater(declined, 5)
+
+    def test_declines_another_spelling(self) -> None:
+        """An owner spelled unlike the question is written out by ``render``: declined."""
+        rrset = wire.make_rrset(wire.from_text("www.example."), wire.A, 300, [ipv4("192.0.2.1")])
+        question = wire.from_text("WWW.example.") + struct.pack("!HH", wire.A, wire.IN)
+        self.assertIsNone(wire.render_plain(1, wire.FLAG_QR, question, rrset, None, 512))
+
+
 class TruncationTests(unittest.SynchronousTestCase):
     """render's limit: truncation at record/RRset boundaries (RFC 2181 §9)."""
 

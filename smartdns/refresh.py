@@ -4,8 +4,9 @@ One ``Secondary`` service per ``[[secondary]]`` follows RFC 1035 §3.3.13 and RF
 refreshes at start, then every SOA refresh seconds; after a failed refresh it retries every SOA
 retry seconds; when no refresh has succeeded for SOA expire seconds the zone is expired and its
 clients get SERVFAIL (as BIND answers) until a transfer succeeds.  Time comes from the reactor
-only; the transfer itself (``smartdns.secondary.refresh``: SOA query, AXFR, check, save) runs in
-a worker thread, so answers never wait for it.
+only; the transfer itself (``smartdns.secondary.refresh``: SOA query, IXFR or AXFR, check, save)
+runs in a worker thread, so answers never wait for it.  Each new serial is logged with how it came
+(``serial 7 -> 8 by IXFR from 192.0.2.53:53``; an AXFR where IXFR was possible says why).
 
 A refresh that brings a new serial (or ends an expiry) calls ``reload("transfer")``: the saved
 file is read by the same reload as a file edit, and swapped in as one snapshot with the same
@@ -86,6 +87,7 @@ class Secondary(service.Service):
         self.timers = saved
         self.serial = saved.serial if saved is not None else None
         self.expired = False
+        self.last: Transferred | None = None     # the last transfer that brought a serial (how it came)
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
         self._do_refresh = do_refresh
         self._refresh_call: Any = None
@@ -156,9 +158,10 @@ class Secondary(service.Service):
             return
         was_expired, self.expired = self.expired, False
         if got is not None:
-            self.timers, self.serial = got.timers, got.timers.serial
-            log.info("secondary {zone}: serial {serial} transferred from {primary}",
-                     zone=self.label, serial=got.timers.serial, primary=got.primary)
+            self.timers, self.serial, self.last = got.timers, got.timers.serial, got
+            log.info("secondary {zone}: serial {old} -> {serial} by {how} from {primary}{why}", zone=self.label,
+                     old=got.from_serial if got.from_serial is not None else "none", serial=got.timers.serial,
+                     how=got.how, primary=got.primary, why=f" ({got.why_axfr})" if got.why_axfr else "")
         timers = self.timers
         if timers is not None:
             if self._expire_call is not None and self._expire_call.active():

@@ -1,20 +1,32 @@
 """Secondary zones (``[[secondary]]``): pull a zone from its primaries and save it.
 
-This module holds the parts that do not touch the served snapshot yet: one transfer (AXFR
-with the table's TSIG key, run in a thread so the reactor keeps answering), the SOA timers
+This module holds the parts that do not touch the served snapshot yet: one transfer (IXFR or
+AXFR with the table's TSIG key, run in a thread so the reactor keeps answering), the SOA timers
 (RFC 1035 §3.3.13) and serial comparison (RFC 1982, ``smartdns.serial``), and the atomic save
 under ``[zones] secondary_directory`` (temp file + rename, one file per zone and line:
 ``<origin>.zone`` or ``<line>/<origin>.zone``; only files written here).  A refresh first asks
 each primary for its SOA (signed) and transfers only when the serial is newer; the zone is read
 back by smartdns's own zone reader before it replaces the saved file, so a file that would not
 load is never saved.  Scheduling, NOTIFY and the snapshot are ``smartdns.refresh``'s.
+
+The transfer is incremental when it can be (RFC 1995): the saved file, when it holds the serial
+we serve, is loaded and the primary's differences are applied to it, so an edit of one name
+costs a few records on the wire instead of the whole zone.  A primary that answers IXFR with the
+whole zone (RFC 1995 §4, what BIND does without a journal) is followed too.  The transfer falls
+back to AXFR when there is no such local copy, when the primary answers IXFR with an error rcode
+(NOTIMP, FORMERR, REFUSED, ...), or when the differences do not apply (a base serial that is not
+ours, a deletion of a record we do not hold: dnspython raises, and nothing of it is kept).  A
+transport failure (cut connection, timeout) is not retried by AXFR: the primary counts as failed
+for this refresh, as for AXFR.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import Callable
 
+import dns.exception
 import dns.message
 import dns.name
 import dns.query
@@ -48,14 +60,39 @@ class SoaTimers:
     expire: int
 
 
+#: How a zone came: by increments, by an IXFR answered with the whole zone, by AXFR.
+IXFR = "IXFR"
+IXFR_FULL = "IXFR (whole zone)"
+AXFR = "AXFR"
+
+
 @dataclass(frozen=True, slots=True)
 class Transferred:
-    """One transferred zone: its text (master-file form) and timers."""
+    """One transferred zone: its text (master-file form) and timers, and how it came (for the
+    log: ``IXFR``, ``IXFR (whole zone)`` or ``AXFR``, from which serial, why not IXFR)."""
 
     origin: str
     text: str
     timers: SoaTimers
     primary: str = ""          # host:port it came from
+    how: str = AXFR
+    from_serial: int | None = None
+    why_axfr: str = ""         # why an AXFR was made where IXFR was possible ("" when it was not)
+
+
+class LocalZone(dns.zone.Zone):
+    """A dnspython zone that notes when a transfer replaced it whole: dnspython's IXFR reader
+    asks for a replacing writer when the primary answers IXFR with the full zone."""
+
+    replaced = False
+
+    def writer(self, replacement: bool = False) -> dns.zone.Transaction:
+        if replacement:
+            self.replaced = True
+        return super().writer(replacement)
+
+
+LoadLocal = Callable[[], "dns.zone.Zone | None"]
 
 
 def timers_of(zone: dns.zone.Zone) -> SoaTimers:
@@ -65,14 +102,15 @@ def timers_of(zone: dns.zone.Zone) -> SoaTimers:
 
 
 def transfer(secondary: SecondaryZone, key: TsigKey | None, current_serial: int | None = None,
-             timeout: float = TRANSFER_TIMEOUT_SECONDS) -> Transferred | None:
-    """AXFR ``secondary.zone`` from its primaries in turn (blocking: run it in a thread).
+             timeout: float = TRANSFER_TIMEOUT_SECONDS, local: LoadLocal | None = None) -> Transferred | None:
+    """Transfer ``secondary.zone`` from its primaries in turn (blocking: run it in a thread):
+    IXFR from ``current_serial`` into the zone ``local()`` gives (our data at that serial, or
+    None), else AXFR.
 
     Returns None when the primary's serial is not newer than ``current_serial`` (nothing to
     do); raises TransferError naming each primary's failure, including a serial that went back."""
     origin = dns.name.from_text(secondary.zone)
     problems: list[str] = []
-    keyring = None if key is None else {key.dns_name: key.dnspython_key()}
     for host, port in secondary.primaries:
         try:
             if current_serial is not None:
@@ -82,19 +120,61 @@ def transfer(secondary: SecondaryZone, key: TsigKey | None, current_serial: int 
                 if serial_gte(current_serial, serial):
                     problems.append(f"{host}:{port}: serial {serial} is older than ours ({current_serial})")
                     continue
-            zone = dns.zone.Zone(origin, relativize=False)
-            query, _serial = dns.xfr.make_query(zone, keyring=keyring, keyname=None if key is None else key.dns_name)
-            dns.query.inbound_xfr(host, zone, query, port=port, timeout=timeout, lifetime=timeout)
+            base = local() if local is not None and current_serial is not None else None
+            zone, how, why_axfr = pull(origin, host, port, key, current_serial, base, timeout)
             timers = timers_of(zone)
             if current_serial is not None and serial_gte(current_serial, timers.serial):
                 if timers.serial == current_serial:
                     return None
                 problems.append(f"{host}:{port}: serial {timers.serial} is older than ours ({current_serial})")
                 continue
-            return Transferred(secondary.zone + ".", zone.to_text(relativize=False), timers, f"{host}:{port}")
+            return Transferred(secondary.zone + ".", zone.to_text(relativize=False), timers, f"{host}:{port}",
+                               how, current_serial, why_axfr)
         except Exception as e:   # noqa: BLE001 — any failure of one primary: try the next, report all
             problems.append(f"{host}:{port}: {type(e).__name__}: {e}")
     raise TransferError(f"transfer of {secondary.zone} failed: " + "; ".join(problems))
+
+
+def pull(origin: dns.name.Name, host: str, port: int, key: TsigKey | None, current_serial: int | None,
+         base: dns.zone.Zone | None, timeout: float) -> tuple[dns.zone.Zone, str, str]:
+    """One primary's zone: IXFR applied to ``base`` (our data at ``current_serial``) when there is
+    one, else, or when the IXFR is refused or does not apply, AXFR.  Returns the zone, how it came
+    and why it was not IXFR ("" when IXFR was not possible: the first transfer).  A transport
+    failure raises (no AXFR after a cut connection: the primary failed this time)."""
+    keyring = None if key is None else {key.dns_name: key.dnspython_key()}
+    keyname = None if key is None else key.dns_name
+    why_axfr = "" if current_serial is None else f"no local copy at serial {current_serial}"
+    if base is not None and current_serial is not None:
+        query, _serial = dns.xfr.make_query(base, serial=current_serial, keyring=keyring, keyname=keyname)
+        try:
+            dns.query.inbound_xfr(host, base, query, port=port, timeout=timeout, lifetime=timeout)
+        except dns.exception.Timeout:
+            raise
+        except dns.xfr.TransferError as e:
+            why_axfr = f"IXFR answered {dns.rcode.to_text(e.rcode)}"
+        except dns.exception.DNSException as e:     # the differences do not apply to our copy
+            why_axfr = f"IXFR failed: {type(e).__name__}: {e}"
+        else:
+            return base, IXFR_FULL if isinstance(base, LocalZone) and base.replaced else IXFR, ""
+    zone = dns.zone.Zone(origin, relativize=False)
+    query, _serial = dns.xfr.make_query(zone, serial=None, keyring=keyring, keyname=keyname)
+    dns.query.inbound_xfr(host, zone, query, port=port, timeout=timeout, lifetime=timeout)
+    return zone, AXFR, why_axfr
+
+
+def load_local(directory: str, secondary: SecondaryZone, serial: int) -> dns.zone.Zone | None:
+    """The saved file as a dnspython zone to apply an IXFR to, or None when it is missing, does
+    not read, or holds another serial than ``serial`` (the one we serve and ask IXFR from)."""
+    try:
+        zone = dns.zone.from_file(saved_path(directory, secondary), origin=secondary.zone + ".",
+                                  relativize=False, zone_factory=LocalZone)
+        if timers_of(zone).serial != serial:
+            return None
+    except Exception:   # noqa: BLE001 — any reason it does not read: transfer it whole
+        return None
+    if isinstance(zone, LocalZone):
+        zone.replaced = False          # reading the file wrote it whole; only the transfer counts
+    return zone
 
 
 def primary_serial(origin: dns.name.Name, host: str, port: int, key: TsigKey | None, timeout: float) -> int:
@@ -114,10 +194,11 @@ def primary_serial(origin: dns.name.Name, host: str, port: int, key: TsigKey | N
 
 def refresh(directory: str, secondary: SecondaryZone, key: TsigKey | None, current_serial: int | None,
             timeout: float = TRANSFER_TIMEOUT_SECONDS) -> Transferred | None:
-    """One refresh, blocking (run it in a thread): transfer if the primary is newer and save
-    the zone, or, when the serial is ours, touch the saved file (its time is when the data was
+    """One refresh, blocking (run it in a thread): transfer if the primary is newer (IXFR onto
+    the saved file when it holds ``current_serial``, else AXFR) and save the zone, or, when the serial is ours, touch the saved file (its time is when the data was
     last confirmed, which a restart reads for expire, as BIND does).  Raises TransferError."""
-    got = transfer(secondary, key, current_serial, timeout)
+    got = transfer(secondary, key, current_serial, timeout,
+                   local=None if current_serial is None else lambda: load_local(directory, secondary, current_serial))
     if got is None:
         try:
             os.utime(saved_path(directory, secondary))

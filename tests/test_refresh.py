@@ -20,7 +20,7 @@ from smartdns.config import SecondaryZone, parse_config
 from smartdns.errors import ZoneError
 from smartdns.refresh import Secondaries, Secondary
 from smartdns.reload import changed_origins
-from smartdns.secondary import SoaTimers, TransferError, Transferred
+from smartdns.secondary import AXFR, IXFR, SoaTimers, TransferError, Transferred
 from smartdns.snapshot import build_snapshot
 from smartdns.xfr import PASS
 from tests.support import write_tree
@@ -79,6 +79,27 @@ class TimerTests(unittest.TestCase):
         self.assertEqual([serial for serial, _ in self.fake.calls], [None, 5])
         self.fake.calls[1][1].callback(None)               # same serial: nothing to swap in
         self.assertEqual(self.reloads, ["transfer"])
+
+    def test_log_names_how_the_serial_came(self) -> None:
+        """Each new serial is logged with the serials, IXFR or AXFR, the primary, and why AXFR
+        where IXFR was possible; the Secondary keeps the last transfer."""
+        self.clock.advance(0)
+        with capturedLogs() as events:
+            self.fake.calls[0][1].callback(transferred(5))
+            self.clock.advance(100)
+            self.fake.calls[1][1].callback(Transferred("fleet.test.", "", SoaTimers(6, 100, 10, 300), "192.0.2.53:53",
+                                                       IXFR, 5))
+            self.clock.advance(100)
+            self.fake.calls[2][1].callback(Transferred("fleet.test.", "", SoaTimers(7, 100, 10, 300), "192.0.2.53:53",
+                                                       AXFR, 6, "IXFR answered NOTIMP"))
+        lines = [e["log_format"].format(**e) for e in events]
+        self.assertEqual([line for line in lines if " by " in line], [
+            "secondary fleet.test: serial none -> 5 by AXFR from 192.0.2.53:53",
+            "secondary fleet.test: serial 5 -> 6 by IXFR from 192.0.2.53:53",
+            "secondary fleet.test: serial 6 -> 7 by AXFR from 192.0.2.53:53 (IXFR answered NOTIMP)"])
+        self.assertEqual([serial for serial, _ in self.fake.calls], [None, 5, 6])
+        assert self.secondary.last is not None
+        self.assertEqual((self.secondary.last.how, self.secondary.serial), (AXFR, 7))
 
     def test_failure_retries_keeps_data_then_expires_and_recovers(self) -> None:
         """A failed refresh keeps the serial and retries after SOA retry; no success for SOA expire

@@ -89,6 +89,9 @@ POLICY_ACTIONS = ("refuse", "nxdomain", "nodata", "drop")
 # [[secondary]]
 MAX_SECONDARY_PRIMARIES = 16
 
+# [[update]]: the base zone file of zone Z is <[zones] directory>/Z.zone (smartdns.zones)
+ZONE_FILE_SUFFIX = ".zone"
+
 #: A line name becomes a directory name under zones/, so keep it to a safe alphabet.
 LINE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
@@ -291,6 +294,16 @@ class TransferRule:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateRule:
+    """One ``[[update]]``: RFC 2136 updates signed with ``key`` edit ``zone``'s file (no line) or
+    ``line``'s overlay file for it (smartdns.update)."""
+
+    zone: str                 # lowercase, no final dot
+    key: str                  # a [[tsig]] name
+    line: str | None = None   # None: the base zone file
+
+
+@dataclass(frozen=True, slots=True)
 class SecondaryZone:
     """One ``[[secondary]]``: ``zone`` transferred from ``primaries`` (for ``line``, or the base)."""
 
@@ -318,6 +331,7 @@ class Config:
     tsig: tuple[TsigKey, ...] = ()
     transfers: tuple[TransferRule, ...] = ()
     secondaries: tuple[SecondaryZone, ...] = ()
+    updates: tuple[UpdateRule, ...] = ()
     rate_limit: RateLimitConfig = RateLimitConfig()
     cookies: CookiesConfig = CookiesConfig()
     ecs: EcsConfig = EcsConfig()
@@ -823,7 +837,7 @@ def _absolute(base_dir: str, path: str) -> str:
 
 _TOP_TABLES = ("rate_limit", "server", "zones", "lines", "forward", "access", "cache", "hosts", "metrics", "log", "cookies",
                "ecs")
-_ARRAY_TABLES = ("policy", "tsig", "transfer", "secondary")
+_ARRAY_TABLES = ("policy", "tsig", "transfer", "secondary", "update")
 
 
 def _tables(reader: _Reader, data: object, where: _Where, label: str) -> Iterator[_Table]:
@@ -1486,6 +1500,38 @@ def _read_secondaries(tables: list[_Table], key_names: set[str],
     return tuple(zones)
 
 
+def _read_updates(tables: list[_Table], key_names: set[str], known_lines: set[str] | None, zones: ZonesConfig,
+                  secondaries: tuple[SecondaryZone, ...], workers: int) -> tuple[UpdateRule, ...]:
+    """``[[update]]``: which key may update which zone, as which line sees it (RFC 2136).
+
+    The zone must be served from a zone file in ``[zones] directory`` (that file, or the line's
+    overlay beside it, is what an update rewrites), not a ``[[secondary]]``; a (zone, key) pair
+    is listed once.  One process writes: ``[server] workers`` above 1 is refused."""
+    rules: list[UpdateRule] = []
+    for table in tables:
+        table.reject_unknown(("zone", "key", "line"))
+        zone = _required_name(table, "zone", "[[update]]")
+        key, line = _key_and_line(table, key_names, known_lines, key_required=True)
+        if zone is None or key is None or table.bad:
+            continue
+        if any(secondary.zone == zone for secondary in secondaries):
+            table.report("zone", f"[[update]] zone {zone!r} is a [[secondary]]: update it at its primary")
+            continue
+        path = os.path.join(zones.directory, zone + ZONE_FILE_SUFFIX)
+        if not os.path.isfile(path):
+            table.report("zone", f"[[update]] zone {zone!r} has no zone file {path!r} (an update edits that file)")
+            continue
+        if any(rule.zone == zone and rule.key == key for rule in rules):
+            table.report("key", f"[[update]] key {key!r} is listed twice for zone {zone!r} "
+                                "(a key updates one line's view of a zone)")
+            continue
+        rules.append(UpdateRule(zone, key, line))
+    if tables and workers > 1:
+        tables[0].reader.report(tables[0].where, "[[update]] is not supported with [server] workers above 1 "
+                                                 "(one process must write the zone files; set workers = 1)")
+    return tuple(rules)
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry points
 
@@ -1527,9 +1573,11 @@ def _build(
     if secondaries and zones.secondary_directory is None:
         reader.report(arrays["secondary"][0].where,
                       "[[secondary]] needs [zones] secondary_directory, where transferred zones are saved")
+    server = _read_server(section("server"), base_dir)
+    updates = _read_updates(arrays["update"], key_names, known_lines, zones, secondaries, server.workers)
     config = Config(
         path=config_path,
-        server=_read_server(section("server"), base_dir),
+        server=server,
         zones=zones,
         lines=lines,
         forward=_read_forward(section("forward"), reader, base_dir, resolv_conf),
@@ -1542,6 +1590,7 @@ def _build(
         tsig=keys,
         transfers=transfers,
         secondaries=secondaries,
+        updates=updates,
         rate_limit=_read_rate_limit(section("rate_limit")),
         cookies=_read_cookies(section("cookies")),
         ecs=_read_ecs(section("ecs")),

@@ -30,6 +30,7 @@ from smartdns.refresh import Secondaries
 from smartdns.reload import Reloader, ReloadResult, ReloadState, ZoneFileCache, changed_origins
 from smartdns.snapshot import Snapshot, build_snapshot, watched_paths
 from smartdns.txtyping import TypedMultiService, cannot_listen
+from smartdns.update import UpdateHandler
 from smartdns.watch import ControlFactory, Watcher
 from smartdns.xfr import TransferHook
 from smartdns.workers import Supervisor
@@ -87,7 +88,10 @@ class SmartDNSService(TypedMultiService):
         self.secondaries.setServiceParent(self)  # type: ignore[no-untyped-call]
         if not worker:
             self.secondaries.configure(config, snapshot)
-        self.transfers = TransferHook(reactor, notify=self.secondaries.notify)   # [[transfer]] AXFR out; NOTIFY in
+        # [[update]]: signed UPDATEs written to the zone files, answered once the reload serves them.
+        self.updates = UpdateHandler(reactor, lambda: self.current, self.reload)
+        self.transfers = TransferHook(reactor, notify=self.secondaries.notify,   # [[transfer]] AXFR out; NOTIFY in
+                                      update=self.updates.answer)
         self.handler = QueryHandler(reactor, lambda: self.current, self._compose,
                                     config.server.max_udp_payload, config.server.chaos_version, stats=Stats(),
                                     transfers=self.transfers, cookie_secret=cookie_secret)

@@ -91,9 +91,11 @@ class TransferHook:
     and NOTIFY (given to ``notify``, the secondary's handler, when there is one)."""
 
     def __init__(self, reactor: Any, *, notify: Callable[[bytes, str, bool, Snapshot], HookResult] | None = None,
-                 run: Run | None = None) -> None:
+                 run: Run | None = None,
+                 update: Callable[[bytes, str, bool, Snapshot], HookResult] | None = None) -> None:
         self.reactor = reactor
         self.notify = notify
+        self.update = update                # signed UPDATE (RFC 2136): smartdns.update.UpdateHandler
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
         self._keyring_for: tuple[Any, dict[dns.name.Name, dns.tsig.Key]] | None = None
 
@@ -113,6 +115,8 @@ class TransferHook:
         opcode, qtype = kind
         if opcode == OPCODE_NOTIFY:
             return PASS if self.notify is None else self.notify(data, client, tcp, snap)
+        if opcode == wire.OPCODE_UPDATE:
+            return PASS if self.update is None else self.update(data, client, tcp, snap)
         if opcode != wire.OPCODE_QUERY or qtype not in SIGNED_TYPES or data[10:12] == b"\x00\x00":
             return PASS                      # unsigned transfers: REFUSED by the normal path
         query, error = parse_signed(data, self.keyring(snap), int(self.reactor.seconds()))

@@ -1,0 +1,950 @@
+"""Dynamic updates (RFC 2136) signed with a ``[[update]]`` key, written back to the zone files.
+
+An UPDATE signed (RFC 8945) with a key some ``[[update]]`` names for the zone is processed as
+RFC 2136 §3 and BIND 9.18 do, against exactly what that rule's line sees (``Snapshot.view``):
+
+1. zone section: a name that is not one of our zone apexes gets NOTAUTH; a key that no
+   ``[[update]]`` names for the zone, REFUSED (both signed, as BIND);
+2. update section prescan (§3.4.1): a record outside the zone is NOTZONE, a malformed one
+   FORMERR, NSEC/NSEC3 (and RRSIG below the apex) REFUSED, before any prerequisite (BIND's order);
+3. prerequisites (§3.2): name in use (NXDOMAIN), name not in use (YXDOMAIN), RRset exists
+   (NXRRSET), RRset does not exist (YXRRSET), RRset exists with exactly these records (NXRRSET);
+4. the update section, record by record in order (§3.4.2), with BIND's silent refusals: no
+   non-CNAME data beside a CNAME nor a CNAME beside other data, the SOA and apex NS RRsets are
+   never deleted (nor the last apex NS record), an SOA only replaces the apex SOA and only with a
+   greater serial, no NS or DNAME at a wildcard, no DS at the apex; an added record whose TTL
+   differs from its RRset's sets the RRset's TTL (BIND);
+5. when anything changed, the SOA serial goes up by one (§3.6; unless the update set a greater
+   one itself); an update that changes nothing writes nothing and keeps the serial, as BIND.
+
+The new data is written to the files it comes from (``write_back``): the base zone file, or,
+for a rule with a line, that line's overlay file (created when the line has none yet).  The
+overlay holds what the line sees differently from the base zone, so an RRset that only the base
+has cannot be removed for a single line (answered REFUSED, logged).  The line's SOA lives where
+the line's view takes it from: its overlay when that holds an SOA, else the base zone file.
+
+Files are edited in place, line by line (comments, layout and untouched records stay as they
+are; removed records' lines go, new records are appended with absolute names and explicit TTLs,
+the SOA serial is rewritten where it stands).  Every new file is first written to a temporary
+file in the same directory and read back with smartdns's own reader; only when that reading
+gives exactly the intended data is it fsynced and renamed over the old file (if the in-place
+edit does not read back right, the file is written in canonical form instead, which must).
+The reply is sent after the reload that serves the new data (``UpdateHandler``).
+"""
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsig
+import dns.update
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from smartdns import wire
+from smartdns.config import UpdateRule
+from smartdns.serial import serial_gte
+from smartdns.snapshot import Snapshot
+from smartdns.tsig import keyring
+from smartdns.xfr import BADKEY, BADSIG, BADTIME, PASS, HookResult, signed_error, tsig_error_answer
+from smartdns.zones import Node, Zone, ZoneView, make_view, overlay_default_ttl, read_zone_file, record_lines
+
+log = Logger()
+
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, REFUSED = 0, 1, 2, 3, 5
+YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE = 6, 7, 8, 9, 10
+
+CLASS_ANY, CLASS_NONE = dns.rdataclass.ANY, dns.rdataclass.NONE
+ZONE_SECTION, PREREQUISITE_SECTION, UPDATE_SECTION = 0, 1, 2   # RFC 2136 §2: dnspython's section order
+#: Types BIND never adds by update (RFC 1123 §5.2.6: MD and MF are obsolete).
+OBSOLETE_TYPES = frozenset({3, 4})
+#: Types that may stand beside a CNAME (BIND's dns_rdatatype_atcname: DNSSEC data).
+AT_CNAME_TYPES = frozenset({46, 47, 25})          # RRSIG, NSEC, KEY
+SERIAL_MODULUS = 1 << 32
+
+Rdata = Any                  # a dnspython rdata
+NodeData = dict[int, "RRData"]
+Normal = dict[int, tuple[int, frozenset[bytes]]]
+
+
+@dataclass
+class RRData:
+    """One RRset being edited: TTL and records (dnspython rdatas, in order)."""
+
+    ttl: int
+    rdatas: list[Rdata]
+
+    def wires(self) -> list[bytes]:
+        return [_rdata_wire(rd) for rd in self.rdatas]
+
+    def normal(self) -> tuple[int, frozenset[bytes]]:
+        return self.ttl, frozenset(self.wires())
+
+
+class UpdateFailed(Exception):
+    """The update is answered with ``rcode`` and changes nothing (``why`` goes to the log)."""
+
+    def __init__(self, rcode: int, why: str) -> None:
+        super().__init__(why)
+        self.rcode = rcode
+        self.why = why
+
+
+class Stale(Exception):
+    """A file on disk no longer holds what is served (edited by hand since the last reload)."""
+
+
+# -- the data of one view while an update is applied -------------------------------------------
+
+class Working:
+    """A view's data as the update section changes it: nodes are copied from the view when
+    first touched (a large zone is not converted as a whole)."""
+
+    def __init__(self, view: ZoneView) -> None:
+        self.view = view
+        self.origin = view.origin
+        self.nodes: dict[bytes, NodeData] = {}
+        self.spelled: dict[bytes, bytes] = {}
+
+    def node(self, key: bytes) -> NodeData:
+        """The mutable node at ``key`` (empty if the name has no data)."""
+        found = self.nodes.get(key)
+        if found is None:
+            found = self.nodes[key] = {rtype: _to_rrdata(rrset) for rtype, rrset in (self.view.node(key) or {}).items()}
+            source = self.view.node(key)
+            if source:
+                self.spelled[key] = next(iter(source.values())).name
+        return found
+
+    def peek(self, key: bytes) -> NodeData | Node:
+        """The node at ``key`` without copying it (read only)."""
+        found = self.nodes.get(key)
+        return found if found is not None else (self.view.node(key) or {})
+
+    def changed(self) -> dict[bytes, NodeData]:
+        """The touched names whose data now differs from the view's."""
+        out = {}
+        for key, node in self.nodes.items():
+            if normal_node(node) != normal_node(self.view.node(key) or {}):
+                out[key] = node
+        return out
+
+
+def _to_rrdata(rrset: wire.RRset) -> RRData:
+    rdatas = []
+    for parts in rrset.rdatas:
+        data = b"".join(parts)
+        rdatas.append(dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RdataType(rrset.rtype), data, 0, len(data)))
+    return RRData(rrset.ttl, rdatas)
+
+
+def _rdata_wire(rdata: Rdata) -> bytes:
+    data = rdata.to_wire()
+    assert data is not None
+    return bytes(data)
+
+
+def normal_node(node: Mapping[int, Any]) -> Normal:
+    """A node (ours or the wire's) as {type: (ttl, records)}, for comparing."""
+    out: Normal = {}
+    for rtype, rrset in node.items():
+        if isinstance(rrset, RRData):
+            if rrset.rdatas:
+                out[rtype] = rrset.normal()
+        else:
+            out[rtype] = (rrset.ttl, frozenset(b"".join(parts) for parts in rrset.rdatas))
+    return out
+
+
+def _key(name: dns.name.Name) -> bytes:
+    data = name.canonicalize().to_wire()
+    assert data is not None
+    return bytes(data)
+
+
+def _spelled(name: dns.name.Name) -> bytes:
+    data = name.to_wire()
+    assert data is not None
+    return bytes(data)
+
+
+def _below(key: bytes, origin: bytes) -> bool:
+    """Whether a name (key form) is at or below ``origin``."""
+    return key == origin or (key.endswith(origin) and _is_label_boundary(key, len(key) - len(origin)))
+
+
+def _is_label_boundary(key: bytes, offset: int) -> bool:
+    pos = 0
+    while pos < offset:
+        pos += 1 + key[pos]
+    return pos == offset
+
+
+# -- RFC 2136 §3.2 to §3.4 -------------------------------------------------------------------
+
+def prescan(message: dns.message.Message, origin: bytes) -> None:
+    """§3.4.1: every update record in the zone and well formed (BIND's checks and order)."""
+    for rrset in message.sections[UPDATE_SECTION]:
+        if not _below(_key(rrset.name), origin):
+            raise UpdateFailed(NOTZONE, f"update record {rrset.name} is outside the zone")
+        rtype, deleting = int(rrset.rdtype), rrset.deleting
+        if deleting is None:
+            if rrset.rdclass != dns.rdataclass.IN:
+                raise UpdateFailed(FORMERR, f"update record has class {rrset.rdclass}")
+            if dns.rdatatype.is_metatype(rrset.rdtype):
+                raise UpdateFailed(FORMERR, "meta type in update")
+        elif deleting == CLASS_ANY:
+            if rrset.ttl != 0 or len(rrset) or (dns.rdatatype.is_metatype(rrset.rdtype) and rtype != dns.rdatatype.ANY):
+                raise UpdateFailed(FORMERR, "malformed class ANY update record")
+        elif rrset.ttl != 0 or dns.rdatatype.is_metatype(rrset.rdtype):
+            raise UpdateFailed(FORMERR, "malformed class NONE update record")
+        if rtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3) or (
+                rtype == dns.rdatatype.RRSIG and _key(rrset.name) != origin):
+            raise UpdateFailed(REFUSED, f"{dns.rdatatype.to_text(rrset.rdtype)} is not updated by clients")
+
+
+def check_prerequisites(message: dns.message.Message, view: ZoneView) -> None:
+    """§3.2, against what the view serves; raises UpdateFailed with the first failure's rcode."""
+    origin = view.origin
+    wanted: dict[tuple[bytes, int], set[bytes]] = {}
+    for rrset in message.sections[PREREQUISITE_SECTION]:
+        key, rtype = _key(rrset.name), int(rrset.rdtype)
+        if rrset.ttl != 0:
+            raise UpdateFailed(FORMERR, "prerequisite TTL is not zero")
+        if not _below(key, origin):
+            raise UpdateFailed(NOTZONE, f"prerequisite {rrset.name} is outside the zone")
+        node = view.node(key) or {}
+        if rrset.deleting == CLASS_ANY:
+            if rtype == dns.rdatatype.ANY:
+                if not node:
+                    raise UpdateFailed(NXDOMAIN, f"'name in use' prerequisite not satisfied: {rrset.name}")
+            elif rtype not in node:
+                raise UpdateFailed(NXRRSET, f"'RRset exists' prerequisite not satisfied: {rrset.name}/"
+                                            f"{dns.rdatatype.to_text(rrset.rdtype)}")
+        elif rrset.deleting == CLASS_NONE:
+            if rtype == dns.rdatatype.ANY:
+                if node:
+                    raise UpdateFailed(YXDOMAIN, f"'name not in use' prerequisite not satisfied: {rrset.name}")
+            elif rtype in node:
+                raise UpdateFailed(YXRRSET, f"'RRset does not exist' prerequisite not satisfied: {rrset.name}/"
+                                            f"{dns.rdatatype.to_text(rrset.rdtype)}")
+        elif rrset.rdclass == dns.rdataclass.IN:
+            wanted.setdefault((key, rtype), set()).update(_rdata_wire(rd) for rd in rrset)
+        else:
+            raise UpdateFailed(FORMERR, "malformed prerequisite")
+    for (key, rtype), records in wanted.items():
+        served = (view.node(key) or {}).get(rtype)
+        have = {b"".join(parts) for parts in served.rdatas} if served is not None else set()
+        if {_canonical(rtype, r) for r in have} != {_canonical(rtype, r) for r in records}:
+            raise UpdateFailed(NXRRSET, f"'RRset exists (value dependent)' prerequisite not satisfied: "
+                                        f"{wire.to_text(key)}/{dns.rdatatype.to_text(dns.rdatatype.RdataType(rtype))}")
+
+
+def _canonical(rtype: int, data: bytes) -> bytes:
+    """RDATA in RFC 4034 §6.2 canonical form (names lowercased where the type says so)."""
+    rdata = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RdataType(rtype), data, 0, len(data))
+    out = rdata.to_digestable()
+    return bytes(out)
+
+
+def apply_updates(message: dns.message.Message, work: Working) -> bool:
+    """§3.4.2, record by record; True when the update set the SOA serial itself."""
+    origin = work.origin
+    serial_set = False
+    for rrset in message.sections[UPDATE_SECTION]:
+        key, rtype = _key(rrset.name), int(rrset.rdtype)
+        if rrset.deleting is None:
+            for rdata in rrset:
+                serial_set |= _add(work, rrset.name, key, rtype, rrset.ttl, rdata)
+        elif rrset.deleting == CLASS_ANY:
+            node = work.node(key)
+            if rtype == dns.rdatatype.ANY:
+                for present in list(node):
+                    if key != origin or present not in (wire.SOA, wire.NS):
+                        del node[present]
+            elif key == origin and rtype in (wire.SOA, wire.NS):
+                continue                           # BIND: "attempt to delete all SOA or NS records ignored"
+            else:
+                node.pop(rtype, None)
+        else:
+            node = work.node(key)
+            for rdata in rrset:
+                existing = node.get(rtype)
+                if existing is None:
+                    continue
+                if key == origin and (rtype == wire.SOA or (rtype == wire.NS and len(existing.rdatas) == 1)):
+                    continue                       # the SOA, and the last apex NS, stay
+                existing.rdatas = [rd for rd in existing.rdatas if rd != rdata]
+                if not existing.rdatas:
+                    del node[rtype]
+    return serial_set
+
+
+def _add(work: Working, name: dns.name.Name, key: bytes, rtype: int, ttl: int, rdata: Rdata) -> bool:
+    """Add one record as BIND does (§3.4.2.2); True when it set a greater SOA serial."""
+    origin = work.origin
+    if rtype in OBSOLETE_TYPES:
+        return False
+    if rtype in (wire.NS, wire.DNAME) and name.is_wild():
+        return False
+    present = work.peek(key)
+    if rtype == wire.CNAME:
+        if any(t != wire.CNAME and t not in AT_CNAME_TYPES for t in present):
+            return False                           # "attempt to add CNAME alongside non-CNAME ignored"
+    elif wire.CNAME in present and rtype not in AT_CNAME_TYPES:
+        return False                               # "attempt to add non-CNAME alongside CNAME ignored"
+    serial_set = False
+    if rtype == wire.SOA:
+        if wire.SOA not in present:
+            return False                           # "attempt to create 2nd SOA ignored"
+        node = work.node(key)
+        if serial_gte(_soa_serial(node[wire.SOA].rdatas[0]), int(rdata.serial)):
+            return False                           # "SOA update failed to increment serial"
+        serial_set = True
+    if rtype == wire.DS and key == origin:
+        return False
+    node = work.node(key)
+    if key not in work.spelled:
+        work.spelled[key] = _spelled(name)
+    existing = node.get(rtype)
+    if existing is None:
+        node[rtype] = RRData(ttl, [rdata])
+        return serial_set
+    if rtype in (wire.SOA, wire.CNAME) or (rtype == wire.DNAME):
+        node[rtype] = RRData(ttl, [rdata])         # singletons: the new record replaces the old
+        return serial_set
+    if rdata in existing.rdatas and existing.ttl == ttl:
+        return serial_set                          # a duplicate: nothing to do
+    existing.ttl = ttl                             # the RRset takes the new record's TTL (BIND)
+    if rdata not in existing.rdatas:
+        existing.rdatas.append(rdata)
+    return serial_set
+
+
+def _soa_serial(rdata: Rdata) -> int:
+    return int(rdata.serial)
+
+
+def bump_serial(work: Working) -> None:
+    """RFC 2136 §3.6 as BIND's ``serial-update-method increment``: one more, skipping 0."""
+    soa = work.node(work.origin)[wire.SOA]
+    serial = (_soa_serial(soa.rdatas[0]) + 1) % SERIAL_MODULUS or 1
+    soa.rdatas = [soa.rdatas[0].replace(serial=serial)]
+
+
+# -- from a changed view to the files it is made of --------------------------------------------
+
+NodeContent = dict[int, tuple[bytes, int, list[bytes]]]        # type → (owner spelled, ttl, RDATA)
+
+
+@dataclass
+class FileChange:
+    """One file an update rewrites: what it holds now and the nodes it must hold instead."""
+
+    path: str
+    origin_text: str
+    overlay: bool
+    default_ttl: int | None
+    current: Mapping[bytes, Node]                    # what the file holds (as read)
+    changes: dict[bytes, NodeContent] = field(default_factory=dict)   # name → new node ({}: none)
+    exists: bool = True
+
+
+def _content(work: Working, key: bytes, node: Mapping[int, RRData]) -> NodeContent:
+    spelled = work.spelled.get(key, key)
+    return {rtype: (spelled, rr.ttl, rr.wires()) for rtype, rr in node.items() if rr.rdatas}
+
+
+def _content_of(node: Node) -> NodeContent:
+    return {rtype: (rrset.name, rrset.ttl, [b"".join(p) for p in rrset.rdatas]) for rtype, rrset in node.items()}
+
+
+def _normal_content(node: Mapping[int, tuple[bytes, int, list[bytes]]]) -> Normal:
+    return {rtype: (ttl, frozenset(rdatas)) for rtype, (_name, ttl, rdatas) in node.items()}
+
+
+def plan_base(work: Working, base: Zone, path: str, origin_text: str) -> list[FileChange]:
+    """A base-zone rule: the changed names go to the zone file as they are."""
+    change = FileChange(path, origin_text, False, None, base.nodes)
+    for key, node in work.changed().items():
+        change.changes[key] = _content(work, key, node)
+    return [change]
+
+
+def plan_line(work: Working, base: Zone, base_path: str, overlay: Zone | None, overlay_path: str,
+              origin_text: str) -> list[FileChange]:
+    """A line's rule: the overlay that makes the line see the changed view (RFC 1034 §3.6.2's
+    CNAME rule as ``zones.merge_nodes`` applies it); the SOA where the line's SOA comes from."""
+    origin = work.origin
+    overlay_nodes: Mapping[bytes, Node] = overlay.nodes if overlay is not None else {}
+    overlay_change = FileChange(overlay_path, origin_text, True,
+                                overlay_default_ttl(base_path, base), overlay_nodes, exists=overlay is not None)
+    base_change = FileChange(base_path, origin_text, False, None, base.nodes)
+    for key, node in work.changed().items():
+        desired = _content(work, key, node)
+        below = _content_of(base.nodes.get(key, {}))
+        if key == origin:
+            soa = desired.pop(wire.SOA)
+            below.pop(wire.SOA, None)
+            own_soa = wire.SOA in overlay_nodes.get(origin, {})
+            if _normal_content({wire.SOA: soa}) != normal_node({wire.SOA: work.view.soa}):
+                if own_soa:
+                    pass                               # kept in the overlay node below
+                else:
+                    base_apex = dict(_content_of(base.nodes.get(origin, {})))
+                    base_apex[wire.SOA] = soa
+                    base_change.changes[origin] = base_apex
+        new = _overlay_node(key, desired, below)
+        if key == origin and wire.SOA in overlay_nodes.get(origin, {}):
+            new = dict(new or {})
+            new[wire.SOA] = soa
+        overlay_change.changes[key] = new or {}
+    changes = [overlay_change]
+    if base_change.changes:
+        changes.append(base_change)
+    return changes
+
+
+def _overlay_node(key: bytes, desired: NodeContent, below: NodeContent) -> NodeContent | None:
+    """The overlay node under which the base node ``below`` reads as ``desired`` (None: no
+    overlay node needed); UpdateFailed when an overlay cannot say it (removing base data)."""
+    want, base = _normal_content(desired), _normal_content(below)
+    if want == base:
+        return None
+    if wire.CNAME in want or wire.CNAME in base:
+        if not want:
+            raise UpdateFailed(REFUSED, f"{wire.to_text(key)} comes from the base zone and cannot be removed "
+                                        "for one line (an overlay only adds or replaces RRsets)")
+        return desired
+    missing = [t for t in base if t not in want]
+    if missing:
+        names = ", ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType(t)) for t in missing)
+        raise UpdateFailed(REFUSED, f"{wire.to_text(key)} {names} comes from the base zone and cannot be "
+                                    "removed for one line (an overlay only adds or replaces RRsets)")
+    return {t: desired[t] for t in desired if base.get(t) != want[t]}
+
+
+# -- writing a file back ----------------------------------------------------------------------
+
+def expected_nodes(change: FileChange) -> dict[bytes, Normal]:
+    """What the file must read back as: what it held, with the changed names replaced."""
+    out = {key: normal_node(node) for key, node in change.current.items()}
+    for key, node in change.changes.items():
+        if node:
+            out[key] = _normal_content(node)
+        else:
+            out.pop(key, None)
+    return {key: node for key, node in out.items() if node}
+
+
+def _record_text(owner: bytes, rtype: int, ttl: int, data: bytes) -> str:
+    rdata = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.RdataType(rtype), data, 0, len(data))
+    return f"{wire.to_text(owner)} {ttl} IN {dns.rdatatype.to_text(dns.rdatatype.RdataType(rtype))} {rdata.to_text()}"
+
+
+def statements(lines: list[str]) -> dict[int, int]:
+    """First line → last line (0-based) of each statement of a zone file: a record or directive
+    runs on while a parenthesis is open (quoted strings and ``;`` comments skipped)."""
+    out: dict[int, int] = {}
+    depth, start = 0, None
+    for index, line in enumerate(lines):
+        content = False
+        quoted = escaped = False
+        for char in line:
+            if quoted:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    quoted = False
+                continue
+            if char == ";":
+                break
+            if char == '"':
+                quoted = content = True
+            elif char == "(":
+                depth += 1
+                content = True
+            elif char == ")":
+                depth = max(depth - 1, 0)
+            elif not char.isspace():
+                content = True
+        if start is None and content:
+            start = index
+        if start is not None and depth == 0:
+            out[start] = index
+            start = None
+    return out
+
+
+def _tokens(lines: list[str], first: int, last: int) -> list[tuple[int, int, int, str]]:
+    """(line, start, end, text) of the words of a statement (no comments or parentheses)."""
+    out = []
+    for index in range(first, last + 1):
+        line = lines[index]
+        pos = 0
+        while pos < len(line):
+            char = line[pos]
+            if char == ";":
+                break
+            if char.isspace() or char in "()":
+                pos += 1
+                continue
+            end = pos
+            if char == '"':
+                end += 1
+                while end < len(line) and line[end] != '"':
+                    end += 2 if line[end] == "\\" else 1
+                end += 1
+            else:
+                while end < len(line) and not line[end].isspace() and line[end] not in "();":
+                    end += 1
+            out.append((index, pos, end, line[pos:end]))
+            pos = end
+    return out
+
+
+def edit_in_place(text: str, change: FileChange) -> str:
+    """The file with the change made line by line: removed records' statements dropped (a
+    following record that took its owner from one gets the owner written out), new records
+    appended, an SOA whose serial alone changed rewritten at that one word."""
+    lines = text.splitlines(keepends=True)
+    spans = statements(lines)
+    where = record_lines(change.path, change.origin_text, overlay=change.overlay, default_ttl=change.default_ttl)
+    owner_at: dict[int, bytes] = {}
+    for (key, _rtype), found in where.items():
+        for _file, line, _data in found:
+            owner_at[line - 1] = key
+    removed: set[int] = set()
+    appended: list[str] = []
+    serial_edits: dict[int, int] = {}
+    for key, new_node in change.changes.items():
+        old_node = change.current.get(key, {})
+        for rtype in sorted(set(old_node) | set(new_node)):
+            old = old_node.get(rtype)
+            new = new_node.get(rtype)
+            old_normal = normal_node({rtype: old}).get(rtype) if old is not None else None
+            new_normal = (new[1], frozenset(new[2])) if new is not None else None
+            if old_normal == new_normal:
+                continue
+            positions = [(line - 1, data) for _file, line, data in where.get((key, rtype), [])]
+            if (rtype == wire.SOA and old is not None and new is not None and len(positions) == 1
+                    and old.ttl == new[1] and _without_serial(b"".join(old.rdatas[0])) == _without_serial(new[2][0])):
+                serial_edits[positions[0][0]] = struct.unpack_from("!I", new[2][0], len(new[2][0]) - 20)[0]
+                continue
+            keep = set(new[2]) if new is not None and old is not None and old.ttl == new[1] else set()
+            for line, data in positions:
+                if data not in keep:
+                    removed.add(line)
+            have = {data for _line, data in positions if data in keep}
+            if new is not None:
+                owner, ttl, rdatas = new
+                appended += [_record_text(owner, rtype, ttl, data) + "\n" for data in rdatas if data not in have]
+    out: list[str] = []
+    previous_removed_owner: bytes | None = None
+    spelled = {key: next(iter(node.values())).name for key, node in change.current.items() if node}
+    index = 0
+    while index < len(lines):
+        last = spans.get(index)
+        if last is None:
+            out.append(lines[index])
+            index += 1
+            continue
+        block = lines[index:last + 1]
+        first = block[0]
+        directive = first.lstrip().startswith("$")
+        if index in removed:
+            previous_removed_owner = owner_at.get(index)
+            index = last + 1
+            continue
+        if not directive and first[:1] in (" ", "\t") and previous_removed_owner is not None:
+            block = [wire.to_text(spelled.get(previous_removed_owner, previous_removed_owner)) + first] + block[1:]
+        if not directive:
+            previous_removed_owner = None
+        if index in serial_edits:
+            block = _set_serial(block, serial_edits[index])
+        out += block
+        index = last + 1
+    if appended:
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        out += appended
+    return "".join(out)
+
+
+def _without_serial(soa: bytes) -> bytes:
+    return soa[:-20] + soa[-16:]
+
+
+def _set_serial(block: list[str], serial: int) -> list[str]:
+    """The SOA statement with its serial (the third word after ``SOA``) replaced."""
+    tokens = _tokens(block, 0, len(block) - 1)
+    for position, (_line, _start, _end, word) in enumerate(tokens):
+        if word.upper() == "SOA" and position + 3 < len(tokens):
+            line, start, end, _word = tokens[position + 3]
+            block = list(block)
+            block[line] = block[line][:start] + str(serial) + block[line][end:]
+            return block
+    return block
+
+
+def canonical_text(change: FileChange, origin: bytes) -> str:
+    """The file's intended data in canonical form: the apex SOA first, then names in RFC 4034
+    §6.1 order, every record on one line with an absolute owner and an explicit TTL."""
+    nodes: dict[bytes, NodeContent] = {key: _content_of(node) for key, node in change.current.items()}
+    for key, node in change.changes.items():
+        if node:
+            nodes[key] = node
+        else:
+            nodes.pop(key, None)
+    lines = [f"; {change.origin_text} written by smartdns after a dynamic update (RFC 2136)\n"]
+    apex = nodes.get(origin, {})
+    if wire.SOA in apex:
+        owner, ttl, rdatas = apex[wire.SOA]
+        lines += [_record_text(owner, wire.SOA, ttl, rdatas[0]) + "\n"]
+    for key in sorted(nodes, key=_canonical_name):
+        for rtype in sorted(nodes[key]):
+            if key == origin and rtype == wire.SOA:
+                continue
+            owner, ttl, rdatas = nodes[key][rtype]
+            lines += [_record_text(owner, rtype, ttl, data) + "\n" for data in rdatas]
+    return "".join(lines)
+
+
+def _canonical_name(key: bytes) -> tuple[bytes, ...]:
+    labels = []
+    pos = 0
+    while key[pos]:
+        labels.append(key[pos + 1:pos + 1 + key[pos]])
+        pos += 1 + key[pos]
+    return tuple(reversed(labels))
+
+
+@dataclass
+class Prepared:
+    """A new file written and read back, waiting to be renamed over ``path``."""
+
+    path: str
+    temp: str
+    old: bytes | None          # the file's content before (None: it did not exist)
+    new: bytes
+
+
+def prepare(change: FileChange, origin: bytes) -> Prepared:
+    """Write the changed file to a temporary file beside it and read it back; the in-place
+    edit when it reads back as intended, else the canonical form; UpdateFailed(SERVFAIL) when
+    neither does (nothing is renamed)."""
+    old: bytes | None = None
+    if change.exists:
+        with open(change.path, "rb") as handle:
+            old = handle.read()
+    directory = os.path.dirname(change.path)
+    os.makedirs(directory, exist_ok=True)
+    want = expected_nodes(change)
+    attempts: list[tuple[str, Callable[[], str]]] = []
+    if old is not None:
+        current = old.decode("utf-8")
+        attempts.append(("in place", lambda: edit_in_place(current, change)))
+    attempts.append(("canonical", lambda: canonical_text(change, origin)))
+    for how, make in attempts:
+        text: str = make()
+        temp = _write_temp(change.path, text.encode("utf-8"), old is not None)
+        zone, problems = read_zone_file(temp, change.origin_text, overlay=change.overlay, default_ttl=change.default_ttl)
+        got = {key: normal_node(node) for key, node in zone.nodes.items()} if zone is not None else None
+        if got is not None and {k: v for k, v in got.items() if v} == want:
+            if how != "in place" and old is not None:
+                log.warn("update: {path} edited in place would not read back as intended; "
+                         "written in canonical form (comments and layout not kept)", path=change.path)
+            return Prepared(change.path, temp, old, text.encode("utf-8"))
+        os.unlink(temp)
+        log.warn("update: {how} rewrite of {path} does not read back as intended: {problems}", how=how,
+                 path=change.path, problems="; ".join(str(p) for p in problems) or "different data")
+    raise UpdateFailed(SERVFAIL, f"could not write {change.path}")
+
+
+def _write_temp(path: str, data: bytes, keep_mode: bool) -> str:
+    """A temporary file beside ``path`` (a dot name: the zone directory scan skips it), fsynced,
+    with ``path``'s permissions."""
+    directory, name = os.path.split(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".update", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        mode = stat.S_IMODE(os.stat(path).st_mode) if keep_mode else 0o644
+        os.chmod(temp, mode)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return temp
+
+
+def commit(prepared: list[Prepared]) -> None:
+    """Rename each temporary file over its file, then fsync the directories."""
+    for item in prepared:
+        os.replace(item.temp, item.path)
+    for directory in {os.path.dirname(item.path) for item in prepared}:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def discard(prepared: list[Prepared]) -> None:
+    for item in prepared:
+        if os.path.exists(item.temp):
+            os.unlink(item.temp)
+
+
+def roll_back(prepared: list[Prepared]) -> None:
+    """Put back each file's old content, where it still holds what the update wrote."""
+    for item in prepared:
+        try:
+            with open(item.path, "rb") as handle:
+                if handle.read() != item.new:
+                    continue
+            if item.old is None:
+                os.unlink(item.path)
+                continue
+            temp = _write_temp(item.path, item.old, True)
+            os.replace(temp, item.path)
+        except OSError as e:
+            log.error("update: could not put back {path}: {error}", path=item.path, error=e)
+
+
+# -- one update, start to end ---------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """What processing an update gave: the rcode, and the files to commit (none: no change)."""
+
+    rcode: int
+    prepared: list[Prepared] = field(default_factory=list)
+    summary: str = ""
+
+
+def origin_text_of(rule: UpdateRule) -> str:
+    return rule.zone + "."
+
+
+def process(message: dns.message.Message, snap: Snapshot, rule: UpdateRule) -> Outcome:
+    """Check and apply one update against the snapshot, and prepare the files it changes.
+
+    Runs in a thread: it reads only the immutable snapshot and the files."""
+    origin = wire.from_text(rule.zone).lower()
+    try:
+        base = snap.zones[origin]
+        view = snap.view(origin, rule.line)
+        prescan(message, origin)
+        check_prerequisites(message, view)
+        work = Working(view)
+        serial_set = apply_updates(message, work)
+        if not work.changed():
+            return Outcome(NOERROR, summary="no change")
+        if not serial_set:
+            bump_serial(work)
+        base_path = _single_source(base.sources, "zone")
+        _check_current(base_path, origin_text_of(rule), base.nodes, overlay=False, default_ttl=None)
+        if rule.line is None:
+            changes = plan_base(work, base, base_path, origin_text_of(rule))
+        else:
+            overlay_path, overlay = _overlay(snap, rule, base, base_path, view)
+            changes = plan_line(work, base, base_path, overlay, overlay_path, origin_text_of(rule))
+        prepared: list[Prepared] = []
+        try:
+            for change in changes:
+                prepared.append(prepare(change, origin))
+        except BaseException:
+            discard(prepared)
+            raise
+        serial = _soa_serial(work.node(origin)[wire.SOA].rdatas[0])
+        names = ", ".join(wire.to_text(key) for key in sorted(work.changed(), key=_canonical_name))
+        return Outcome(NOERROR, prepared, f"serial {serial}, changed {names}")
+    except UpdateFailed as e:
+        return Outcome(e.rcode, summary=e.why)
+
+
+def _single_source(sources: tuple[str, ...], what: str) -> str:
+    """The one file a zone (or overlay) was read from; REFUSED when it also has ``$INCLUDE``d
+    files or records.json records (an update could not say which file to edit)."""
+    if len(sources) != 1:
+        raise UpdateFailed(REFUSED, f"the {what} is read from several files ({', '.join(sources)}): "
+                                    "updates edit zones read from one file only")
+    return sources[0]
+
+
+def _check_current(path: str, origin_text: str, served: Mapping[bytes, Node], *, overlay: bool,
+                   default_ttl: int | None) -> Zone | None:
+    """The file as it is now, which must hold what is served (else Stale: reload first)."""
+    if not os.path.exists(path):
+        if served:
+            raise Stale(path)
+        return None
+    zone, _problems = read_zone_file(path, origin_text, overlay=overlay, default_ttl=default_ttl)
+    if zone is None or len(zone.sources) != 1:
+        raise Stale(path)
+    if {k: normal_node(v) for k, v in zone.nodes.items()} != {k: normal_node(v) for k, v in served.items()}:
+        raise Stale(path)
+    return zone
+
+
+def _overlay(snap: Snapshot, rule: UpdateRule, base: Zone, base_path: str,
+             view: ZoneView) -> tuple[str, Zone | None]:
+    """The line's overlay file for the zone (its path when it has none yet) and what it holds."""
+    assert rule.line is not None
+    if view.overlay_sources:
+        path = _single_source(view.overlay_sources, "overlay")
+    else:
+        path = os.path.join(snap.config.zones.directory, rule.line, rule.zone + ".zone")
+    served = _merged_data(view)
+    if view.base is not base or (served and not view.overlay_sources):
+        raise UpdateFailed(REFUSED, f"line {rule.line}'s {rule.zone} is not a zone file overlay")
+    default_ttl = overlay_default_ttl(base_path, base)
+    if not os.path.exists(path):
+        if served:
+            raise Stale(path)
+        return path, None
+    zone, _problems = read_zone_file(path, origin_text_of(rule), overlay=True, default_ttl=default_ttl)
+    if zone is None or len(zone.sources) != 1 or _merged_data(make_view(base, zone)) != served:
+        raise Stale(path)
+    return path, zone
+
+
+def _merged_data(view: ZoneView) -> dict[bytes, Normal]:
+    """What a line's overlay makes the line see, the apex SOA left out (the served serial may be
+    stamped by the journal's serial-bump rule, smartdns.journal)."""
+    out = {}
+    for key, node in view.merged.items():
+        data = normal_node(node)
+        if key == view.origin:
+            data.pop(wire.SOA, None)
+            below = normal_node(view.base.nodes.get(key, {}))
+            data = {t: v for t, v in data.items() if below.get(t) != v}   # a stamped apex copies the base's
+        if data:
+            out[key] = data
+    return out
+
+
+# -- the handler the transfer hook hands signed UPDATEs to -------------------------------------
+
+Run = Callable[..., "defer.Deferred[Any]"]
+
+
+class UpdateHandler:
+    """Signed UPDATE messages: checked as BIND does, applied one at a time (a DeferredLock),
+    written back, and answered once the reload that serves the new data has swapped it in."""
+
+    def __init__(self, reactor: Any, current: Callable[[], Snapshot], reload: Callable[[str], "defer.Deferred[Any]"],
+                 run: Run | None = None) -> None:
+        self.reactor = reactor
+        self.current = current
+        self.reload = reload
+        self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
+        self.lock = defer.DeferredLock()
+        self._keyring_for: tuple[Any, dict[dns.name.Name, dns.tsig.Key]] | None = None
+        self.applied = 0               # updates that changed data (for tests and logs)
+
+    def keyring(self, snap: Snapshot) -> dict[dns.name.Name, dns.tsig.Key]:
+        cached = self._keyring_for
+        if cached is None or cached[0] is not snap.config.tsig:
+            cached = (snap.config.tsig, keyring(snap.config.tsig))
+            self._keyring_for = cached
+        return cached[1]
+
+    def answer(self, data: bytes, client: str, tcp: bool, snap: Snapshot) -> HookResult:
+        """PASS for an unsigned UPDATE (the normal path answers it as BIND: REFUSED/NOTAUTH),
+        the TSIG error answer for a bad signature, else (a Deferred of) the signed answer."""
+        if data[10:12] == b"\x00\x00":
+            return PASS
+        now = int(self.reactor.seconds())
+        try:
+            message = dns.message.from_wire(data, keyring=self.keyring(snap), one_rr_per_rrset=True)
+        except dns.message.UnknownTSIGKey:
+            return tsig_error_answer(data, BADKEY, now)
+        except dns.tsig.BadSignature:
+            return tsig_error_answer(data, BADSIG, now)
+        except dns.tsig.BadTime:
+            return tsig_error_answer(data, BADTIME, now)
+        except (dns.exception.DNSException, ValueError, struct.error):
+            return PASS                  # unreadable (e.g. a zone section that is not SOA): the normal path's FORMERR
+        if not message.had_tsig:
+            return PASS
+        zone = message.sections[ZONE_SECTION][0]
+        origin = _key(zone.name)
+        key_name = str(message.keyname.to_text(omit_final_dot=True)).lower() if message.keyname else ""
+        if zone.rdclass != dns.rdataclass.IN or origin not in snap.zones:
+            return signed_error(message, NOTAUTH)
+        rule = _rule_for(snap, origin, key_name)
+        if rule is None:
+            log.info("update of {zone} refused to {client}: key {key} is in no [[update]] for it",
+                     zone=zone.name, client=client, key=key_name)
+            return signed_error(message, REFUSED)
+        return self.lock.run(self._update, message, origin, key_name, client)
+
+    @defer.inlineCallbacks
+    def _update(self, message: dns.message.Message, origin: bytes, key_name: str,
+                client: str) -> Any:
+        """Under the lock: process against the current snapshot (reloading first once if a file
+        was edited by hand since), commit, reload, answer."""
+        for attempt in (1, 2):
+            snap = self.current()
+            rule = _rule_for(snap, origin, key_name)
+            if origin not in snap.zones or rule is None:
+                return signed_error(message, NOTAUTH if origin not in snap.zones else REFUSED)
+            try:
+                outcome: Outcome = yield self._run(process, message, snap, rule)
+            except Stale as e:
+                if attempt == 2:
+                    log.error("update of {zone}: {path} changed on disk and does not reload", zone=rule.zone,
+                              path=str(e))
+                    return signed_error(message, SERVFAIL)
+                yield self.reload("zone file changed before an update")
+                continue
+            except Exception:
+                log.failure("update of {zone} failed", zone=rule.zone)
+                return signed_error(message, SERVFAIL)
+            break
+        assert rule is not None
+        where = f"{rule.zone}" + (f" (line {rule.line})" if rule.line else "")
+        if outcome.rcode != NOERROR or not outcome.prepared:
+            log.info("update of {where} from {client} with key {key}: {rcode} ({summary})", where=where,
+                     client=client, key=key_name, rcode=dns.rcode.to_text(dns.rcode.Rcode(outcome.rcode)),
+                     summary=outcome.summary)
+            return signed_error(message, outcome.rcode)
+        try:
+            commit(outcome.prepared)
+        except OSError as e:
+            discard(outcome.prepared)
+            log.error("update of {where}: cannot write: {error}", where=where, error=e)
+            return signed_error(message, SERVFAIL)
+        result = yield self.reload(f"update of {where}")
+        if not getattr(result, "ok", False):
+            roll_back(outcome.prepared)
+            log.error("update of {where}: the new data does not load; files put back", where=where)
+            return signed_error(message, SERVFAIL)
+        self.applied += 1
+        log.info("update of {where} from {client} with key {key}: {summary}", where=where, client=client,
+                 key=key_name, summary=outcome.summary)
+        return signed_error(message, NOERROR)
+
+
+def _rule_for(snap: Snapshot, origin: bytes, key_name: str) -> UpdateRule | None:
+    return next((rule for rule in snap.config.updates
+                 if rule.key == key_name and wire.from_text(rule.zone).lower() == origin), None)

@@ -9,6 +9,7 @@ import tempfile
 import textwrap
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.query
@@ -238,3 +239,254 @@ class NsupdateTests(unittest.TestCase):
             check = yield threads.deferToThread(subprocess.run, [CHECKZONE, "example.test", self.base_file],
                                                 capture_output=True)
             self.assertEqual(check.returncode, 0, check.stdout.decode())
+
+    @defer.inlineCallbacks
+    def test_line_update_with_key_file(self) -> None:
+        """nsupdate -k with line1's key: only line1's clients see the change, the overlay file
+        holds it (its comment kept), the base file only got its serial raised (the line's SOA
+        comes from it), and both serve the new serial."""
+        before = self.read(self.base_file)
+        out, err, status = yield run_nsupdate(self.port, """
+            zone example.test
+            update add line-only.example.test. 120 A 10.0.0.99
+            update add www.example.test. 300 A 10.0.0.11
+            """, "-k", self.key_file)
+        self.assertEqual(status, 0, err.decode())
+        self.assertEqual((yield ask(self.port, "line-only.example.test", "A", "127.0.0.3")), ("NOERROR", ["120 10.0.0.99"]))
+        self.assertEqual((yield ask(self.port, "line-only.example.test", "A")), ("NXDOMAIN", []))
+        self.assertEqual((yield ask(self.port, "www.example.test", "A", "127.0.0.3")),
+                         ("NOERROR", ["300 10.0.0.10", "300 10.0.0.11"]))
+        self.assertEqual((yield ask(self.port, "www.example.test", "A")), ("NOERROR", ["300 192.0.2.10", "300 192.0.2.11"]))
+        overlay = self.read(self.line_file)
+        self.assertEqual(overlay, OVERLAY_ZONE + "line-only.example.test. 120 IN A 10.0.0.99\n"
+                                                 "www.example.test. 300 IN A 10.0.0.11\n")
+        self.assertEqual(self.read(self.base_file), before.replace("2024010101 ; serial", "2024010102 ; serial"))
+        for source in ("127.0.0.1", "127.0.0.3"):
+            self.assertEqual((yield ask(self.port, "example.test", "SOA", source))[1][0].split()[3], "2024010102")
+
+    @defer.inlineCallbacks
+    def test_line_cannot_remove_base_data(self) -> None:
+        """A line's key may delete what its overlay holds, not an RRset it takes from the base
+        (REFUSED, nothing written); a CNAME may replace base data for the line."""
+        before = (self.read(self.base_file), self.read(self.line_file))
+        for script in ("update delete multi.example.test. A",            # a base RRset
+                       "update delete www.example.test. A 10.0.0.10"):    # the line's only www A (the base has www A)
+            out, err, status = yield run_nsupdate(self.port, f"zone example.test\n{script}\n", "-k", self.key_file)
+            self.assertIn("update failed: REFUSED", err.decode() + out.decode(), script)
+        self.assertEqual((self.read(self.base_file), self.read(self.line_file)), before)
+        out, err, status = yield run_nsupdate(self.port, """
+            zone example.test
+            update delete multi.example.test.
+            update add multi.example.test. 60 CNAME www.example.test.
+            """, "-k", self.key_file)
+        self.assertEqual(status, 0, err.decode())
+        self.assertEqual((yield ask(self.port, "multi.example.test", "CNAME", "127.0.0.3")),
+                         ("NOERROR", ["60 www.example.test."]))
+        self.assertEqual((yield ask(self.port, "multi.example.test", "A")), ("NOERROR", ["300 192.0.2.20"]))
+        self.assertEqual(self.read(self.line_file), OVERLAY_ZONE + "multi.example.test. 60 IN CNAME www.example.test.\n")
+        out, err, status = yield run_nsupdate(self.port, """
+            zone example.test
+            update delete multi.example.test. CNAME
+            update add multi.example.test. 300 A 192.0.2.20
+            update add multi.example.test. 300 TXT "kept"
+            """, "-k", self.key_file)
+        self.assertEqual(status, 0, err.decode())       # back to the base's data: the overlay node goes
+        self.assertEqual(self.read(self.line_file), OVERLAY_ZONE)
+        self.assertEqual((yield ask(self.port, "multi.example.test", "A", "127.0.0.3")), ("NOERROR", ["300 192.0.2.20"]))
+
+    @defer.inlineCallbacks
+    def test_prerequisites(self) -> None:
+        """Prerequisites that fail get their rcode and change nothing; ones that hold let the
+        update through (nsupdate's prereq commands, over UDP and TCP)."""
+        before = self.read(self.base_file)
+        failing = [("prereq nxdomain www.example.test.", "YXDOMAIN"),
+                   ("prereq yxdomain nothere.example.test.", "NXDOMAIN"),
+                   ("prereq nxrrset www.example.test. A", "YXRRSET"),
+                   ("prereq yxrrset www.example.test. MX", "NXRRSET"),
+                   ("prereq yxrrset www.example.test. A 192.0.2.10", "NXRRSET")]   # value-dependent: both records
+        for prereq, rcode in failing:
+            out, err, status = yield run_nsupdate(
+                self.port, f"zone example.test\n{prereq}\nupdate add x.example.test. 60 A 192.0.2.1\n", *self.base_key())
+            self.assertNotEqual(status, 0, prereq)
+            self.assertIn(f"update failed: {rcode}", err.decode() + out.decode(), prereq)
+        self.assertEqual(self.read(self.base_file), before)
+        self.assertEqual((yield ask(self.port, "x.example.test", "A")), ("NXDOMAIN", []))
+        out, err, status = yield run_nsupdate(self.port, """
+            zone example.test
+            prereq nxdomain x.example.test.
+            prereq yxdomain www.example.test.
+            prereq yxrrset www.example.test. A
+            prereq nxrrset www.example.test. MX
+            prereq yxrrset www.example.test. A 192.0.2.10
+            prereq yxrrset www.example.test. A 192.0.2.11
+            update add x.example.test. 60 A 192.0.2.1
+            """, *self.base_key(), tcp=True)
+        self.assertEqual(status, 0, err.decode())
+        self.assertEqual((yield ask(self.port, "x.example.test", "A")), ("NOERROR", ["60 192.0.2.1"]))
+
+    @defer.inlineCallbacks
+    def test_refused_updates_change_nothing(self) -> None:
+        """Unsigned, unknown key, wrong secret, a key with no [[update]] for the zone, another
+        zone, a record outside the zone: BIND's answers, and the files stay byte for byte."""
+        before = (self.read(self.base_file), self.read(self.line_file))
+        ring = keyring()
+        wrong = dns.tsigkeyring.from_text({"base-key": SECRET_NONE, "stranger": SECRET_NONE})
+        cases = [(None, None, "example.test", "a.example.test.", "REFUSED", "unsigned"),
+                 (wrong, "stranger", "example.test", "a.example.test.", "NOTAUTH", "unverifiable"),
+                 (wrong, "base-key", "example.test", "a.example.test.", "NOTAUTH", "unverifiable"),
+                 (ring, "other-key", "example.test", "a.example.test.", "REFUSED", "signed"),
+                 (ring, "base-key", "nothere.test", "a.nothere.test.", "NOTAUTH", "signed"),
+                 (ring, "base-key", "www.example.test", "www.example.test.", "NOTAUTH", "signed"),
+                 (ring, "base-key", "example.test", "a.elsewhere.test.", "NOTZONE", "signed"),
+                 (None, None, "nothere.test", "a.nothere.test.", "NOTAUTH", "unsigned")]
+        for key_ring, key, zone, name, rcode, signed in cases:
+            update = dns.update.UpdateMessage(zone)
+            update.add(name, 60, "A", "192.0.2.1")
+            if key is not None:
+                update.use_tsig(key_ring, key, algorithm=KEYS.get(key, ("hmac-sha256",))[0])
+            got = yield threads.deferToThread(exchange, update, self.port)
+            self.assertEqual(got, (rcode, signed + " QR"), (key, zone, name))
+        self.assertEqual((self.read(self.base_file), self.read(self.line_file)), before)
+        self.assertEqual(self.service.updates.applied, 0)
+
+
+def exchange(message: dns.message.Message, port: int) -> tuple[str, str]:
+    """Send over UDP; (rcode, 'signed' | 'unsigned' | 'unverifiable' and the flags) of the answer."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(message.to_wire(), ("127.0.0.1", port))
+        data = sock.recv(65535)
+    try:
+        reply = dns.message.from_wire(data, keyring=message.keyring, request_mac=message.mac)
+        signed = "signed" if reply.had_tsig else "unsigned"
+    except dns.exception.DNSException:
+        reply, signed = dns.message.from_wire(data, keyring=False), "unverifiable"
+    return dns.rcode.to_text(reply.rcode()), signed + " " + dns.flags.to_text(reply.flags)
+
+
+def oracle_messages() -> list[tuple[str, dns.message.Message]]:
+    """Update messages for BIND and smartdns alike, in order (each may change what the next sees)."""
+    ring = keyring()
+    wrong = dns.tsigkeyring.from_text({"base-key": SECRET_NONE, "stranger": SECRET_NONE})
+    out: list[tuple[str, dns.message.Message]] = []
+
+    def update(label: str, *steps: tuple[str, tuple[Any, ...]], zone: str = "example.test", key: str | None = "base-key",
+               key_ring: Any = None) -> None:
+        message = dns.update.UpdateMessage(zone)
+        for method, args in steps:
+            if method == "last ttl":             # a TTL where RFC 2136 §2.5 wants 0 (FORMERR)
+                message.update[-1].ttl = args[0]
+            else:
+                getattr(message, method)(*args)
+        if key is not None:
+            message.use_tsig(key_ring or ring, key)
+        out.append((label, message))
+
+    update("add", ("add", ("new", 600, "A", "192.0.2.50")), ("add", ("new", 600, "TXT", '"one"')),
+           ("add", ("a.b.c", 300, "A", "192.0.2.60")))
+    update("duplicate add", ("add", ("new", 600, "A", "192.0.2.50")))
+    update("add with another TTL", ("add", ("new", 60, "A", "192.0.2.51")))
+    update("same record, another TTL", ("add", ("www", 900, "A", "192.0.2.10")))
+    update("A beside a CNAME", ("add", ("alias", 300, "A", "192.0.2.1")))
+    update("CNAME beside an A", ("add", ("www", 300, "CNAME", "alias.example.test.")))
+    update("CNAME replaces CNAME", ("add", ("alias", 120, "CNAME", "ns1.example.test.")))
+    update("SOA with a lower serial", ("add", ("@", 300, "SOA", "ns1 hostmaster 5 3600 600 86400 60")))
+    update("SOA with a higher serial", ("add", ("@", 300, "SOA", "ns1 hostmaster 2024020100 3600 600 86400 60")))
+    update("SOA below the apex", ("add", ("www", 300, "SOA", "ns1 hostmaster 2024030100 1 1 1 1")))
+    update("delete the apex NS RRset", ("delete", ("@", "NS")))
+    update("delete the last apex NS", ("delete", ("@", "NS", "ns1.example.test.")))
+    update("delete the SOA", ("delete", ("@", "SOA")))
+    update("apex data", ("add", ("@", 300, "TXT", '"apex"')), ("add", ("@", 300, "MX", "10 ns1.example.test.")))
+    update("delete everything at the apex", ("delete", ("@",)))
+    update("delete a name", ("delete", ("multi",)))
+    update("delete what is not there", ("delete", ("nothere",)), ("delete", ("www", "MX")))
+    update("NS at a wildcard", ("add", ("*.wild", 300, "NS", "ns1.example.test.")))
+    update("delete one record", ("delete", ("new", "TXT", '"one"')))
+    update("add, delete, add", ("add", ("n2", 300, "A", "192.0.2.2")), ("delete", ("n2", "A")),
+           ("add", ("n2", 300, "A", "192.0.2.3")))
+    update("prerequisite: name in use fails", ("present", ("nothere",)), ("add", ("p", 300, "A", "192.0.2.9")))
+    update("prerequisite: name not in use fails", ("absent", ("www",)), ("add", ("p", 300, "A", "192.0.2.9")))
+    update("prerequisite: RRset exists fails", ("present", ("www", "MX")), ("add", ("p", 300, "A", "192.0.2.9")))
+    update("prerequisite: RRset does not exist fails", ("absent", ("www", "A")), ("add", ("p", 300, "A", "192.0.2.9")))
+    update("prerequisite: value-dependent fails", ("present", ("www", "A", "192.0.2.11")),
+           ("add", ("p", 300, "A", "192.0.2.9")))
+    update("prerequisite: empty non-terminal is not in use", ("present", ("b.c",)))
+    update("prerequisites hold", ("present", ("www",)), ("absent", ("p",)), ("present", ("www", "A")),
+           ("absent", ("www", "MX")), ("present", ("www", "A", "192.0.2.10")), ("present", ("www", "A", "192.0.2.11")),
+           ("add", ("p", 300, "A", "192.0.2.9")))
+    update("prerequisite outside the zone", ("present", ("x.elsewhere.test.",)))
+    update("update outside the zone after a failing prerequisite", ("present", ("nothere",)),
+           ("add", ("x.elsewhere.test.", 300, "A", "192.0.2.9")))
+    update("NSEC", ("add", ("www", 300, "NSEC", "zzz.example.test. A")))
+    update("delete an RRset with a TTL", ("delete", ("www", "A")), ("last ttl", (5,)))
+    update("delete a record with a TTL", ("delete", ("www", "A", "192.0.2.10")), ("last ttl", (5,)))
+    update("unsigned", ("add", ("u", 300, "A", "192.0.2.9")), key=None)
+    update("unsigned, another zone", ("add", ("u", 300, "A", "192.0.2.9")), zone="nothere.test", key=None)
+    update("a key no rule names", ("add", ("u", 300, "A", "192.0.2.9")), key="other-key")
+    update("an unknown key", ("add", ("u", 300, "A", "192.0.2.9")), key="stranger", key_ring=wrong)
+    update("a wrong secret", ("add", ("u", 300, "A", "192.0.2.9")), key_ring=wrong)
+    update("not a local zone", ("add", ("u", 300, "A", "192.0.2.9")), zone="nothere.test")
+    update("not an apex", ("add", ("www", 300, "A", "192.0.2.9")), zone="www.example.test")
+    return out
+
+
+class BindOracleTests(unittest.TestCase):
+    """The same update messages to BIND named 9.18 (``allow-update { key base-key; }``) and to
+    smartdns: the same rcodes, signed or not alike, and the same zone in the end."""
+
+    def setUp(self) -> None:
+        if NAMED is None:
+            raise unittest.SkipTest("BIND named is not installed (apt-get install bind9)")
+        from tests.oracle_harness import ServerProcess, free_port, wait_for_soa
+
+        self.service, self.host, self.port = start_server(
+            self, CONFIG, files={"line1.key": LINE_KEY_FILE}, zones={"example.test.zone": BASE_ZONE})
+        workdir = tempfile.mkdtemp(prefix="update-named-")
+        self.named_port = free_port()
+        write_tree(workdir, {"example.test.zone": BASE_ZONE, "named.conf": textwrap.dedent(f"""\
+            options {{ directory "{workdir}"; listen-on port {self.named_port} {{ 127.0.0.1; }};
+                      listen-on-v6 {{ none; }}; recursion no; notify no; dnssec-validation no; pid-file none; }};
+            controls {{ }};
+            key "base-key" {{ algorithm hmac-sha256; secret "{SECRET_BASE}"; }};
+            key "other-key" {{ algorithm hmac-sha256; secret "{SECRET_NONE}"; }};
+            zone "example.test" {{ type primary; file "example.test.zone"; allow-update {{ key base-key; }};
+                                  allow-transfer {{ key base-key; }}; }};
+            """)})
+        log_path = os.path.abspath(self.mktemp()) + "-named.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen([NAMED, "-g", "-4", "-n", "1", "-c", os.path.join(workdir, "named.conf")],
+                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir)
+        self.named = ServerProcess("named", proc, self.named_port, workdir, log_path)
+        self.addCleanup(self.named.stop)
+        wait_for_soa(self.named, "example.test.")
+
+    @defer.inlineCallbacks
+    def test_same_answers_and_zone(self) -> None:
+        differences = []
+        for label, message in oracle_messages():
+            bind = yield threads.deferToThread(exchange, message, self.named_port)
+            ours = yield threads.deferToThread(exchange, message, self.port)
+            if bind != ours:
+                differences.append(f"{label}: BIND {bind}, smartdns {ours}")
+        self.assertEqual(differences, [])
+        ring = keyring()
+        transferred = yield threads.deferToThread(lambda: dns.zone.from_xfr(dns.query.xfr(
+            "127.0.0.1", "example.test", port=self.named_port, keyring=ring, keyname="base-key", timeout=5,
+            relativize=False), relativize=False))
+        bind_records = sorted((name.to_text().lower(), rdataset.ttl, dns.rdatatype.to_text(rdataset.rdtype),
+                               rdata.to_text().lower())
+                              for name, rdataset in transferred.iterate_rdatasets() for rdata in rdataset)
+        path = os.path.join(self.service.config.zones.directory, "example.test.zone")
+        ours_zone = dns.zone.from_file(path, origin="example.test.", relativize=False)
+        our_records = sorted((name.to_text().lower(), rdataset.ttl, dns.rdatatype.to_text(rdataset.rdtype),
+                              rdata.to_text().lower())
+                             for name, rdataset in ours_zone.iterate_rdatasets() for rdata in rdataset)
+        self.assertEqual(our_records, bind_records)
+        view = self.service.current.view(wire.from_text("example.test").lower(), None)
+        self.assertEqual(int(transferred.get_soa().serial), struct_serial(view.soa))
+
+
+def struct_serial(soa: wire.RRset) -> int:
+    data = b"".join(soa.rdatas[0])
+    return int.from_bytes(data[-20:-16], "big")

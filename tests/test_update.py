@@ -350,6 +350,24 @@ class NsupdateTests(unittest.TestCase):
         self.assertEqual(self.service.updates.applied, 0)
 
 
+def exchange_all(messages: list[dns.message.Message], port: int) -> list[tuple[str, str]]:
+    """Send every message over UDP from its own socket, then read each answer (as `exchange`)."""
+    import socket
+    sockets = []
+    for message in messages:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(10)
+        sock.sendto(message.to_wire(), ("127.0.0.1", port))
+        sockets.append(sock)
+    out = []
+    for message, sock in zip(messages, sockets):
+        with sock:
+            reply = dns.message.from_wire(sock.recv(65535), keyring=message.keyring, request_mac=message.mac)
+        out.append((dns.rcode.to_text(reply.rcode()), ("signed " if reply.had_tsig else "unsigned ")
+                    + dns.flags.to_text(reply.flags)))
+    return out
+
+
 def exchange(message: dns.message.Message, port: int) -> tuple[str, str]:
     """Send over UDP; (rcode, 'signed' | 'unsigned' | 'unverifiable' and the flags) of the answer."""
     import socket
@@ -490,3 +508,167 @@ class BindOracleTests(unittest.TestCase):
 def struct_serial(soa: wire.RRset) -> int:
     data = b"".join(soa.rdatas[0])
     return int.from_bytes(data[-20:-16], "big")
+
+
+MORE_CONFIG = f"""
+[zones]
+watch = false
+[forward]
+upstreams = []
+[lines]
+line1 = ["127.0.0.3/32"]
+line2 = ["127.0.0.4/32"]
+[[tsig]]
+name = "base-key"
+secret = "{SECRET_BASE}"
+[[tsig]]
+name = "line1-key"
+algorithm = "hmac-sha512"
+secret = "{SECRET_LINE}"
+[[tsig]]
+name = "line2-key"
+secret = "{SECRET_NONE}"
+[[update]]
+zone = "example.test"
+key = "base-key"
+[[update]]
+zone = "other.test"
+key = "line1-key"
+line = "line1"
+[[update]]
+zone = "example.test"
+key = "line2-key"
+line = "line2"
+"""
+OTHER_ZONE = """\
+$TTL 600
+@   SOA ns1.other.test. hostmaster.other.test. 7 3600 600 86400 60
+    NS  ns1.other.test.
+ns1 A   192.0.2.1
+"""
+#: line2's overlay carries its own SOA: line2's serial is raised there, not in the base file.
+LINE2_OVERLAY = """\
+@   SOA ns1 hostmaster 500 3600 600 86400 60
+www A   10.2.0.10
+"""
+#: No $TTL: a record without a TTL takes the last one written (RFC 1035 §5.1), so deleting the
+#: line that gave it changes another record's TTL if edited in place; the file is then canonical.
+NO_TTL_ZONE = """\
+; no $TTL here
+@   300 SOA ns1 hostmaster 1 3600 600 86400 60
+    NS  ns1
+ns1 A   192.0.2.1
+a   900 A 192.0.2.2
+b   A   192.0.2.3
+"""
+
+
+class MoreUpdateTests(unittest.TestCase):
+    """Overlay files created, an overlay with its own SOA, hand edits, several clients at once,
+    the canonical fallback."""
+
+    def setUp(self) -> None:
+        if NSUPDATE is None:
+            raise unittest.SkipTest("nsupdate is not installed (apt-get install bind9-dnsutils)")
+        self.service, self.host, self.port = start_server(
+            self, MORE_CONFIG, zones={"example.test.zone": BASE_ZONE, "other.test.zone": OTHER_ZONE,
+                                      "line2/example.test.zone": LINE2_OVERLAY, "nottl.test.zone": NO_TTL_ZONE})
+        self.zones = self.service.config.zones.directory
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.zones, *parts)
+
+    def read(self, *parts: str) -> str:
+        with open(self.path(*parts), encoding="utf-8") as handle:
+            return handle.read()
+
+    @defer.inlineCallbacks
+    def test_first_line_update_creates_the_overlay(self) -> None:
+        """line1 has no overlay for other.test: the first update creates zones/line1/other.test.zone
+        (and the directory); the line's SOA is the base's, so the base file gets the new serial."""
+        self.assertFalse(os.path.exists(self.path("line1")))
+        out, err, status = yield run_nsupdate(self.port, "zone other.test\nupdate add www.other.test. 60 A 10.1.0.1\n",
+                                              "-y", f"hmac-sha512:line1-key:{SECRET_LINE}")
+        self.assertEqual(status, 0, err.decode())
+        self.assertEqual(self.read("line1", "other.test.zone"),
+                         "; other.test. written by smartdns after a dynamic update (RFC 2136)\n"
+                         "www.other.test. 60 IN A 10.1.0.1\n")
+        self.assertEqual((yield ask(self.port, "www.other.test", "A", "127.0.0.3")), ("NOERROR", ["60 10.1.0.1"]))
+        self.assertEqual((yield ask(self.port, "www.other.test", "A")), ("NXDOMAIN", []))
+        self.assertIn("@   SOA ns1.other.test. hostmaster.other.test. 8 3600", self.read("other.test.zone"))
+
+    @defer.inlineCallbacks
+    def test_overlay_with_its_own_soa(self) -> None:
+        """line2's overlay holds an SOA: its serial goes up there; the base file is untouched."""
+        before = self.read("example.test.zone")
+        out, err, status = yield run_nsupdate(self.port, "zone example.test\nupdate add www.example.test. 300 A 10.2.0.11\n",
+                                              "-y", f"hmac-sha256:line2-key:{SECRET_NONE}")
+        self.assertEqual(status, 0, err.decode())
+        self.assertEqual(self.read("example.test.zone"), before)
+        self.assertEqual(self.read("line2", "example.test.zone"),
+                         LINE2_OVERLAY.replace(" 500 ", " 501 ") + "www.example.test. 300 IN A 10.2.0.11\n")
+        self.assertEqual((yield ask(self.port, "example.test", "SOA", "127.0.0.4"))[1][0].split()[3], "501")
+        self.assertEqual((yield ask(self.port, "example.test", "SOA"))[1][0].split()[3], "2024010101")
+
+    @defer.inlineCallbacks
+    def test_owner_written_out_and_hand_edits_kept(self) -> None:
+        """Deleting the record whose line names the owner writes the owner into the next line
+        that relied on it; a hand edit made since the last reload ([zones] watch = false) is
+        read first and kept, not overwritten."""
+        with open(self.path("example.test.zone"), "a", encoding="utf-8") as handle:
+            handle.write("hand    A   192.0.2.77 ; added by hand\n")
+        out, err, status = yield run_nsupdate(self.port, "zone example.test\nupdate delete www.example.test. A 192.0.2.10\n",
+                                              "-y", f"hmac-sha256:base-key:{SECRET_BASE}")
+        self.assertEqual(status, 0, err.decode())
+        text = self.read("example.test.zone")
+        self.assertIn("www.example.test.        A   192.0.2.11\n", text)
+        self.assertIn("hand    A   192.0.2.77 ; added by hand\n", text)
+        self.assertEqual((yield ask(self.port, "www.example.test", "A")), ("NOERROR", ["300 192.0.2.11"]))
+        self.assertEqual((yield ask(self.port, "hand.example.test", "A")), ("NOERROR", ["300 192.0.2.77"]))
+        if CHECKZONE:
+            check = yield threads.deferToThread(subprocess.run, [CHECKZONE, "example.test", self.path("example.test.zone")],
+                                                capture_output=True)
+            self.assertEqual(check.returncode, 0, check.stdout.decode())
+
+    @defer.inlineCallbacks
+    def test_concurrent_updates_serialize(self) -> None:
+        """Ten clients at once, each adding its own name: every one is applied, one serial step each."""
+        ring = keyring()
+        updates = []
+        for index in range(10):
+            update = dns.update.UpdateMessage("example.test")
+            update.add(f"c{index}", 60, "A", f"192.0.2.{100 + index}")
+            update.use_tsig(ring, "base-key")
+            updates.append(update)
+        # One client thread sends all ten before reading any answer (the reactor's thread pool
+        # stays free for the updates and reloads).
+        results = yield threads.deferToThread(exchange_all, updates, self.port)
+        self.assertEqual(results, [("NOERROR", "signed QR")] * 10)
+        for index in range(10):
+            self.assertEqual((yield ask(self.port, f"c{index}.example.test", "A")), ("NOERROR", [f"60 192.0.2.{100 + index}"]))
+        self.assertEqual((yield ask(self.port, "example.test", "SOA"))[1][0].split()[3], "2024010111")
+        self.assertEqual(self.service.updates.applied, 10)
+
+    @defer.inlineCallbacks
+    def test_canonical_when_in_place_would_not_read_back(self) -> None:
+        """Without $TTL, removing 'a 900 A' would give 'b A' the SOA's TTL if edited in place: the
+        file is written in canonical form instead, and reads back as the intended data."""
+        config_path = self.service.config.path
+        assert config_path is not None
+        with open(config_path, "a", encoding="utf-8") as handle:
+            handle.write('[[update]]\nzone = "nottl.test"\nkey = "line1-key"\n')
+        result = yield self.service.reload("test")
+        self.assertTrue(result.ok, result.summary())
+        update = dns.update.UpdateMessage("nottl.test")
+        update.delete("a", "A")
+        update.use_tsig(keyring(), "line1-key")
+        got = yield threads.deferToThread(exchange, update, self.port)
+        self.assertEqual(got, ("NOERROR", "signed QR"))
+        self.assertEqual(self.read("nottl.test.zone"), textwrap.dedent("""\
+            ; nottl.test. written by smartdns after a dynamic update (RFC 2136)
+            nottl.test. 300 IN SOA ns1.nottl.test. hostmaster.nottl.test. 2 3600 600 86400 60
+            nottl.test. 300 IN NS ns1.nottl.test.
+            b.nottl.test. 900 IN A 192.0.2.3
+            ns1.nottl.test. 300 IN A 192.0.2.1
+            """))
+        self.assertEqual((yield ask(self.port, "b.nottl.test", "A")), ("NOERROR", ["900 192.0.2.3"]))

@@ -89,6 +89,10 @@ POLICY_ACTIONS = ("refuse", "nxdomain", "nodata", "drop")
 # [[secondary]]
 MAX_SECONDARY_PRIMARIES = 16
 
+# [[transfer]]: differences kept per view for IXFR (smartdns.journal)
+DEFAULT_JOURNAL_SIZE = 32
+MAX_JOURNAL_SIZE = 10_000
+
 # [[update]]: the base zone file of zone Z is <[zones] directory>/Z.zone (smartdns.zones)
 ZONE_FILE_SUFFIX = ".zone"
 
@@ -144,6 +148,7 @@ class ZonesConfig:
     lines_json: str | None = None
     watch: bool = True
     secondary_directory: str | None = None   # where transferred zones are saved; None = unset
+    serial_state_file: str | None = None     # served serials of [[transfer]] views, kept across restarts
     # True when ``directory`` was not set: then a missing directory means no local zones (the
     # forward-only server of an empty config), not an error.
     directory_optional: bool = False
@@ -291,6 +296,7 @@ class TransferRule:
 
     key: str                  # a [[tsig]] name
     line: str | None = None   # None: the base zones
+    journal_size: int = DEFAULT_JOURNAL_SIZE                  # differences kept per zone for IXFR
 
 
 @dataclass(frozen=True, slots=True)
@@ -967,7 +973,8 @@ def _read_encrypted_listeners(table: _Table, base_dir: str,
 
 
 def _read_zones(table: _Table, base_dir: str) -> ZonesConfig:
-    table.reject_unknown(("directory", "records_json", "lines_json", "watch", "secondary_directory"))
+    table.reject_unknown(("directory", "records_json", "lines_json", "watch", "secondary_directory",
+                          "serial_state_file"))
     directory = table.string("directory", DEFAULT_ZONES_DIRECTORY)
     if not directory:
         table.report("directory", "[zones] directory must not be empty")
@@ -999,8 +1006,22 @@ def _read_zones(table: _Table, base_dir: str) -> ZonesConfig:
         lines_json=_absolute(base_dir, lines_json) if lines_json else None,
         watch=table.boolean("watch", True),
         secondary_directory=secondary_directory,
+        serial_state_file=_serial_state_file(table, base_dir),
         directory_optional="directory" not in table.data,
     )
+
+
+def _serial_state_file(table: _Table, base_dir: str) -> str | None:
+    """``[zones] serial_state_file``: a file smartdns writes, in a directory that exists."""
+    text = table.string("serial_state_file", "")
+    if not text:
+        return None
+    path = _absolute(base_dir, text)
+    if os.path.isdir(path):
+        table.report("serial_state_file", f"[zones] serial_state_file: {path!r} is a directory")
+    elif not os.path.isdir(os.path.dirname(path)):
+        table.report("serial_state_file", f"[zones] serial_state_file: {os.path.dirname(path)!r} is not a directory")
+    return path
 
 
 def _file_problem(path: str) -> str | None:
@@ -1445,14 +1466,15 @@ def _read_transfers(tables: list[_Table], key_names: set[str],
     """``[[transfer]]``: which key may transfer which line's zones; a key decides one line."""
     rules: list[TransferRule] = []
     for table in tables:
-        table.reject_unknown(("key", "line"))
+        table.reject_unknown(("key", "line", "journal_size"))
         key, line = _key_and_line(table, key_names, known_lines, key_required=True)
+        journal_size = table.integer("journal_size", DEFAULT_JOURNAL_SIZE, 0, MAX_JOURNAL_SIZE)
         if key is None or table.bad:
             continue
         if any(rule.key == key for rule in rules):
             table.report("key", f"[[transfer]] key {key!r} is listed twice (a key gets one line's zones)")
             continue
-        rules.append(TransferRule(key, line))
+        rules.append(TransferRule(key, line, journal_size))
     return tuple(rules)
 
 

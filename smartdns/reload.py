@@ -136,7 +136,8 @@ class Reloader:
                  files: ZoneFileCache | None = None,
                  run: Callable[..., defer.Deferred[Any]] | None = None,
                  transform: Callable[[Config], Config] = lambda config: config,
-                 expired: Callable[[], frozenset[tuple[str, str | None]]] = frozenset) -> None:
+                 expired: Callable[[], frozenset[tuple[str, str | None]]] = frozenset,
+                 prepare: Callable[[Snapshot, Snapshot], Snapshot] | None = None) -> None:
         self.reactor = reactor
         self.config_path = config_path
         self.apply = apply
@@ -144,6 +145,9 @@ class Reloader:
         self.files = files or ZoneFileCache()
         self.transform = transform          # e.g. a worker process pinning its listeners
         self.expired = expired              # [[secondary]] (zone, line) past expire (smartdns.refresh)
+        # Run in the build thread on (snapshot served now, new one): the serial-bump rule and the
+        # IXFR differences (smartdns.journal.Journal.prepare), off the reactor.
+        self.prepare = prepare
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
         self._running: defer.Deferred[ReloadResult] | None = None
         self._again: defer.Deferred[ReloadResult] | None = None
@@ -153,6 +157,8 @@ class Reloader:
         self.files.parsed = []
         config = self.transform(load_config(self.config_path))
         snapshot = build_snapshot(config, generation, read_zone=self.files.read, expired=expired)
+        if self.prepare is not None:
+            snapshot = self.prepare(self.current(), snapshot)
         live = {p for zone in snapshot.zones.values() for p in zone.sources}
         live |= {p for view in snapshot.views.values() for p in view.overlay_sources}
         self.files.prune(live)

@@ -23,6 +23,7 @@ from smartdns.config import Config, RateLimitConfig, load_config
 from smartdns.control import ControlService, stats_report, twistd_owner
 from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder, Stats as UpstreamStats
+from smartdns.journal import Difference, Journal, SerialState
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
 from smartdns.ratelimit import RateLimiter
@@ -76,7 +77,12 @@ class SmartDNSService(TypedMultiService):
         self.worker = worker                # a process started by the first one for [server] workers
         self.reactor = reactor
         self.config = config
-        self.current = snapshot
+        # [[transfer]] views: served serials (the serial-bump rule) and IXFR differences.
+        state = config.zones.serial_state_file
+        self.journal = Journal(SerialState(state, write=not worker) if state else None)
+        self.current = snapshot = self.journal.first(snapshot)
+        #: Called as f(old, new, differences) after every snapshot swap (see `snapshot_swapped`).
+        self.swap_listeners: list[Callable[[Snapshot, Snapshot, tuple[Difference, ...]], None]] = []
         self.install_signals = install_signals
         self.resolvers = tuple(resolvers)
         # Counters live as long as the process; every cache and forwarder built adds to them.
@@ -90,8 +96,8 @@ class SmartDNSService(TypedMultiService):
             self.secondaries.configure(config, snapshot)
         # [[update]]: signed UPDATEs written to the zone files, answered once the reload serves them.
         self.updates = UpdateHandler(reactor, lambda: self.current, self.reload)
-        self.transfers = TransferHook(reactor, notify=self.secondaries.notify,   # [[transfer]] AXFR out; NOTIFY in
-                                      update=self.updates.answer)
+        self.transfers = TransferHook(reactor, notify=self.secondaries.notify,   # [[transfer]] AXFR/IXFR out; NOTIFY in
+                                      journal=self.journal, update=self.updates.answer)
         self.handler = QueryHandler(reactor, lambda: self.current, self._compose,
                                     config.server.max_udp_payload, config.server.chaos_version, stats=Stats(),
                                     transfers=self.transfers, cookie_secret=cookie_secret)
@@ -99,7 +105,8 @@ class SmartDNSService(TypedMultiService):
         self.tcp_factory = SmartDNSServerFactory(self.handler, config.server.tcp_idle_timeout,
                                                  config.server.tcp_max_connections)
         self.reloader = Reloader(reactor, config.path, self.apply, lambda: self.current, files=files,
-                                 transform=transform or (lambda c: c), expired=self.secondaries.expired)
+                                 transform=transform or (lambda c: c), expired=self.secondaries.expired,
+                                 prepare=self.journal.prepare)
         self.reuse_port = config.server.workers > 1
         self.supervisor: Any = None
         self.watcher = Watcher(reactor, self.reload)
@@ -324,6 +331,10 @@ class SmartDNSService(TypedMultiService):
         self.tcp_factory.max_connections = config.server.tcp_max_connections
         if self.encrypted is not None:
             self.encrypted.apply(config.server)     # limits, and the certificate files read again
+        if config.zones.serial_state_file != (self.journal.state.path if self.journal.state else None):
+            path = config.zones.serial_state_file
+            self.journal.state = SerialState(path, write=not self.worker) if path else None
+        snapshot, differences = self.journal.commit(old, snapshot)
         self.current = snapshot
         flushed = self.cache.flush_below(changed_origins(old, snapshot))
         if flushed:
@@ -333,6 +344,14 @@ class SmartDNSService(TypedMultiService):
             self.secondaries.configure(config, snapshot)
         if config.zones.watch:
             self._watch_paths()
+        self.snapshot_swapped(old, snapshot, differences)
+
+    def snapshot_swapped(self, old: Snapshot, new: Snapshot, differences: tuple[Difference, ...]) -> None:
+        """Run after every swap (reload, transfer in, UPDATE): ``new`` is served now;
+        ``differences`` are the ``[[transfer]]`` views whose served SOA changed (smartdns.journal).
+        Each of ``swap_listeners`` is called with the same arguments."""
+        for listener in list(self.swap_listeners):
+            listener(old, new, differences)
 
     def _build_forwarding(self, config: Config) -> None:
         """The cache and upstream stages (and what they stand on) for ``config``."""

@@ -17,9 +17,14 @@ BIND 9.18's answers, measured with named (``allow-transfer { key k1; }``) and re
 A signed SOA query for a zone apex with a ``[[transfer]]`` key (a secondary's refresh asks it
 before transferring) is answered here too, with the serial of that key's view, signed.
 
-IXFR is answered the way RFC 1995 §4 allows a server without a journal to: a single SOA when the
-client's serial is not older than ours (RFC 1982 arithmetic), else the whole zone AXFR-style
-(over UDP: the single SOA, telling the client to come back over TCP, RFC 1995 §2).
+IXFR (RFC 1995) is answered from the view's journal (``smartdns.journal``): a client whose
+serial is not older than ours (RFC 1982 arithmetic) gets the single SOA; one whose serial starts
+an unbroken chain of kept differences gets the incremental form (our SOA, then per difference
+the old SOA, the deleted records, the new SOA, the added records, and our SOA to close); any
+other serial gets the whole zone AXFR-style (RFC 1995 §4).  Over UDP the incremental answer is
+sent when it fits in one datagram (512 bytes, or the client's EDNS size), else the single SOA,
+telling the client to come back over TCP (RFC 1995 §2); a client that needs the whole zone
+gets the single SOA over UDP too.
 
 Responses to transfers are built and TSIG-signed by dnspython, not by the response shaper (which
 shapes every normal, single-message answer): a transfer is a stream of signed messages whose
@@ -45,6 +50,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from smartdns import wire
+from smartdns.journal import Difference, Journal
 from smartdns.serial import serial_gte
 from smartdns.snapshot import Snapshot
 from smartdns.tsig import keyring
@@ -91,11 +97,12 @@ class TransferHook:
     and NOTIFY (given to ``notify``, the secondary's handler, when there is one)."""
 
     def __init__(self, reactor: Any, *, notify: Callable[[bytes, str, bool, Snapshot], HookResult] | None = None,
-                 run: Run | None = None,
+                 run: Run | None = None, journal: Journal | None = None,
                  update: Callable[[bytes, str, bool, Snapshot], HookResult] | None = None) -> None:
         self.reactor = reactor
         self.notify = notify
         self.update = update                # signed UPDATE (RFC 2136): smartdns.update.UpdateHandler
+        self.journal = journal              # IXFR differences (none: IXFR is answered AXFR-style)
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
         self._keyring_for: tuple[Any, dict[dns.name.Name, dns.tsig.Key]] | None = None
 
@@ -158,8 +165,17 @@ class TransferHook:
                            if rrset.rdtype == dns.rdatatype.SOA and len(rrset)), None)
             if theirs is None:
                 return signed_error(query, dns.rcode.FORMERR)
-            if serial_gte(theirs, ours) or not tcp:
+            if serial_gte(theirs, ours):
                 return single_soa(query, view)
+            chain = self.journal.chain(origin, rule.line, theirs, ours) if self.journal is not None else None
+            if not tcp:
+                fits = None if chain is None else incremental_datagram(query, view, chain)
+                return fits if fits is not None else single_soa(query, view)
+            if chain is not None:
+                log.info("IXFR {zone} (line {line}) serial {theirs} to {serial} ({steps} differences) to {client} "
+                         "with key {key}", zone=question.name, line=rule.line or "-", theirs=theirs, serial=ours,
+                         steps=len(chain), client=client, key=key_name)
+                return self._run(incremental_messages, query, view, chain)
         elif not tcp:
             return signed_error(query, dns.rcode.FORMERR)
         log.info("{qtype} {zone} (line {line}) serial {serial} to {client} with key {key}",
@@ -283,6 +299,37 @@ def transfer_messages(query: dns.message.Message, view: ZoneView) -> list[bytes]
     """The AXFR stream for ``view``: signed messages, SOA first and last (RFC 5936 §2.2).
 
     Runs in a thread for large zones: it reads only the immutable view."""
+    return _stream(query, [*view_rrsets(view), view.soa])
+
+
+def incremental_rrsets(view: ZoneView, chain: tuple[Difference, ...]) -> list[wire.RRset]:
+    """The records of an incremental IXFR answer (RFC 1995 §4): the current SOA, then per
+    difference its old SOA, deletions, new SOA, additions, and the current SOA again."""
+    out = [view.soa]
+    for step in chain:
+        out += [step.old_soa, *step.deleted, step.new_soa, *step.added]
+    out.append(view.soa)
+    return out
+
+
+def incremental_messages(query: dns.message.Message, view: ZoneView, chain: tuple[Difference, ...]) -> list[bytes]:
+    """The incremental IXFR stream over TCP: signed messages whose MACs chain, like AXFR's."""
+    return _stream(query, incremental_rrsets(view, chain))
+
+
+def incremental_datagram(query: dns.message.Message, view: ZoneView, chain: tuple[Difference, ...]) -> bytes | None:
+    """The incremental answer as one signed UDP message, or None when it does not fit the
+    client's size (512 bytes without EDNS, RFC 1995 §2)."""
+    limit = query.payload if query.edns >= 0 else 512
+    response = dns.message.make_response(query)
+    response.flags |= dns.flags.AA
+    response.answer = [_rrset(rrset) for rrset in incremental_rrsets(view, chain)]
+    data = response.to_wire(max_size=65535)
+    return data if len(data) <= limit else None
+
+
+def _stream(query: dns.message.Message, rrsets: list[wire.RRset]) -> list[bytes]:
+    """``rrsets`` as a stream of signed messages of about MESSAGE_BUDGET_BYTES each."""
     messages: list[bytes] = []
     tsig_ctx: Any = None
     batch: list[dns.rrset.RRset] = []
@@ -299,7 +346,7 @@ def transfer_messages(query: dns.message.Message, view: ZoneView) -> list[bytes]
         tsig_ctx = response.tsig_ctx
         batch, size = [], 0
 
-    for rrset in [*view_rrsets(view), view.soa]:
+    for rrset in rrsets:
         converted = _rrset(rrset)
         cost = sum(len(b"".join(parts)) + len(rrset.name) + 10 for parts in rrset.rdatas)
         if batch and size + cost > MESSAGE_BUDGET_BYTES:

@@ -1053,6 +1053,11 @@ XFR_VALID: list[tuple[str, dict[str, Any]]] = [
      {"tsig": (TsigKey("k3", "hmac-sha384", b"three"),)}),
     (_KEYS + '[[transfer]]\nkey = "k1"', {"transfers": (TransferRule("k1", None),)}),
     (_KEYS + _LINES + '[[transfer]]\nkey = "K1."\nline = "line1"', {"transfers": (TransferRule("k1", "line1"),)}),
+    (_KEYS + '[[transfer]]\nkey = "k1"', {"transfers[0].journal_size": 32}),
+    (_KEYS + '[[transfer]]\nkey = "k1"\njournal_size = 0', {"transfers[0].journal_size": 0}),
+    (_KEYS + '[[transfer]]\nkey = "k1"\njournal_size = 10000', {"transfers[0].journal_size": 10000}),
+    ('[zones]\nserial_state_file = "secondary/serials.json"', {"zones.serial_state_file": "{dir}/secondary/serials.json"}),
+    ("", {"zones.serial_state_file": None}),
     (_SECONDARY_DIR, {"zones.secondary_directory": "{dir}/secondary"}),
     (_KEYS + _LINES + _SECONDARY_DIR
      + '[[secondary]]\nzone = "Example.COM."\nprimaries = ["192.0.2.1", "192.0.2.2:5353", "[2001:db8::1]:54", "2001:db8::2"]\n'
@@ -1098,6 +1103,13 @@ XFR_INVALID: list[tuple[str, str]] = [
     (_KEYS + '[[transfer]]\nkey = "k1"\n[[transfer]]\nkey = "k1"',
      "smartdns.toml:7: [[transfer]] key 'k1' is listed twice (a key gets one line's zones)"),
     (_KEYS + '[[transfer]]\nkey = "k1"\nzones = []', "smartdns.toml:6: unknown key 'zones' in [[transfer]]"),
+    (_KEYS + '[[transfer]]\nkey = "k1"\njournal_size = -1',
+     "smartdns.toml:6: [[transfer]] journal_size must be between 0 and 10000, not -1"),
+    (_KEYS + '[[transfer]]\nkey = "k1"\njournal_size = 10001',
+     "smartdns.toml:6: [[transfer]] journal_size must be between 0 and 10000, not 10001"),
+    ('[zones]\nserial_state_file = "nowhere/serials.json"',
+     "smartdns.toml:2: [zones] serial_state_file: '{dir}/nowhere' is not a directory"),
+    ('[zones]\nserial_state_file = "secondary"', "smartdns.toml:2: [zones] serial_state_file: '{dir}/secondary' is a directory"),
     # [[secondary]] and [zones] secondary_directory
     ('[zones]\nsecondary_directory = "nowhere"', "smartdns.toml:2: [zones] secondary_directory: '{dir}/nowhere' is not a directory"),
     ('[zones]\ndirectory = "secondary"\nsecondary_directory = "secondary/"',

@@ -313,26 +313,29 @@ class QueryHandler:
         line's authority answers, with ``plain_rrset`` as ``Authority.lookup`` does.  The
         shaper's ``plain`` gives flags, OPT and size limit; ``wire.render_plain`` the bytes
         (None when they do not fit: the full path then truncates)."""
-        if data[qend - 2] or data[qend - 1] != wire.IN:
+        question, _code, info = memo_key
+        if question[-2:] != b"\x00\x01":                  # class IN
             return None
-        qtype = data[qend - 4] << 8 | data[qend - 3]
-        info = memo_key[2]
+        qtype = question[-4] << 8 | question[-3]
         line = info[0]
-        qkey = data[12:qend - 4].lower()
+        qkey = question[:-4].lower()
         if snap.policies.match(qkey, qtype, line) is not None:
             return None
         rrset = plain_rrset(snap, line, qkey, qtype)
         if rrset is None:
             return None
         flags, opt, limit = self.shaper.plain(code, self._chains.chains[info].recursive)   # type: ignore[union-attr]
-        message = wire.render_plain(data[0] << 8 | data[1], flags, data[12:qend], rrset, opt, limit)
+        message = wire.render_plain(data[0] << 8 | data[1], flags, question, rrset, opt, limit)
         if message is None:
             return None
         key = (tcp, line, qtype, wire.NOERROR, "local")
         stats = self.stats
         stats.first_sight += 1
         stats.answers[key] = stats.answers.get(key, 0) + 1
-        self._memo_put(memo_key, (message[2:], Tally(key)))
+        memo = self._memo
+        if len(memo) >= MEMO_MAX_ENTRIES:
+            memo.clear()
+        memo[memo_key] = (message[2:], Tally(key))
         return message
 
     def _handle_full(self, data: bytes, client: str, tcp: bool, snap: Snapshot,

@@ -815,11 +815,15 @@ def render_plain(id_: int, flags: int, question: bytes, rrset: RRset, opt: bytes
     lane's renderer, checked against ``render`` by the fast-lane tests."""
     if rrset.name != question[:-4]:
         return None
-    fixed = RR_FIXED.pack
-    rtype, rclass, ttl = rrset.rtype, rrset.rclass, rrset.ttl
     rdatas = rrset.rdatas
-    body = b"".join([b"\xc0\x0c" + fixed(rtype, rclass, ttl, len(rdata)) + rdata
-                     for rdata in [b"".join(parts) for parts in rdatas]])
+    if len(rdatas) == 1:
+        rdata = b"".join(rdatas[0])
+        body = b"\xc0\x0c" + RR_FIXED.pack(rrset.rtype, rrset.rclass, rrset.ttl, len(rdata)) + rdata
+    else:
+        fixed = RR_FIXED.pack
+        rtype, rclass, ttl = rrset.rtype, rrset.rclass, rrset.ttl
+        body = b"".join([b"\xc0\x0c" + fixed(rtype, rclass, ttl, len(rdata)) + rdata
+                         for rdata in [b"".join(parts) for parts in rdatas]])
     if opt:
         message = HEADER.pack(id_, flags, 1, len(rdatas), 0, 1) + question + body + opt
     else:

@@ -89,9 +89,10 @@ POLICY_ACTIONS = ("refuse", "nxdomain", "nodata", "drop")
 # [[secondary]]
 MAX_SECONDARY_PRIMARIES = 16
 
-# [[transfer]]: differences kept per view for IXFR (smartdns.journal)
+# [[transfer]]: differences kept per view for IXFR, and NOTIFY targets (smartdns.journal, smartdns.notify)
 DEFAULT_JOURNAL_SIZE = 32
 MAX_JOURNAL_SIZE = 10_000
+MAX_ALSO_NOTIFY = 64
 
 # [[update]]: the base zone file of zone Z is <[zones] directory>/Z.zone (smartdns.zones)
 ZONE_FILE_SUFFIX = ".zone"
@@ -297,6 +298,7 @@ class TransferRule:
     key: str                  # a [[tsig]] name
     line: str | None = None   # None: the base zones
     journal_size: int = DEFAULT_JOURNAL_SIZE                  # differences kept per zone for IXFR
+    also_notify: tuple[tuple[str, int], ...] = ()             # (IP, port) sent NOTIFY, signed with key
 
 
 @dataclass(frozen=True, slots=True)
@@ -1466,15 +1468,19 @@ def _read_transfers(tables: list[_Table], key_names: set[str],
     """``[[transfer]]``: which key may transfer which line's zones; a key decides one line."""
     rules: list[TransferRule] = []
     for table in tables:
-        table.reject_unknown(("key", "line", "journal_size"))
+        table.reject_unknown(("key", "line", "journal_size", "also_notify"))
         key, line = _key_and_line(table, key_names, known_lines, key_required=True)
         journal_size = table.integer("journal_size", DEFAULT_JOURNAL_SIZE, 0, MAX_JOURNAL_SIZE)
+        items = table.strings("also_notify") or []
+        if len(items) > MAX_ALSO_NOTIFY:
+            table.report("also_notify", f"[[transfer]] also_notify: at most {MAX_ALSO_NOTIFY} entries")
+        targets = table.parsed("also_notify", items, _quoted(_parse_primary))
         if key is None or table.bad:
             continue
         if any(rule.key == key for rule in rules):
             table.report("key", f"[[transfer]] key {key!r} is listed twice (a key gets one line's zones)")
             continue
-        rules.append(TransferRule(key, line, journal_size))
+        rules.append(TransferRule(key, line, journal_size, tuple(dict.fromkeys(a for _i, a in targets))))
     return tuple(rules)
 
 

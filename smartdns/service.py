@@ -24,6 +24,7 @@ from smartdns.control import ControlService, stats_report, twistd_owner
 from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder, Stats as UpstreamStats
 from smartdns.journal import Difference, Journal, SerialState
+from smartdns.notify import Notifier
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
 from smartdns.ratelimit import RateLimiter
@@ -81,6 +82,7 @@ class SmartDNSService(TypedMultiService):
         state = config.zones.serial_state_file
         self.journal = Journal(SerialState(state, write=not worker) if state else None)
         self.current = snapshot = self.journal.first(snapshot)
+        self.notifier = Notifier(reactor)   # NOTIFY out to [[transfer]] also_notify (first process only)
         #: Called as f(old, new, differences) after every snapshot swap (see `snapshot_swapped`).
         self.swap_listeners: list[Callable[[Snapshot, Snapshot, tuple[Difference, ...]], None]] = []
         self.install_signals = install_signals
@@ -226,6 +228,7 @@ class SmartDNSService(TypedMultiService):
                                          cookie_secret=self.handler.cookie_secret)
             self.supervisor.start()
         self._open_querylog(self.config.log.queries)
+        self._notify(snap, None)                # as BIND notifies on load: every zone of every rule
         self.ready = True
 
     def _open_querylog(self, path: str | None) -> None:
@@ -285,6 +288,10 @@ class SmartDNSService(TypedMultiService):
             ("upstream.tcp_retries", forwarded.tcp_retries),
             ("upstream.in_flight", resolver.in_flight()),
             ("upstream.overloaded", resolver.overloaded),
+            ("notify.sent", self.notifier.counters.sent),
+            ("notify.answered", self.notifier.counters.answered),
+            ("notify.refused", self.notifier.counters.refused),
+            ("notify.failed", self.notifier.counters.failed),
         ]
         return counters
 
@@ -349,9 +356,29 @@ class SmartDNSService(TypedMultiService):
     def snapshot_swapped(self, old: Snapshot, new: Snapshot, differences: tuple[Difference, ...]) -> None:
         """Run after every swap (reload, transfer in, UPDATE): ``new`` is served now;
         ``differences`` are the ``[[transfer]]`` views whose served SOA changed (smartdns.journal).
-        Each of ``swap_listeners`` is called with the same arguments."""
+        NOTIFY goes to the ``also_notify`` addresses of the rules whose view changed, then each
+        of ``swap_listeners`` is called with the same arguments."""
+        if self.running:
+            self._notify(new, differences)
         for listener in list(self.swap_listeners):
             listener(old, new, differences)
+
+    def _notify(self, snap: Snapshot, differences: tuple[Difference, ...] | None) -> None:
+        """NOTIFY each ``[[transfer]] also_notify`` target about the zones of its rule's view
+        in ``differences`` (None: every zone, at start).  The first process alone sends."""
+        if self.worker:
+            return
+        keys = {key.name: key for key in snap.config.tsig}
+        for rule in snap.config.transfers:
+            key = keys.get(rule.key)
+            if not rule.also_notify or key is None:
+                continue
+            if differences is None:
+                origins = sorted(origin for origin in snap.zones if (origin, rule.line) not in snap.servfail)
+            else:
+                origins = sorted({d.origin for d in differences if d.line == rule.line})
+            for origin in origins:
+                self.notifier.notify(origin, snap.view(origin, rule.line).soa, key, rule.also_notify)
 
     def _build_forwarding(self, config: Config) -> None:
         """The cache and upstream stages (and what they stand on) for ``config``."""
@@ -385,6 +412,7 @@ class SmartDNSService(TypedMultiService):
             signal.signal(signal.SIGHUP, self._old_sighup)
             self._old_sighup = None
         self.forwarder.close()
+        stopping.append(self.notifier.stop())
         for forwarder, timer in self._retired:
             if timer.active():
                 timer.cancel()

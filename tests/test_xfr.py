@@ -15,14 +15,14 @@ import dns.rdatatype
 import dns.tsig
 import dns.tsigkeyring
 import dns.zone
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from smartdns import wire
 from smartdns.config import parse_config
 from smartdns.snapshot import Snapshot, build_snapshot
 from smartdns.xfr import PASS, TransferHook, classify, serial_gte, view_rrsets
-from tests.support import dig, dig_available, start_server, write_tree
+from tests.support import dig, dig_available, query, start_server, write_tree
 
 SECRET_BASE = "YmFzZS1zZWNyZXQtZm9yLXRlc3Rz"          # "base-secret-for-tests"
 SECRET_LINE = "bGluZTEtc2VjcmV0LWZvci10ZXN0cw=="      # "line1-secret-for-tests"
@@ -288,22 +288,36 @@ NAMED = shutil.which("named") or ("/usr/sbin/named" if os.path.exists("/usr/sbin
 
 
 class BindSecondaryOfSmartdnsTests(unittest.TestCase):
-    """BIND named as a secondary of smartdns with line1's key serves line1's data."""
+    """BIND named as a secondary of smartdns with line1's key: it serves line1's data, and a
+    change of line1's overlay reaches it by NOTIFY and IXFR (with the bumped serial)."""
 
     def setUp(self) -> None:
         if NAMED is None:
             raise unittest.SkipTest("BIND named is not installed (apt-get install bind9)")
+        from tests.oracle_harness import free_port
+
+        self.named_port = free_port()
+        config = CONFIG.replace('line = "line1"\n', f'line = "line1"\nalso_notify = ["127.0.0.1:{self.named_port}"]\n')
         self.service, self.host, self.port = start_server(
-            self, CONFIG, zones={"example.test.zone": BASE_ZONE, "line1/example.test.zone": OVERLAY_ZONE})
+            self, config, zones={"example.test.zone": BASE_ZONE, "line1/example.test.zone": OVERLAY_ZONE})
+
+    @defer.inlineCallbacks
+    def ask_named(self, name: str, rdtype: str) -> Any:
+        answer = yield threads.deferToThread(dns.query.udp, dns.message.make_query(name, rdtype), "127.0.0.1",
+                                             port=self.named_port, timeout=3)
+        return [rdata.to_text() for rrset in answer.answer for rdata in rrset]
 
     @defer.inlineCallbacks
     def test_named_transfers_line1(self) -> None:
-        """named pulls example.test with line1-key and answers line1's www and extra."""
-        from tests.oracle_harness import ServerProcess, free_port, wait_for_soa
+        """named pulls example.test with line1-key and answers line1's www and extra; after
+        smartdns reloads a changed line1 overlay, named is notified, asks IXFR, gets the
+        incremental answer (its log says IXFR, the request smartdns logs was answered from the
+        journal) and serves the new www with serial + 1; the base serial is unchanged."""
+        from tests.oracle_harness import ServerProcess, wait_for_soa
 
         workdir = tempfile.mkdtemp(prefix="xfr-named-")
         self.addCleanup(shutil.rmtree, workdir, True)
-        port = free_port()
+        port = self.named_port
         write_tree(workdir, {"named.conf": textwrap.dedent(f"""\
             options {{ directory "{workdir}"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
                       recursion no; notify no; dnssec-validation no; pid-file none; }};
@@ -317,12 +331,41 @@ class BindSecondaryOfSmartdnsTests(unittest.TestCase):
 
         log_path = os.path.abspath(self.mktemp()) + "-named.log"   # kept after stop() removes workdir
         with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen([NAMED, "-g", "-4", "-n", "1", "-c", os.path.join(workdir, "named.conf")],
+            proc = subprocess.Popen([NAMED, "-g", "-4", "-n", "1", "-d", "3", "-c", os.path.join(workdir, "named.conf")],
                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir)
         server = ServerProcess("named", proc, port, workdir, log_path)
         self.addCleanup(server.stop)
         yield threads.deferToThread(wait_for_soa, server, "example.test.")
         for name, rdtype, want in (("www.example.test", "A", "10.0.0.10"), ("extra.example.test", "TXT", '"only line1"')):
-            answer = yield threads.deferToThread(dns.query.udp, dns.message.make_query(name, rdtype), "127.0.0.1",
-                                                 port=port, timeout=3)
-            self.assertEqual([rdata.to_text() for rrset in answer.answer for rdata in rrset], [want])
+            got = yield self.ask_named(name, rdtype)
+            self.assertEqual(got, [want])
+
+        # line1's overlay changes (its file has no SOA; the base serial stays 2024010101).
+        with open(os.path.join(self.service.config.zones.directory, "line1", "example.test.zone"), "w") as handle:
+            handle.write(OVERLAY_ZONE.replace("10.0.0.10", "10.0.0.77"))
+        result = yield self.service.reload("test")
+        self.assertTrue(result.ok)
+        for _ in range(200):                                   # NOTIFY, SOA query, IXFR: well under 10 s
+            got = yield self.ask_named("www.example.test", "A")
+            if got == ["10.0.0.77"]:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(got, ["10.0.0.77"], server.log()[-3000:])
+        soa = yield self.ask_named("example.test", "SOA")
+        self.assertEqual(soa[0].split()[2], "2024010102")
+        # smartdns's own clients: line1's see the bumped serial, clients in no line the file's.
+        for source, serial in (("127.0.0.3", 2024010102), ("127.0.0.1", 2024010101)):
+            answer = yield query(self.host, self.port, "example.test", "SOA", source=source)
+            self.assertEqual([rdata.serial for rrset in answer.answer for rdata in rrset], [serial])
+        self.assertEqual(self.service.journal.steps(b"\x07example\x04test\x00", "line1")[0].new_serial, 2024010102)
+        # named -d 3 logs the request and whether the answer was incremental: the first
+        # transfer is AXFR (no copy yet), the second IXFR answered with the six records of one
+        # difference (new SOA; old SOA, www deleted; new SOA, www added; new SOA).
+        log = server.log()
+        self.assertIn("received notify for zone 'example.test': TSIG 'line1-key'", log)
+        self.assertIn("notify from 127.0.0.1", log)
+        self.assertIn("requesting IXFR for serial 2024010101", log)
+        self.assertEqual(log.count("got nonincremental response"), 1)
+        self.assertEqual(log.count("got incremental response"), 1)
+        self.assertIn("Transfer completed: 1 messages, 6 records", log)
+        self.assertIn("transferred serial 2024010102: TSIG 'line1-key'", log)

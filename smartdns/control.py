@@ -32,6 +32,7 @@ log = Logger()
 CONTROL_SOCKET_MODE = 0o600           # owner only: a reload is an administrative act
 PROBE_TIMEOUT_SECONDS = 2.0           # how long a live server may take to accept the probe
 NOT_SUMMED = frozenset({"generation"})  # gauges that mean nothing added up (the first process's is shown)
+SERIAL_PREFIX = "serial."             # serial.ZONE, serial.ZONE/LINE: the SOA serial served (not summed either)
 
 Counters = list[tuple[str, int]]
 
@@ -184,6 +185,11 @@ def twistd_owner(twistd_options: Any) -> tuple[int, int] | None:
     return (-1 if uid is None else uid, -1 if gid is None else gid)
 
 
+def serial_counter(zone: str, line: str | None) -> str:
+    """The ``smartdns stats`` name of the serial served for a zone to a line (None: no line)."""
+    return f"{SERIAL_PREFIX}{zone}" if line is None else f"{SERIAL_PREFIX}{zone}/{line}"
+
+
 def stats_report(processes: Iterable[tuple[int, int, Counters | None]]) -> dict[str, Any]:
     """The JSON object ``smartdns stats --json`` prints, from (worker index, pid, counters or
     None when that worker did not answer) for each process, the first process first.
@@ -198,7 +204,7 @@ def stats_report(processes: Iterable[tuple[int, int, Counters | None]]) -> dict[
             missing.append(index)
             continue
         for name, value in counters:
-            if name in NOT_SUMMED:
+            if name in NOT_SUMMED or name.startswith(SERIAL_PREFIX):
                 totals.setdefault(name, value)
             else:
                 totals[name] = totals.get(name, 0) + value

@@ -26,6 +26,7 @@ from twisted.web import resource, server as web_server
 
 from smartdns import __version__
 from smartdns.forwarder import ANSWER_BUCKETS
+from smartdns.journal import served_serials
 from smartdns.server import DURATION_BUCKETS, rcode_text, type_text
 
 import dns.rdatatype
@@ -73,6 +74,9 @@ def counters(service: Any) -> Counters:
                    "failures": reload_state.failures, "failed": int(reload_state.failed)},
         "querylog": {"written": service.querylog.written if service.querylog else 0,
                      "dropped": service.querylog.dropped if service.querylog else 0},
+        "notify": {"sent": service.notifier.counters.sent, "answered": service.notifier.counters.answered,
+                   "refused": service.notifier.counters.refused, "failed": service.notifier.counters.failed},
+        "zones": [[zone, line or "", serial] for zone, line, serial in served_serials(service.current)],
         "processes": 1,
     }
 
@@ -86,7 +90,7 @@ def merge(values: list[Counters]) -> Counters:
             total[key] = total[key] + other[key]
         total["answers"] = total["answers"] + other["answers"]
         total["upstream_rcodes"] = total["upstream_rcodes"] + other["upstream_rcodes"]
-        for key in ("cache", "forward", "querylog", "rrl"):
+        for key in ("cache", "forward", "querylog", "rrl", "notify"):
             total[key] = {k: total[key].get(k, 0) + other[key].get(k, 0) for k in total[key].keys() | other[key].keys()}
         for key in ("durations", "upstreams"):
             merged = {k: list(v) for k, v in total[key].items()}
@@ -201,6 +205,17 @@ class Collector:
                                   value=reload_state["failures"])
         yield GaugeMetricFamily("smartdns_reload_failed", "1 when the last reload was rejected.",
                                 value=reload_state["failed"])
+        serials = GaugeMetricFamily("smartdns_zone_serial", "The SOA serial served, by zone and line "
+                                    "(line empty: clients in no line).", labels=["zone", "line"])
+        for zone, line, serial in c["zones"]:
+            serials.add_metric([zone, line], serial)
+        yield serials
+        notify = c["notify"]
+        for name, help_text in (("sent", "NOTIFY messages sent to [[transfer]] also_notify, retries included."),
+                                ("answered", "NOTIFYs answered NOERROR."),
+                                ("refused", "NOTIFYs answered with an error rcode."),
+                                ("failed", "NOTIFYs never answered after every try.")):
+            yield CounterMetricFamily(f"smartdns_notify_{name}", help_text, value=notify[name])
         yield CounterMetricFamily("smartdns_querylog_lines", "Query log lines written.",
                                   value=c["querylog"]["written"])
         yield CounterMetricFamily("smartdns_querylog_dropped", "Query log lines dropped because the disk was "

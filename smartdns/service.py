@@ -20,10 +20,10 @@ from smartdns import reuseport
 from smartdns.cache import AnswerCache, CacheCounters
 from smartdns.chain import CacheStage, ChainSet, UpstreamStage, compose
 from smartdns.config import Config, RateLimitConfig, load_config
-from smartdns.control import ControlService, stats_report, twistd_owner
+from smartdns.control import ControlService, serial_counter, stats_report, twistd_owner
 from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder, Stats as UpstreamStats
-from smartdns.journal import Difference, Journal, SerialState
+from smartdns.journal import Difference, Journal, SerialState, served_serials
 from smartdns.notify import Notifier
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
@@ -292,6 +292,7 @@ class SmartDNSService(TypedMultiService):
             ("notify.answered", self.notifier.counters.answered),
             ("notify.refused", self.notifier.counters.refused),
             ("notify.failed", self.notifier.counters.failed),
+            *((serial_counter(zone, line), serial) for zone, line, serial in served_serials(self.current)),
         ]
         return counters
 

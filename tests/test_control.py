@@ -7,6 +7,7 @@ Real Unix sockets throughout; the startup behaviour is checked on real ``twistd`
 from __future__ import annotations
 
 import io
+import json
 import os
 import pwd
 import shutil
@@ -227,6 +228,15 @@ class StatsReportTests(unittest.TestCase):
             "generation": 1, "queries": 7, "cache.hits": 0, "new.counter": 2}})
         self.assertEqual(report["missing_workers"], [2])
 
+    def test_serials_are_not_summed(self) -> None:
+        """serial.ZONE and serial.ZONE/LINE are the first process's; each process keeps its own."""
+        report = stats_report([
+            (0, 100, [("generation", 2), ("serial.a.test", 7), ("serial.a.test/line1", 8)]),
+            (1, 101, [("generation", 2), ("serial.a.test", 7), ("serial.a.test/line1", 8)]),
+        ])
+        self.assertEqual(report["counters"], {"generation": 2, "serial.a.test": 7, "serial.a.test/line1": 8})
+        self.assertEqual(report["processes"][1]["counters"]["serial.a.test/line1"], 8)
+
 
 class CheckTests(unittest.TestCase):
     """``smartdns check`` and the control socket."""
@@ -319,6 +329,28 @@ class TwistdControlSocketTests(unittest.TestCase):
         self.stop(first)
         self.assertIn(first.returncode, (0, -signal.SIGTERM))    # twistd ends by its stop signal
         self.assertFalse(os.path.exists(self.control))
+
+    def test_stats_show_served_serials(self) -> None:
+        """``smartdns stats`` prints the serial served per zone and line, and --json holds it per
+        process with the generation; after a reload that changes only line1's overlay (a
+        [[transfer]] line) line1's serial is one more, the base's unchanged."""
+        write_tree(self.base, {"zones/line1/a.test.zone": "www A 10.0.0.1\n"})
+        with open(self.config, "a", encoding="utf-8") as handle:
+            handle.write('[lines]\nline1 = ["10.1.0.0/16"]\n[[tsig]]\nname = "k1"\nsecret = "c2VjcmV0"\n'
+                         '[[transfer]]\nkey = "k1"\nline = "line1"\n')
+        server = self.start(self.config)
+        poll(lambda: self.answers(server), "the control socket")
+        text = self.cli("stats").stdout.splitlines()
+        self.assertIn("serial.a.test 1", text)
+        self.assertIn("serial.a.test/line1 1", text)
+        write_tree(self.base, {"zones/line1/a.test.zone": "www A 10.0.0.2\n"})
+        reloaded = self.cli("reload")
+        self.assertIn("reload OK: generation 2", reloaded.stdout)
+        report = json.loads(self.cli("stats", "--json").stdout)
+        self.assertEqual([report["counters"][name] for name in ("generation", "serial.a.test", "serial.a.test/line1")],
+                         [2, 1, 2])
+        own = report["processes"][0]["counters"]
+        self.assertEqual((own["generation"], own["serial.a.test/line1"]), (2, 2))
 
     def test_stale_socket_is_replaced(self) -> None:
         """A socket left by a killed server is replaced at start."""

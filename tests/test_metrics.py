@@ -156,6 +156,34 @@ class MetricsTests(unittest.TestCase):
         self.assertEqual(status, 404)
 
 
+class ZoneSerialMetricsTests(unittest.TestCase):
+    """smartdns_zone_serial{zone,line}: the serial each zone is served with, per line."""
+
+    @defer.inlineCallbacks
+    def test_serials_by_zone_and_line(self):
+        """Base and the office line's view; an overlay-only change raises office's serial (a
+        [[transfer]] line) and the reload generation, not the base's; NOTIFY counters are there."""
+        config = CONFIG.format(upstream="127.0.0.1:9") + (
+            '[[tsig]]\nname = "k1"\nsecret = "c2VjcmV0"\n[[transfer]]\nkey = "k1"\nline = "office"\n')
+        service, _host, _port = start_server(self, config, zones={"example.com.zone": ZONE,
+                                                                  "office/example.com.zone": OVERLAY})
+        url = f"http://127.0.0.1:{service.metrics_port.getHost().port}/metrics"
+        _status, body = yield get(url)
+        s = samples(body)
+        self.assertEqual(s[("smartdns_zone_serial", (("line", ""), ("zone", "example.com")))], 1)
+        self.assertEqual(s[("smartdns_zone_serial", (("line", "office"), ("zone", "example.com")))], 1)
+        self.assertEqual(s[("smartdns_notify_sent_total", ())], 0)
+        with open(os.path.join(service.config.zones.directory, "office", "example.com.zone"), "w") as handle:
+            handle.write(OVERLAY.replace("10.1.1.1", "10.1.1.2"))
+        result = yield service.reload("test")
+        self.assertTrue(result.ok, result.summary())
+        _status, body = yield get(url)
+        s = samples(body)
+        self.assertEqual(s[("smartdns_zone_serial", (("line", ""), ("zone", "example.com")))], 1)
+        self.assertEqual(s[("smartdns_zone_serial", (("line", "office"), ("zone", "example.com")))], 2)
+        self.assertEqual(s[("smartdns_reload_generation", ())], 2)
+
+
 class ReadinessTests(unittest.TestCase):
     """/ready is 503 until the service has started."""
 

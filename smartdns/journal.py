@@ -51,6 +51,9 @@ log = Logger()
 
 SERIAL_MODULUS = 2**32
 DEFAULT_JOURNAL_SIZE = 32          # differences kept per transfer view ([[transfer]] journal_size)
+#: The differences kept for a view hold at most this many times its records (the oldest go
+#: first), so memory stays in proportion to the zone (BIND bounds its journal by size).
+JOURNAL_RECORDS_RATIO = 2
 SOA_FIXED_BYTES = 20               # serial, refresh, retry, expire, minimum (RFC 1035 §3.3.13)
 STATE_VERSION = 1
 
@@ -68,6 +71,12 @@ class Difference:
     new_soa: wire.RRset
     deleted: tuple[wire.RRset, ...]
     added: tuple[wire.RRset, ...]
+    view_records: int = 0          # records the view holds after this difference
+
+    @property
+    def records(self) -> int:
+        """Records deleted and added (the SOAs not counted)."""
+        return sum(len(rrset.rdatas) for rrset in self.deleted) + sum(len(rrset.rdatas) for rrset in self.added)
 
     @property
     def old_serial(self) -> int:
@@ -240,6 +249,14 @@ def view_digest(view: ZoneView, total: int | None = None) -> str:
     return f"{(total + records_sum([with_serial(view.soa, 0)])) % 2**128:032x}"
 
 
+def view_records(view: ZoneView) -> int:
+    """How many records a view serves (an overlay's names counted as merged)."""
+    merged = view.merged
+    total = sum(len(rrset.rdatas) for node in merged.values() for rrset in node.values())
+    return total + sum(len(rrset.rdatas) for name, node in view.base.nodes.items() if name not in merged
+                       for rrset in node.values())
+
+
 def _stamped_view(view: ZoneView, serial: int) -> ZoneView:
     """``view`` serving ``serial`` in its apex SOA (the apex node replaced in ``merged``)."""
     origin = view.origin
@@ -289,7 +306,8 @@ def stamp(old: Snapshot | None, new: Snapshot, saved: Mapping[ViewKey, Saved] | 
                 served = serial_after(before) if changed else before
             if served != before:
                 new_soa = with_serial(view.soa, served)
-                differences.append(Difference(origin, line, previous.soa, new_soa, deleted, added))
+                differences.append(Difference(origin, line, previous.soa, new_soa, deleted, added,
+                                              view_records(view)))
         elif saved is not None and (origin, line) in saved and digests is not None:
             remembered = saved[(origin, line)]
             newer = not serial_gte(remembered.serial, file_serial)
@@ -384,6 +402,9 @@ class Journal:
             if steps is None or steps.maxlen != size:
                 steps = self._steps[key] = deque(steps or (), maxlen=size)
             steps.append(difference)
+            held = sum(step.records for step in steps)
+            while len(steps) > 1 and held > JOURNAL_RECORDS_RATIO * max(difference.view_records, 1):
+                held -= steps.popleft().records
         live = set(transfer_views(new))
         for key in [key for key in self._steps if key not in live]:
             del self._steps[key]                  # the zone, line or rule is gone: so is its history

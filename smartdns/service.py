@@ -23,7 +23,7 @@ from smartdns.config import Config, RateLimitConfig, load_config
 from smartdns.control import ControlService, serial_counter, stats_report, twistd_owner
 from smartdns.errors import ListenError, LoadError
 from smartdns.forwarder import Forwarder, Stats as UpstreamStats
-from smartdns.journal import Difference, Journal, SerialState, served_serials
+from smartdns.journal import Difference, Journal, SerialState, served_serials, transfer_views
 from smartdns.notify import Notifier
 from smartdns.resolver import ForwardResolver
 from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
@@ -360,13 +360,16 @@ class SmartDNSService(TypedMultiService):
         NOTIFY goes to the ``also_notify`` addresses of the rules whose view changed, then each
         of ``swap_listeners`` is called with the same arguments."""
         if self.running:
-            self._notify(new, differences)
+            appeared = set(transfer_views(new)) - set(transfer_views(old))   # a new zone, or back from SERVFAIL
+            self._notify(new, differences, appeared)
         for listener in list(self.swap_listeners):
             listener(old, new, differences)
 
-    def _notify(self, snap: Snapshot, differences: tuple[Difference, ...] | None) -> None:
+    def _notify(self, snap: Snapshot, differences: tuple[Difference, ...] | None,
+                appeared: set[tuple[bytes, str | None]] = set()) -> None:
         """NOTIFY each ``[[transfer]] also_notify`` target about the zones of its rule's view
-        in ``differences`` (None: every zone, at start).  The first process alone sends."""
+        in ``differences`` or ``appeared`` (differences None: every zone, at start).  The first
+        process alone sends."""
         if self.worker:
             return
         keys = {key.name: key for key in snap.config.tsig}
@@ -377,7 +380,8 @@ class SmartDNSService(TypedMultiService):
             if differences is None:
                 origins = sorted(origin for origin in snap.zones if (origin, rule.line) not in snap.servfail)
             else:
-                origins = sorted({d.origin for d in differences if d.line == rule.line})
+                origins = sorted({d.origin for d in differences if d.line == rule.line}
+                                 | {origin for origin, line in appeared if line == rule.line})
             for origin in origins:
                 self.notifier.notify(origin, snap.view(origin, rule.line).soa, key, rule.also_notify)
 

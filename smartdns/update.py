@@ -51,6 +51,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
+import dns.ttl
 import dns.update
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -61,7 +62,7 @@ from smartdns.serial import serial_gte
 from smartdns.snapshot import Snapshot
 from smartdns.tsig import keyring
 from smartdns.xfr import BADKEY, BADSIG, BADTIME, PASS, HookResult, signed_error, tsig_error_answer
-from smartdns.zones import Node, Zone, ZoneView, make_view, overlay_default_ttl, read_zone_file, record_lines
+from smartdns.zones import Node, Zone, ZoneView, make_view, overlay_default_ttl, read_zone_file
 
 log = Logger()
 
@@ -440,15 +441,20 @@ def _overlay_node(key: bytes, desired: NodeContent, below: NodeContent) -> NodeC
 
 # -- writing a file back ----------------------------------------------------------------------
 
-def expected_nodes(change: FileChange) -> dict[bytes, Normal]:
-    """What the file must read back as: what it held, with the changed names replaced."""
-    out = {key: normal_node(node) for key, node in change.current.items()}
-    for key, node in change.changes.items():
-        if node:
-            out[key] = _normal_content(node)
-        else:
-            out.pop(key, None)
-    return {key: node for key, node in out.items() if node}
+def reads_back(got: Mapping[bytes, Node], change: FileChange) -> bool:
+    """Whether a file read back holds what it held, with the changed names replaced."""
+    keys = {key for key in change.current if key not in change.changes}
+    keys |= {key for key, node in change.changes.items() if node}
+    if got.keys() != keys:
+        return False
+    for key, node in got.items():
+        new = change.changes.get(key)
+        if new is not None:
+            if normal_node(node) != _normal_content(new):
+                return False
+        elif node != change.current[key] and normal_node(node) != normal_node(change.current[key]):
+            return False
+    return True
 
 
 def _record_text(owner: bytes, rtype: int, ttl: int, data: bytes) -> str:
@@ -462,6 +468,10 @@ def statements(lines: list[str]) -> dict[int, int]:
     out: dict[int, int] = {}
     depth, start = 0, None
     for index, line in enumerate(lines):
+        if depth == 0 and "(" not in line and '"' not in line:       # the usual one-line record, fast
+            if line.split(";", 1)[0].strip():
+                out[index] = index
+            continue
         content = False
         quoted = escaped = False
         for char in line:
@@ -519,17 +529,86 @@ def _tokens(lines: list[str], first: int, last: int) -> list[tuple[int, int, int
     return out
 
 
+class CannotEdit(Exception):
+    """The file uses what the in-place editor does not follow (``$INCLUDE``, ``$GENERATE``, a
+    statement it cannot read): it is written in canonical form instead."""
+
+
+CLASS_WORDS = frozenset({"IN", "CH", "CS", "HS", "ANY", "NONE"})
+
+
+def locate(lines: list[str], spans: Mapping[int, int], origin_text: str, wanted: set[bytes]) -> tuple[
+        dict[tuple[bytes, int], list[tuple[int, bytes]]], dict[int, str]]:
+    """Where the records of the ``wanted`` names are: (name, type) → [(first line, RDATA)], and
+    the owner of every record statement (first line → absolute owner text, lowercase).
+
+    A light reading of the file (owner words, ``$ORIGIN``; the type and RDATA only at the wanted
+    names), not the whole zone reader, so a 100,000-record zone is located in well under a
+    second.  Anything it misreads is caught when the edited file is read back (``prepare``)."""
+    try:
+        current = dns.name.from_text(origin_text)
+        suffix = current.to_text().lower()
+        targets = {dns.name.from_wire(key, 0)[0].to_text().lower() for key in wanted}
+        last_owner: str | None = None
+        where: dict[tuple[bytes, int], list[tuple[int, bytes]]] = {}
+        owners: dict[int, str] = {}
+        for start in sorted(spans):
+            line = lines[start]
+            blank = line[:1] in (" ", "\t")
+            if not blank:
+                word = line.split(None, 1)[0]
+                if word.startswith("$"):
+                    tokens = _tokens(lines, start, spans[start])
+                    if word.upper() == "$ORIGIN":
+                        current = dns.name.from_text(tokens[1][3], origin=current)
+                        suffix = current.to_text().lower()
+                    elif word.upper() != "$TTL":
+                        raise CannotEdit(f"{word} is not followed by in-place edits")
+                    continue
+                if "\\" in word or ";" in word or "(" in word or '"' in word:
+                    owner = dns.name.from_text(word, origin=current).to_text().lower()
+                elif word == "@":
+                    owner = suffix
+                elif word.endswith("."):
+                    owner = word.lower()
+                else:
+                    owner = word.lower() + "." + suffix if suffix != "." else word.lower() + "."
+                last_owner = owner
+            elif last_owner is None:
+                raise CannotEdit("a record without owner comes first")
+            owners[start] = last_owner
+            if last_owner not in targets:
+                continue
+            tokens = _tokens(lines, start, spans[start])
+            rest = tokens if blank else tokens[1:]
+            index = 0
+            while index < len(rest) and (rest[index][3].upper() in CLASS_WORDS or _is_ttl(rest[index][3])):
+                index += 1
+            rtype = dns.rdatatype.from_text(rest[index][3])
+            text = " ".join(token[3] for token in rest[index + 1:])
+            rdata = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=current, relativize=False)
+            key = _key(dns.name.from_text(last_owner))
+            where.setdefault((key, int(rtype)), []).append((start, _rdata_wire(rdata)))
+        return where, owners
+    except (dns.exception.DNSException, IndexError, ValueError) as e:
+        raise CannotEdit(str(e)) from None
+
+
+def _is_ttl(word: str) -> bool:
+    try:
+        dns.ttl.from_text(word)
+    except dns.ttl.BadTTL:
+        return False
+    return True
+
+
 def edit_in_place(text: str, change: FileChange) -> str:
     """The file with the change made line by line: removed records' statements dropped (a
     following record that took its owner from one gets the owner written out), new records
     appended, an SOA whose serial alone changed rewritten at that one word."""
     lines = text.splitlines(keepends=True)
     spans = statements(lines)
-    where = record_lines(change.path, change.origin_text, overlay=change.overlay, default_ttl=change.default_ttl)
-    owner_at: dict[int, bytes] = {}
-    for (key, _rtype), found in where.items():
-        for _file, line, _data in found:
-            owner_at[line - 1] = key
+    where, owner_at = locate(lines, spans, change.origin_text, set(change.changes))
     removed: set[int] = set()
     appended: list[str] = []
     serial_edits: dict[int, int] = {}
@@ -542,7 +621,7 @@ def edit_in_place(text: str, change: FileChange) -> str:
             new_normal = (new[1], frozenset(new[2])) if new is not None else None
             if old_normal == new_normal:
                 continue
-            positions = [(line - 1, data) for _file, line, data in where.get((key, rtype), [])]
+            positions = where.get((key, rtype), [])
             if (rtype == wire.SOA and old is not None and new is not None and len(positions) == 1
                     and old.ttl == new[1] and _without_serial(b"".join(old.rdatas[0])) == _without_serial(new[2][0])):
                 serial_edits[positions[0][0]] = struct.unpack_from("!I", new[2][0], len(new[2][0]) - 20)[0]
@@ -556,7 +635,7 @@ def edit_in_place(text: str, change: FileChange) -> str:
                 owner, ttl, rdatas = new
                 appended += [_record_text(owner, rtype, ttl, data) + "\n" for data in rdatas if data not in have]
     out: list[str] = []
-    previous_removed_owner: bytes | None = None
+    previous_removed_owner: str | None = None
     spelled = {key: next(iter(node.values())).name for key, node in change.current.items() if node}
     index = 0
     while index < len(lines):
@@ -573,7 +652,8 @@ def edit_in_place(text: str, change: FileChange) -> str:
             index = last + 1
             continue
         if not directive and first[:1] in (" ", "\t") and previous_removed_owner is not None:
-            block = [wire.to_text(spelled.get(previous_removed_owner, previous_removed_owner)) + first] + block[1:]
+            key = _key(dns.name.from_text(previous_removed_owner))
+            block = [wire.to_text(spelled.get(key, key)) + first] + block[1:]
         if not directive:
             previous_removed_owner = None
         if index in serial_edits:
@@ -655,18 +735,20 @@ def prepare(change: FileChange, origin: bytes) -> Prepared:
             old = handle.read()
     directory = os.path.dirname(change.path)
     os.makedirs(directory, exist_ok=True)
-    want = expected_nodes(change)
     attempts: list[tuple[str, Callable[[], str]]] = []
     if old is not None:
         current = old.decode("utf-8")
         attempts.append(("in place", lambda: edit_in_place(current, change)))
     attempts.append(("canonical", lambda: canonical_text(change, origin)))
     for how, make in attempts:
-        text: str = make()
+        try:
+            text: str = make()
+        except CannotEdit as e:
+            log.info("update: {path} is written in canonical form ({why})", path=change.path, why=str(e))
+            continue
         temp = _write_temp(change.path, text.encode("utf-8"), old is not None)
         zone, problems = read_zone_file(temp, change.origin_text, overlay=change.overlay, default_ttl=change.default_ttl)
-        got = {key: normal_node(node) for key, node in zone.nodes.items()} if zone is not None else None
-        if got is not None and {k: v for k, v in got.items() if v} == want:
+        if zone is not None and reads_back(zone.nodes, change):
             if how != "in place" and old is not None:
                 log.warn("update: {path} edited in place would not read back as intended; "
                          "written in canonical form (comments and layout not kept)", path=change.path)
@@ -800,9 +882,17 @@ def _check_current(path: str, origin_text: str, served: Mapping[bytes, Node], *,
     zone, _problems = read_zone_file(path, origin_text, overlay=overlay, default_ttl=default_ttl)
     if zone is None or len(zone.sources) != 1:
         raise Stale(path)
-    if {k: normal_node(v) for k, v in zone.nodes.items()} != {k: normal_node(v) for k, v in served.items()}:
+    if not same_nodes(zone.nodes, served):
         raise Stale(path)
     return zone
+
+
+def same_nodes(a: Mapping[bytes, Node], b: Mapping[bytes, Node]) -> bool:
+    """Whether two zones' nodes hold the same data (equal objects first: the same reader made
+    both; record order and owner case aside only where they differ)."""
+    if a.keys() != b.keys():
+        return False
+    return all(node == b[key] or normal_node(node) == normal_node(b[key]) for key, node in a.items())
 
 
 def _overlay(snap: Snapshot, rule: UpdateRule, base: Zone, base_path: str,

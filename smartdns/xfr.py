@@ -168,6 +168,8 @@ class TransferHook:
             if serial_gte(theirs, ours):
                 return single_soa(query, view)
             chain = self.journal.chain(origin, rule.line, theirs, ours) if self.journal is not None else None
+            if chain is not None and sum(step.records for step in chain) > chain[-1].view_records:
+                chain = None             # more than the whole zone: AXFR-style is smaller (BIND's max-ixfr-ratio)
             if not tcp:
                 fits = None if chain is None else incremental_datagram(query, view, chain)
                 return fits if fits is not None else single_soa(query, view)

@@ -325,6 +325,28 @@ class JournalChainTests(unittest.TestCase):
         (answer,) = self.ask(current - 3, tcp=False, payload=4096)
         self.assertEqual(len(answer.answer), 2 + 3 * 4)
 
+    def test_records_bound_and_whole_zone_is_smaller(self) -> None:
+        """The kept differences hold at most twice the view's records (the oldest go first), and
+        a chain holding more records than the zone is answered AXFR-style."""
+        journal = Journal()
+        tree = Tree(self, size=1000)
+        snap = journal.first(tree.build())
+        for i in range(12):                                 # 2 records each, the view holds 6
+            tree.write("line1/example.test.zone", overlay(f"10.0.2.{i}"))
+            snap, _ = journal.commit(snap, tree.build())
+        steps = journal.steps(ORIGIN, "line1")
+        self.assertEqual((len(steps), steps[-1].view_records), (6, 6))
+        self.assertEqual(sum(step.records for step in steps), 12)
+        self.snap, self.journal = snap, journal
+        self.hook.journal = journal
+        current = served(snap, "line1")
+        incremental = self.ask(current - 3)                  # 6 records: not more than the zone
+        self.assertEqual(sum(len(r) for m in incremental for r in m.answer), 2 + 3 * 4)
+        whole = self.ask(current - 4)                        # 8 records: the zone is smaller
+        rows = [rrset.rdtype for m in whole for rrset in m.answer for _rdata in rrset]
+        self.assertEqual((rows[0], rows[1], rows[-1], rows.count(dns.rdatatype.SOA)),
+                         (dns.rdatatype.SOA, dns.rdatatype.NS, dns.rdatatype.SOA, 2))
+
     def test_journal_forgets_views_no_rule_transfers(self) -> None:
         """A view no [[transfer]] transfers any more has no journal."""
         self.change("10.0.1.1")

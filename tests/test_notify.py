@@ -186,3 +186,10 @@ class ServiceNotifyTests(unittest.TestCase):
         yield until(lambda: service.notifier.counters.answered == 3)
         counters = dict(service.stats())
         self.assertEqual((counters["notify.sent"], counters["notify.answered"]), (3, 3))
+        # A zone file added: both rules' secondaries hear of the new zone (as BIND on load).
+        with open(os.path.join(directory, "new.test.zone"), "w", encoding="utf-8") as handle:
+            handle.write(base_zone().replace("SOA ns1", "SOA ns1.new.test."))
+        result = yield service.reload("test")
+        self.assertTrue(result.ok, result.summary())
+        yield until(lambda: len(line1.got) == 3 and len(base.got) == 2)
+        self.assertEqual([m.question[0].name.to_text() for m in (line1.got[-1], base.got[-1])], ["new.test."] * 2)

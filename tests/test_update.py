@@ -672,3 +672,36 @@ class MoreUpdateTests(unittest.TestCase):
             ns1.nottl.test. 300 IN A 192.0.2.1
             """))
         self.assertEqual((yield ask(self.port, "b.nottl.test", "A")), ("NOERROR", ["900 192.0.2.3"]))
+
+    @defer.inlineCallbacks
+    def test_origin_and_relative_names_kept(self) -> None:
+        """$ORIGIN, relative owners and a multi-line record: a deletion below a second $ORIGIN
+        removes exactly that line, and the file is edited in place (not canonical)."""
+        text = textwrap.dedent("""\
+            $TTL 300
+            @   SOA ns1 hostmaster 1 3600 600 86400 60
+                NS  ns1
+            ns1 A   192.0.2.1
+            $ORIGIN sub.orig.test.
+            a   A   192.0.2.5     ; stays
+            b   TXT ( "one"
+                      "two" )     ; goes
+            c   A   192.0.2.6
+            """)
+        with open(self.path("orig.test.zone"), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        assert self.service.config.path is not None
+        with open(self.service.config.path, "a", encoding="utf-8") as handle:
+            handle.write('[[update]]\nzone = "orig.test"\nkey = "base-key"\n')
+        result = yield self.service.reload("test")
+        self.assertTrue(result.ok, result.summary())
+        out, err, status = yield run_nsupdate(self.port, "zone orig.test\nupdate delete b.sub.orig.test. TXT\n"
+                                                         "update add d.sub.orig.test. 60 A 192.0.2.7\n",
+                                              "-y", f"hmac-sha256:base-key:{SECRET_BASE}")
+        self.assertEqual(status, 0, err.decode())
+        self.assertEqual(self.read("orig.test.zone"),
+                         text.replace("@   SOA ns1 hostmaster 1 ", "@   SOA ns1 hostmaster 2 ")
+                             .replace('b   TXT ( "one"\n          "two" )     ; goes\n', "")
+                         + "d.sub.orig.test. 60 IN A 192.0.2.7\n")
+        self.assertEqual((yield ask(self.port, "c.sub.orig.test", "A")), ("NOERROR", ["300 192.0.2.6"]))
+        self.assertEqual((yield ask(self.port, "b.sub.orig.test", "TXT")), ("NXDOMAIN", []))

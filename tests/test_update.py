@@ -705,3 +705,37 @@ class MoreUpdateTests(unittest.TestCase):
                          + "d.sub.orig.test. 60 IN A 192.0.2.7\n")
         self.assertEqual((yield ask(self.port, "c.sub.orig.test", "A")), ("NOERROR", ["300 192.0.2.6"]))
         self.assertEqual((yield ask(self.port, "b.sub.orig.test", "TXT")), ("NXDOMAIN", []))
+
+
+class JournalTests(unittest.TestCase):
+    """Updates go through the reload, so the [[transfer]] journal sees them like a file edit:
+    a line view whose serial the serial-bump rule raised is updated from that served serial."""
+
+    def setUp(self) -> None:
+        if NSUPDATE is None:
+            raise unittest.SkipTest("nsupdate is not installed (apt-get install bind9-dnsutils)")
+        config = CONFIG.replace("[forward]", "[zones]\nwatch = false\n[forward]") + \
+            '[[transfer]]\nkey = "line1-key"\nline = "line1"\n'
+        self.service, self.host, self.port = start_server(
+            self, config, files={"line1.key": LINE_KEY_FILE},
+            zones={"example.test.zone": BASE_ZONE, "line1/example.test.zone": OVERLAY_ZONE})
+        self.zones = self.service.config.zones.directory
+
+    @defer.inlineCallbacks
+    def test_update_after_a_stamped_serial(self) -> None:
+        with open(os.path.join(self.zones, "line1", "example.test.zone"), "a", encoding="utf-8") as handle:
+            handle.write("hand A 10.0.0.77\n")                 # an overlay-only edit: no serial in the file moves
+        result = yield self.service.reload("test")
+        self.assertTrue(result.ok, result.summary())
+        stamped = int((yield ask(self.port, "example.test", "SOA", "127.0.0.3"))[1][0].split()[3])
+        self.assertEqual(stamped, 2024010102)                  # served, not in any file
+        out, err, status = yield run_nsupdate(self.port, "zone example.test\nupdate add u.example.test. 60 A 10.0.0.5\n",
+                                              "-k", os.path.join(os.path.dirname(self.zones), "line1.key"))
+        self.assertEqual(status, 0, err.decode())
+        for source in ("127.0.0.3", "127.0.0.1"):
+            self.assertEqual(int((yield ask(self.port, "example.test", "SOA", source))[1][0].split()[3]), stamped + 1)
+        self.assertEqual((yield ask(self.port, "u.example.test", "A", "127.0.0.3")), ("NOERROR", ["60 10.0.0.5"]))
+        self.assertEqual((yield ask(self.port, "hand.example.test", "A", "127.0.0.3")), ("NOERROR", ["300 10.0.0.77"]))
+        steps = self.service.journal.steps(wire.from_text("example.test").lower(), "line1")
+        self.assertEqual(steps[-1].new_serial, stamped + 1)
+        self.assertEqual([wire.to_text(rrset.name) for rrset in steps[-1].added], ["u.example.test."])

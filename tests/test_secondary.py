@@ -163,6 +163,37 @@ IXFR_ANSWERS = {
 RCODES = {"NOTIMP": dns.rcode.NOTIMP, "FORMERR": dns.rcode.FORMERR, "REFUSED": dns.rcode.REFUSED}
 
 
+RICH_ZONE = ZONE + """\
+MiXeD  600 AAAA 2001:db8::1
+@    MX  10 mail
+mail A   192.0.2.25
+txt  TXT "two words" "and \\"quotes\\""
+_sip._tcp SRV 0 5 5060 www
+@    CAA 0 issue "ca.example"
+x    TYPE65280 \\# 3 abcdef
+"""
+SIGNED = ZONE + "www  RRSIG A 13 3 300 20300101000000 20200101000000 12345 fleet.test. YWJjZA==\n"
+
+
+class LocalCopyTests(unittest.TestCase):
+    """The saved file read as the base of an IXFR holds exactly dnspython's records."""
+
+    def test_same_records_as_dnspython(self) -> None:
+        """Through the fast reader (ordinary types, case, generic RDATA) and through dnspython
+        (an RRSIG, which the fast reader declines): equal to dnspython's reading of the file; at
+        another serial than asked: None."""
+        from smartdns.secondary import load_local
+        spec = SecondaryZone("fleet.test", (("127.0.0.1", 53),))
+        for text in (RICH_ZONE, SIGNED):
+            directory = os.path.abspath(self.mktemp())
+            path = save(directory, spec, "$ORIGIN fleet.test.\n" + text)
+            local = load_local(directory, spec, 7)
+            self.assertEqual(local, dns.zone.from_file(path, origin=ORIGIN, relativize=False))
+            self.assertFalse(local.replaced)
+            self.assertIsNone(load_local(directory, spec, 8))
+        self.assertIsNone(load_local(directory + "-missing", spec, 7))
+
+
 class FakePrimaryProtocol(protocol.Protocol):
     """DNS over TCP (RFC 7766 framing): SOA, AXFR of NEW_ZONE, IXFR as the factory's mode says."""
 

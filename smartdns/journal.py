@@ -72,11 +72,7 @@ class Difference:
     deleted: tuple[wire.RRset, ...]
     added: tuple[wire.RRset, ...]
     view_records: int = 0          # records the view holds after this difference
-
-    @property
-    def records(self) -> int:
-        """Records deleted and added (the SOAs not counted)."""
-        return sum(len(rrset.rdatas) for rrset in self.deleted) + sum(len(rrset.rdatas) for rrset in self.added)
+    records: int = 0               # records deleted and added (SOAs not counted): see `difference`
 
     @property
     def old_serial(self) -> int:
@@ -249,6 +245,13 @@ def view_digest(view: ZoneView, total: int | None = None) -> str:
     return f"{(total + records_sum([with_serial(view.soa, 0)])) % 2**128:032x}"
 
 
+def difference(origin: bytes, line: str | None, old_soa: wire.RRset, new_soa: wire.RRset,
+               deleted: tuple[wire.RRset, ...], added: tuple[wire.RRset, ...], view: ZoneView) -> Difference:
+    """A Difference with its counts made now (in the reload's thread, not at the swap)."""
+    records = sum(len(rrset.rdatas) for rrset in deleted) + sum(len(rrset.rdatas) for rrset in added)
+    return Difference(origin, line, old_soa, new_soa, deleted, added, view_records(view), records)
+
+
 def view_records(view: ZoneView) -> int:
     """How many records a view serves (an overlay's names counted as merged)."""
     merged = view.merged
@@ -306,8 +309,7 @@ def stamp(old: Snapshot | None, new: Snapshot, saved: Mapping[ViewKey, Saved] | 
                 served = serial_after(before) if changed else before
             if served != before:
                 new_soa = with_serial(view.soa, served)
-                differences.append(Difference(origin, line, previous.soa, new_soa, deleted, added,
-                                              view_records(view)))
+                differences.append(difference(origin, line, previous.soa, new_soa, deleted, added, view))
         elif saved is not None and (origin, line) in saved and digests is not None:
             remembered = saved[(origin, line)]
             newer = not serial_gte(remembered.serial, file_serial)

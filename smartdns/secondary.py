@@ -109,8 +109,8 @@ def timers_of(zone: dns.zone.Zone) -> SoaTimers:
 def transfer(secondary: SecondaryZone, key: TsigKey | None, current_serial: int | None = None,
              timeout: float = TRANSFER_TIMEOUT_SECONDS, local: LoadLocal | None = None) -> Transferred | None:
     """Transfer ``secondary.zone`` from its primaries in turn (blocking: run it in a thread):
-    IXFR from ``current_serial`` into the zone ``local()`` gives (our data at that serial, or
-    None), else AXFR.
+    IXFR from ``current_serial`` onto the zone ``local()`` returns (our data at that serial;
+    None when there is no such copy), else AXFR.
 
     Returns None when the primary's serial is not newer than ``current_serial`` (nothing to
     do); raises TransferError naming each primary's failure, including a serial that went back."""
@@ -163,7 +163,12 @@ def pull(origin: dns.name.Name, host: str, port: int, key: TsigKey | None, curre
             return base, IXFR_FULL if isinstance(base, LocalZone) and base.replaced else IXFR, ""
     zone = dns.zone.Zone(origin, relativize=False)
     query, _serial = dns.xfr.make_query(zone, serial=None, keyring=keyring, keyname=keyname)
-    dns.query.inbound_xfr(host, zone, query, port=port, timeout=timeout, lifetime=timeout)
+    try:
+        dns.query.inbound_xfr(host, zone, query, port=port, timeout=timeout, lifetime=timeout)
+    except Exception as e:
+        if base is None:
+            raise
+        raise TransferError(f"{why_axfr}, then AXFR: {type(e).__name__}: {e}") from e
     return zone, AXFR, why_axfr
 
 
@@ -238,8 +243,9 @@ def primary_serial(origin: dns.name.Name, host: str, port: int, key: TsigKey | N
 def refresh(directory: str, secondary: SecondaryZone, key: TsigKey | None, current_serial: int | None,
             timeout: float = TRANSFER_TIMEOUT_SECONDS) -> Transferred | None:
     """One refresh, blocking (run it in a thread): transfer if the primary is newer (IXFR onto
-    the saved file when it holds ``current_serial``, else AXFR) and save the zone, or, when the serial is ours, touch the saved file (its time is when the data was
-    last confirmed, which a restart reads for expire, as BIND does).  Raises TransferError."""
+    the saved file when it holds ``current_serial``, else AXFR) and save the zone, or, when the
+    serial is ours, touch the saved file (its time is when the data was last confirmed, which a
+    restart reads for expire, as BIND does).  Raises TransferError."""
     got = transfer(secondary, key, current_serial, timeout,
                    local=None if current_serial is None else lambda: load_local(directory, secondary, current_serial))
     if got is None:

@@ -217,6 +217,8 @@ class FakePrimaryProtocol(protocol.Protocol):
         mode = self.factory.ixfr
         if rdtype == dns.rdatatype.SOA:
             response.answer = [SOA8]
+        elif rdtype == dns.rdatatype.AXFR and self.factory.axfr_rcode is not None:
+            response.set_rcode(self.factory.axfr_rcode)
         elif rdtype == dns.rdatatype.AXFR:
             response.answer = [SOA8, *[r for r in rrs(NEW_ZONE) if r.rdtype != dns.rdatatype.SOA], SOA8]
         elif mode in RCODES:
@@ -238,6 +240,7 @@ class FakePrimary(protocol.Factory):
 
     def __init__(self) -> None:
         self.ixfr = "ixfr"
+        self.axfr_rcode: int | None = None
         self.asked: list[str] = []
 
 
@@ -309,7 +312,8 @@ class IxfrTests(unittest.TestCase):
 
     async def test_cut_connection_and_broken_result_keep_the_saved_file(self) -> None:
         """A connection cut mid-IXFR fails this primary (no AXFR after it); differences that leave
-        a zone smartdns would not load (no apex NS) are not saved.  The old file stays as it was."""
+        a zone smartdns would not load (no apex NS) are not saved; IXFR and AXFR both refused:
+        both reasons in the error.  The old file stays as it was."""
         with open(self.path, "rb") as handle:
             before = handle.read()
         with self.assertRaisesRegex(TransferError, f"transfer of fleet.test failed: 127.0.0.1:\\d+: EOFError"):
@@ -317,6 +321,10 @@ class IxfrTests(unittest.TestCase):
         self.assertEqual(self.primary.asked, ["SOA", "IXFR"])
         with self.assertRaisesRegex(TransferError, "broken zone: .*NS"):
             await self.refresh("no-ns")
+        self.primary.axfr_rcode = dns.rcode.REFUSED
+        with self.assertRaisesRegex(TransferError, "127.0.0.1:\\d+: TransferError: IXFR answered NOTIMP, then AXFR: "
+                                                   "TransferError: Zone transfer error: REFUSED"):
+            await self.refresh("NOTIMP")
         with open(self.path, "rb") as handle:
             self.assertEqual(handle.read(), before)
         self.assertEqual(os.listdir(self.directory), ["fleet.test.zone"])

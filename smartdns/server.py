@@ -170,6 +170,9 @@ class QueryHandler:
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_snapshot: Snapshot | None = None
         self._clients: dict[str, tuple[str | None, bool]] = {}   # address → (line, may recurse), per snapshot
+        # The first-sight lane's tallies by (TCP, line, qtype): one per counter key, shared by
+        # every answer it keeps (a Tally counts by identity, and these carry nothing else).
+        self._lane_tallies: dict[tuple[bool, str | None, int], Tally] = {}
         # UDP answers by (client address, query after the ID): (answer after the ID, valid until,
         # Tally).  Read by DNSDatagramPort; only ever cleared in place, since the port holds a
         # reference while it reads.
@@ -328,14 +331,17 @@ class QueryHandler:
         message = wire.render_plain(data[0] << 8 | data[1], flags, question, rrset, opt, limit)
         if message is None:
             return None
-        key = (tcp, line, qtype, wire.NOERROR, "local")
+        tally = self._lane_tallies.get((tcp, line, qtype))
+        if tally is None:
+            tally = self._lane_tallies[(tcp, line, qtype)] = Tally((tcp, line, qtype, wire.NOERROR, "local"))
         stats = self.stats
         stats.first_sight += 1
-        stats.answers[key] = stats.answers.get(key, 0) + 1
+        answers = stats.answers
+        answers[tally.key] = answers.get(tally.key, 0) + 1
         memo = self._memo
         if len(memo) >= MEMO_MAX_ENTRIES:
             memo.clear()
-        memo[memo_key] = (message[2:], Tally(key))
+        memo[memo_key] = (message[2:], tally)
         return message
 
     def _handle_full(self, data: bytes, client: str, tcp: bool, snap: Snapshot,

@@ -213,8 +213,9 @@ def prescan(message: dns.message.Message, origin: bytes) -> None:
                 raise UpdateFailed(FORMERR, "malformed class ANY update record")
         elif rrset.ttl != 0 or dns.rdatatype.is_metatype(rrset.rdtype):
             raise UpdateFailed(FORMERR, "malformed class NONE update record")
-        if rtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3) or (
-                rtype == dns.rdatatype.RRSIG and _key(rrset.name) != origin):
+        if rtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3, dns.rdatatype.RRSIG):
+            # BIND refuses NSEC, NSEC3 and RRSIG below the apex; smartdns serves no RRSIG at all
+            # (the zone reader drops them), so an apex RRSIG is refused too.
             raise UpdateFailed(REFUSED, f"{dns.rdatatype.to_text(rrset.rdtype)} is not updated by clients")
 
 

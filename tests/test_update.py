@@ -25,7 +25,7 @@ from twisted.trial import unittest
 from smartdns import wire
 from smartdns.config import ConfigError, UpdateRule, parse_config
 from smartdns.update import canonical_text, statements
-from tests.support import start_server, write_tree
+from tests.support import dig, dig_available, start_server, write_tree
 
 SECRET_BASE = "YmFzZS11cGRhdGUtc2VjcmV0"          # "base-update-secret"
 SECRET_LINE = "bGluZTEtdXBkYXRlLXNlY3JldA=="      # "line1-update-secret"
@@ -254,6 +254,11 @@ class NsupdateTests(unittest.TestCase):
         self.assertEqual(status, 0, err.decode())
         self.assertEqual((yield ask(self.port, "line-only.example.test", "A", "127.0.0.3")), ("NOERROR", ["120 10.0.0.99"]))
         self.assertEqual((yield ask(self.port, "line-only.example.test", "A")), ("NXDOMAIN", []))
+        if dig_available():
+            seen = yield dig(self.host, self.port, "-b", "127.0.0.3", "+short", "line-only.example.test", "A")
+            self.assertEqual(seen.decode().split(), ["10.0.0.99"])
+            seen = yield dig(self.host, self.port, "+short", "line-only.example.test", "A")
+            self.assertEqual(seen.decode().split(), [])
         self.assertEqual((yield ask(self.port, "www.example.test", "A", "127.0.0.3")),
                          ("NOERROR", ["300 10.0.0.10", "300 10.0.0.11"]))
         self.assertEqual((yield ask(self.port, "www.example.test", "A")), ("NOERROR", ["300 192.0.2.10", "300 192.0.2.11"]))
@@ -739,3 +744,28 @@ class JournalTests(unittest.TestCase):
         steps = self.service.journal.steps(wire.from_text("example.test").lower(), "line1")
         self.assertEqual(steps[-1].new_serial, stamped + 1)
         self.assertEqual([wire.to_text(rrset.name) for rrset in steps[-1].added], ["u.example.test."])
+
+
+class PrepareTests(unittest.TestCase):
+    """A file that would not load is never written: both rewrites are read back first."""
+
+    def test_unloadable_result_is_not_written(self) -> None:
+        from smartdns.update import FileChange, UpdateFailed, prepare
+        from smartdns.zones import read_zone_file
+
+        directory = os.path.abspath(self.mktemp())
+        write_tree(directory, {"example.test.zone": BASE_ZONE})
+        path = os.path.join(directory, "example.test.zone")
+        zone, problems = read_zone_file(path, "example.test.")
+        assert zone is not None, problems
+        www = wire.from_text("www.example.test")
+        change = FileChange(path, "example.test.", False, None, zone.nodes)
+        node = {rtype: (rrset.name, rrset.ttl, [b"".join(p) for p in rrset.rdatas]) for rtype, rrset in zone.nodes[www].items()}
+        node[wire.CNAME] = (www, 300, [wire.from_text("alias.example.test")])    # CNAME and other data
+        change.changes[www] = node
+        with self.assertRaises(UpdateFailed) as caught:
+            prepare(change, wire.from_text("example.test"))
+        self.assertEqual(caught.exception.rcode, 2)                                # SERVFAIL
+        with open(path, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), textwrap.dedent(BASE_ZONE).lstrip("\n"))
+        self.assertEqual(os.listdir(directory), ["example.test.zone"])             # no temp file left

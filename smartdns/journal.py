@@ -407,6 +407,10 @@ class Journal:
             held = sum(step.records for step in steps)
             while len(steps) > 1 and held > JOURNAL_RECORDS_RATIO * max(difference.view_records, 1):
                 held -= steps.popleft().records
+            log.info("{zone} (line {line}): serving serial {new} (was {old}), {records} records changed; "
+                     "IXFR journal holds {steps}", zone=wire.to_text(difference.origin), line=difference.line or "-",
+                     new=difference.new_serial, old=difference.old_serial, records=difference.records,
+                     steps=len(steps))
         live = set(transfer_views(new))
         for key in [key for key in self._steps if key not in live]:
             del self._steps[key]                  # the zone, line or rule is gone: so is its history

@@ -7,7 +7,11 @@ NOTIFY, AA, the zone's SOA question and the served SOA in the answer section (RF
 TSIG-signed (RFC 8945) with the ``[[transfer]]`` key, so a secondary that matches views by key
 (``match-clients { key line1-key; }``) files it under the right view.
 
-Sent over UDP from one socket per address family, through the reactor (nothing blocks).  With
+Sent over UDP through the reactor (nothing blocks), from a socket bound to a ``[server] listen``
+address (any port): the first of the target's family that is a loopback address when the target
+is one, else the first that is not; a wildcard listen address, or none that fits, leaves the
+choice to the system.  So a secondary that takes NOTIFY only from its primaries' addresses sees
+the address it transfers from (what BIND's ``notify-source`` is set to).  With
 no answer a NOTIFY is sent again after 2, 4, 8 and 16 seconds (5 tries, as BIND retries); an
 answer — NOERROR, or an error such as REFUSED or NOTAUTH, which is logged — ends the retries.
 A newer NOTIFY for the same zone, target and key replaces one still being retried.
@@ -30,6 +34,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsig
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -92,7 +97,8 @@ class Notifier:
         self.tries = tries
         self.first_timeout = first_timeout
         self.counters = NotifyCounters()
-        self._ports: dict[int, Any] = {}                        # address family (4, 6) → UDP port
+        self._ports: dict[str, Any] = {}                        # source address → UDP port
+        self._listen: tuple[str, ...] = ()                      # [server] listen hosts
         self._outgoing: dict[tuple[Target, bytes, str], Outgoing] = {}
         self._by_id: dict[tuple[Target, int], tuple[Target, bytes, str]] = {}
 
@@ -109,12 +115,29 @@ class Notifier:
         """The NOTIFYs still waiting for an answer, for logs and tests."""
         return [outgoing.label for outgoing in self._outgoing.values()]
 
-    def _port(self, host: str) -> Any:
-        family = ipaddress.ip_address(host).version
-        port = self._ports.get(family)
+    def set_sources(self, listen: tuple[tuple[str, int], ...]) -> None:
+        """The ``[server] listen`` addresses NOTIFY may be sent from (sockets on addresses no
+        longer listed are closed)."""
+        self._listen = tuple(host for host, _port in listen)
+        for source in [source for source in self._ports if source not in self._listen]:
+            self._ports.pop(source).stopListening()
+
+    def source(self, target: str) -> str:
+        """The address NOTIFY to ``target`` is sent from (a wildcard: the system chooses)."""
+        address = ipaddress.ip_address(target)
+        wildcard = "::" if address.version == 6 else "0.0.0.0"
+        for host in self._listen:
+            mine = ipaddress.ip_address(host)
+            if mine.version == address.version and mine.is_loopback == address.is_loopback:
+                return wildcard if mine.is_unspecified else host
+        return wildcard
+
+    def _port(self, target: str) -> Any:
+        source = self.source(target)
+        port = self._ports.get(source)
         if port is None:
-            port = self.reactor.listenUDP(0, _Socket(self), interface="::" if family == 6 else "0.0.0.0")
-            self._ports[family] = port
+            port = self.reactor.listenUDP(0, _Socket(self), interface=source)
+            self._ports[source] = port
         return port
 
     def _send(self, ident: tuple[Target, bytes, str], outgoing: Outgoing) -> None:
@@ -135,8 +158,8 @@ class Notifier:
         try:
             self._port(outgoing.target[0]).write(request.to_wire(), outgoing.target)
             self.counters.sent += 1
-        except OSError as e:
-            log.warn("{label}: not sent: {error}", label=outgoing.label, error=e.strerror or e)
+        except (OSError, CannotListenError) as e:
+            log.warn("{label}: not sent: {error}", label=outgoing.label, error=e)
         delay = self.first_timeout * 2 ** (outgoing.tries - 1)
         outgoing.timer = self.clock.callLater(delay, self._timed_out, ident, outgoing)
 

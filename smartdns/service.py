@@ -83,6 +83,7 @@ class SmartDNSService(TypedMultiService):
         self.journal = Journal(SerialState(state, write=not worker) if state else None)
         self.current = snapshot = self.journal.first(snapshot)
         self.notifier = Notifier(reactor)   # NOTIFY out to [[transfer]] also_notify (first process only)
+        self.notifier.set_sources(config.server.listen)
         #: Called as f(old, new, differences) after every snapshot swap (see `snapshot_swapped`).
         self.swap_listeners: list[Callable[[Snapshot, Snapshot, tuple[Difference, ...]], None]] = []
         self.install_signals = install_signals
@@ -343,6 +344,7 @@ class SmartDNSService(TypedMultiService):
             path = config.zones.serial_state_file
             self.journal.state = SerialState(path, write=not self.worker) if path else None
         snapshot, differences = self.journal.commit(old, snapshot)
+        self.notifier.set_sources(config.server.listen)
         self.current = snapshot
         flushed = self.cache.flush_below(changed_origins(old, snapshot))
         if flushed:

@@ -38,10 +38,12 @@ class Responder(protocol.DatagramProtocol):
         self.rcode = rcode
         self.silent = silent
         self.got: list[dns.message.Message] = []
+        self.sources: list[str] = []
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
         message = dns.message.from_wire(datagram, keyring=RING)
         self.got.append(message)
+        self.sources.append(addr[0])
         if self.silent > 0:
             self.silent -= 1
             return
@@ -138,6 +140,25 @@ class NotifierTests(unittest.TestCase):
         self.clock.advance(2)
         yield until(lambda: len(responder.got) == 3)
         self.assertEqual([rdata.serial for rrset in responder.got[-1].answer for rdata in rrset], [8])
+
+
+    def test_source_address_choice(self) -> None:
+        """From the first listen address of the target's family and kind (loopback or not);
+        a wildcard or no fitting address leaves it to the system."""
+        self.notifier.set_sources((("127.0.0.2", 53), ("192.0.2.53", 53), ("2001:db8::53", 53)))
+        self.assertEqual([self.notifier.source(t) for t in ("127.0.0.1", "198.51.100.1", "2001:db8::1", "::1")],
+                         ["127.0.0.2", "192.0.2.53", "2001:db8::53", "::"])
+        self.notifier.set_sources((("0.0.0.0", 53),))
+        self.assertEqual(self.notifier.source("198.51.100.1"), "0.0.0.0")
+
+    @defer.inlineCallbacks
+    def test_sent_from_the_listen_address(self) -> None:
+        """Listening on 127.0.0.2, NOTIFY to a loopback secondary comes from 127.0.0.2."""
+        self.notifier.set_sources((("127.0.0.2", 5300),))
+        responder = Responder()
+        self.notifier.notify(ORIGIN, soa(7), KEY, (self.listen(responder),))
+        yield until(lambda: self.notifier.counters.answered == 1)
+        self.assertEqual(responder.sources, ["127.0.0.2"])
 
 
 class ServiceNotifyTests(unittest.TestCase):

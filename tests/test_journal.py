@@ -436,6 +436,32 @@ class SerialStateTests(unittest.TestCase):
         for key, total in journal.sums.items():
             self.assertEqual(total % 2**128, view_sum(snap.view(*key)) % 2**128, key)
 
+    @defer.inlineCallbacks
+    def test_service_restart(self) -> None:
+        """The running service: an overlay-only reload serves serial + 1 to line1's clients; a
+        new service on the same files and state file (a restart) serves it again."""
+        from smartdns.service import SmartDNSService
+        from tests.support import query, start_server
+
+        config = textwrap.dedent(CONFIG.replace("{size}", "32")).replace(
+            "[forward]", '[zones]\nserial_state_file = "serials.json"\nwatch = false\n[forward]')
+        service, host, port = start_server(self, config, zones={"example.test.zone": base_zone(),
+                                                                "line1/example.test.zone": overlay()})
+        with open(os.path.join(service.config.zones.directory, "line1", "example.test.zone"), "w") as handle:
+            handle.write(overlay("10.0.0.11"))
+        result = yield service.reload("test")
+        self.assertTrue(result.ok, result.summary())
+        answer = yield query(host, port, "example.test", "SOA", source="127.0.0.3")
+        self.assertEqual(answer.answer[0][0].serial, SERIAL + 1)
+        yield service.stopService()
+        again = SmartDNSService(service.config, build_snapshot(service.config), service.reactor)
+        again.startService()
+        self.addCleanup(again.stopService)
+        host, port = again.addresses()[0]
+        for source, serial in (("127.0.0.3", SERIAL + 1), ("127.0.0.1", SERIAL)):
+            answer = yield query(host, port, "example.test", "SOA", source=source)
+            self.assertEqual(answer.answer[0][0].serial, serial)
+
     def test_unreadable_state_serves_file_serials(self) -> None:
         with open(self.path, "w", encoding="utf-8") as handle:
             handle.write("{not json")

@@ -769,3 +769,34 @@ class PrepareTests(unittest.TestCase):
         with open(path, encoding="utf-8") as handle:
             self.assertEqual(handle.read(), textwrap.dedent(BASE_ZONE).lstrip("\n"))
         self.assertEqual(os.listdir(directory), ["example.test.zone"])             # no temp file left
+
+
+class OneFileOnlyTests(unittest.TestCase):
+    """A zone read from more than one file ($INCLUDE, records_json) is REFUSED: an update could
+    not say which file to edit; nothing is written."""
+
+    def setUp(self) -> None:
+        config = CONFIG.replace("[forward]", '[zones]\nrecords_json = ["records.json"]\n[forward]') + \
+            '[[update]]\nzone = "inc.test"\nkey = "base-key"\n'
+        self.service, self.host, self.port = start_server(
+            self, config, files={"line1.key": LINE_KEY_FILE, "records.json":
+                                 '[{"name": "json.example.test", "type": "A", "ttl": 60, "rdata": "192.0.2.8"}]'},
+            zones={"example.test.zone": BASE_ZONE, "inc.test.zone": "$TTL 60\n@ SOA ns1 h 1 1 1 1 1\n@ NS ns1\n"
+                                                                     "$INCLUDE part.db\n", "part.db": "ns1 A 192.0.2.1\n"})
+        self.zones = self.service.config.zones.directory
+
+    @defer.inlineCallbacks
+    def test_refused(self) -> None:
+        before = {name: read_bytes(os.path.join(self.zones, name)) for name in ("example.test.zone", "inc.test.zone")}
+        for zone in ("example.test", "inc.test"):
+            update = dns.update.UpdateMessage(zone)
+            update.add("new", 60, "A", "192.0.2.1")
+            update.use_tsig(keyring(), "base-key")
+            got = yield threads.deferToThread(exchange, update, self.port)
+            self.assertEqual(got, ("REFUSED", "signed QR"), zone)
+        self.assertEqual({name: read_bytes(os.path.join(self.zones, name)) for name in before}, before)
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()

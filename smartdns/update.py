@@ -779,7 +779,17 @@ def _write_temp(path: str, data: bytes, keep_mode: bool) -> str:
 
 
 def commit(prepared: list[Prepared]) -> None:
-    """Rename each temporary file over its file, then fsync the directories."""
+    """Rename each temporary file over its file, then fsync the directories; first, Stale (and
+    nothing renamed) if a file changed since it was read (a hand edit in the meantime)."""
+    for item in prepared:
+        try:
+            with open(item.path, "rb") as handle:
+                now: bytes | None = handle.read()
+        except FileNotFoundError:
+            now = None
+        if now != item.old:
+            discard(prepared)
+            raise Stale(item.path)
     for item in prepared:
         os.replace(item.temp, item.path)
     for directory in {os.path.dirname(item.path) for item in prepared}:
@@ -999,8 +1009,12 @@ class UpdateHandler:
             rule = _rule_for(snap, origin, key_name)
             if origin not in snap.zones or rule is None:
                 return signed_error(message, NOTAUTH if origin not in snap.zones else REFUSED)
+            outcome: Outcome | None = None
             try:
-                outcome: Outcome = yield self._run(process, message, snap, rule)
+                outcome = yield self._run(process, message, snap, rule)
+                assert outcome is not None
+                if outcome.rcode == NOERROR and outcome.prepared:
+                    yield self._run(commit, outcome.prepared)
             except Stale as e:
                 if attempt == 2:
                     log.error("update of {zone}: {path} changed on disk and does not reload", zone=rule.zone,
@@ -1009,22 +1023,18 @@ class UpdateHandler:
                 yield self.reload("zone file changed before an update")
                 continue
             except Exception:
+                if outcome is not None:
+                    discard(outcome.prepared)
                 log.failure("update of {zone} failed", zone=rule.zone)
                 return signed_error(message, SERVFAIL)
             break
-        assert rule is not None
+        assert rule is not None and outcome is not None
         where = f"{rule.zone}" + (f" (line {rule.line})" if rule.line else "")
         if outcome.rcode != NOERROR or not outcome.prepared:
             log.info("update of {where} from {client} with key {key}: {rcode} ({summary})", where=where,
                      client=client, key=key_name, rcode=dns.rcode.to_text(dns.rcode.Rcode(outcome.rcode)),
                      summary=outcome.summary)
             return signed_error(message, outcome.rcode)
-        try:
-            commit(outcome.prepared)
-        except OSError as e:
-            discard(outcome.prepared)
-            log.error("update of {where}: cannot write: {error}", where=where, error=e)
-            return signed_error(message, SERVFAIL)
         result = yield self.reload(f"update of {where}")
         if not getattr(result, "ok", False):
             roll_back(outcome.prepared)

@@ -800,3 +800,34 @@ class OneFileOnlyTests(unittest.TestCase):
 def read_bytes(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
+
+
+class CommitTests(unittest.TestCase):
+    """A file changed between reading it and renaming over it (a hand edit in that moment) is not
+    overwritten: commit raises Stale (the handler reloads and starts again) and renames nothing."""
+
+    def test_changed_file_is_not_replaced(self) -> None:
+        from smartdns.update import FileChange, Stale, commit, prepare
+        from smartdns.zones import read_zone_file
+
+        directory = os.path.abspath(self.mktemp())
+        write_tree(directory, {"example.test.zone": BASE_ZONE})
+        path = os.path.join(directory, "example.test.zone")
+        zone, _problems = read_zone_file(path, "example.test.")
+        assert zone is not None
+        change = FileChange(path, "example.test.", False, None, zone.nodes)
+        new = wire.from_text("new.example.test")
+        change.changes[new] = {wire.A: (new, 60, [bytes([192, 0, 2, 1])])}
+        prepared = prepare(change, wire.from_text("example.test"))
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("hand A 192.0.2.99\n")
+        with self.assertRaises(Stale):
+            commit([prepared])
+        with open(path, encoding="utf-8") as handle:
+            self.assertTrue(handle.read().endswith("hand A 192.0.2.99\n"))
+        self.assertEqual(os.listdir(directory), ["example.test.zone"])
+        prepared = prepare(FileChange(path, "example.test.", False, None, read_zone_file(path, "example.test.")[0].nodes,
+                                      change.changes), wire.from_text("example.test"))
+        commit([prepared])
+        with open(path, encoding="utf-8") as handle:
+            self.assertTrue(handle.read().endswith("hand A 192.0.2.99\nnew.example.test. 60 IN A 192.0.2.1\n"))

@@ -287,6 +287,7 @@ def stamp(old: Snapshot | None, new: Snapshot, saved: Mapping[ViewKey, Saved] | 
     views = dict(new.views)
     differences: list[Difference] = []
     zone_differences: dict[tuple[int, int], NameDiffs] = {}    # (old base, new base) → per name, once
+    replaced = False
     for origin, line in transfer_views(new):
         view = views.get((origin, line)) if line is not None else None
         if view is None:
@@ -327,16 +328,17 @@ def stamp(old: Snapshot | None, new: Snapshot, saved: Mapping[ViewKey, Saved] | 
             base_views[origin] = stamped
         else:
             views[(origin, line)] = stamped
-    if not differences and base_views == dict(new.base_views) and views == dict(new.views):
-        return Stamped(new, ())
+        replaced = True
+    if not replaced:
+        return Stamped(new, tuple(differences))
     return Stamped(dataclasses.replace(new, base_views=base_views, views=views), tuple(differences))
 
 
 def served_serials(snap: Snapshot) -> list[tuple[str, str | None, int]]:
     """(zone, line or None, serial served) of every zone for clients in no line and for each
     line with a view of its own (the other lines are served the base's)."""
-    out: list[tuple[str, str | None, int]] = [(wire.to_text(origin).rstrip(".") or ".", None, soa_serial(view.soa))
-           for origin, view in sorted(snap.base_views.items())]
+    out: list[tuple[str, str | None, int]] = [
+        (wire.to_text(origin).rstrip(".") or ".", None, soa_serial(view.soa)) for origin, view in sorted(snap.base_views.items())]
     out += [(wire.to_text(origin).rstrip(".") or ".", line, soa_serial(view.soa))
             for (origin, line), view in sorted(snap.views.items())]
     return out

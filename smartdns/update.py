@@ -61,7 +61,7 @@ from smartdns.config import UpdateRule
 from smartdns.serial import serial_gte
 from smartdns.snapshot import Snapshot
 from smartdns.tsig import keyring
-from smartdns.xfr import BADKEY, BADSIG, BADTIME, PASS, HookResult, signed_error, tsig_error_answer
+from smartdns.xfr import BADKEY, BADSIG, BADTIME, PASS, HookResult, tsig_error_answer
 from smartdns.zones import Node, Zone, ZoneView, make_view, overlay_default_ttl, read_zone_file
 
 log = Logger()
@@ -974,15 +974,15 @@ class UpdateHandler:
         the TSIG error answer for a bad signature, else (a Deferred of) the signed answer."""
         if data[10:12] == b"\x00\x00":
             return PASS
-        now = int(self.reactor.seconds())
+        now, payload = int(self.reactor.seconds()), snap.config.server.max_udp_payload
         try:
             message = dns.message.from_wire(data, keyring=self.keyring(snap), one_rr_per_rrset=True)
         except dns.message.UnknownTSIGKey:
-            return tsig_error_answer(data, BADKEY, now)
+            return tsig_error_answer(data, BADKEY, now, payload)
         except dns.tsig.BadSignature:
-            return tsig_error_answer(data, BADSIG, now)
+            return tsig_error_answer(data, BADSIG, now, payload)
         except dns.tsig.BadTime:
-            return tsig_error_answer(data, BADTIME, now)
+            return tsig_error_answer(data, BADTIME, now, payload)
         except (dns.exception.DNSException, ValueError, struct.error):
             return PASS                  # unreadable (e.g. a zone section that is not SOA): the normal path's FORMERR
         if not message.had_tsig:
@@ -991,12 +991,12 @@ class UpdateHandler:
         origin = _key(zone.name)
         key_name = str(message.keyname.to_text(omit_final_dot=True)).lower() if message.keyname else ""
         if zone.rdclass != dns.rdataclass.IN or origin not in snap.zones:
-            return signed_error(message, NOTAUTH)
+            return self._reply(message, NOTAUTH)
         rule = _rule_for(snap, origin, key_name)
         if rule is None:
             log.info("update of {zone} refused to {client}: key {key} is in no [[update]] for it",
                      zone=zone.name, client=client, key=key_name)
-            return signed_error(message, REFUSED)
+            return self._reply(message, REFUSED)
         return self.lock.run(self._update, message, origin, key_name, client)
 
     @defer.inlineCallbacks
@@ -1008,7 +1008,7 @@ class UpdateHandler:
             snap = self.current()
             rule = _rule_for(snap, origin, key_name)
             if origin not in snap.zones or rule is None:
-                return signed_error(message, NOTAUTH if origin not in snap.zones else REFUSED)
+                return self._reply(message, NOTAUTH if origin not in snap.zones else REFUSED)
             outcome: Outcome | None = None
             try:
                 outcome = yield self._run(process, message, snap, rule)
@@ -1019,14 +1019,14 @@ class UpdateHandler:
                 if attempt == 2:
                     log.error("update of {zone}: {path} changed on disk and does not reload", zone=rule.zone,
                               path=str(e))
-                    return signed_error(message, SERVFAIL)
+                    return self._reply(message, SERVFAIL)
                 yield self.reload("zone file changed before an update")
                 continue
             except Exception:
                 if outcome is not None:
                     discard(outcome.prepared)
                 log.failure("update of {zone} failed", zone=rule.zone)
-                return signed_error(message, SERVFAIL)
+                return self._reply(message, SERVFAIL)
             break
         assert rule is not None and outcome is not None
         where = f"{rule.zone}" + (f" (line {rule.line})" if rule.line else "")
@@ -1034,16 +1034,25 @@ class UpdateHandler:
             log.info("update of {where} from {client} with key {key}: {rcode} ({summary})", where=where,
                      client=client, key=key_name, rcode=dns.rcode.to_text(dns.rcode.Rcode(outcome.rcode)),
                      summary=outcome.summary)
-            return signed_error(message, outcome.rcode)
+            return self._reply(message, outcome.rcode)
         result = yield self.reload(f"update of {where}")
         if not getattr(result, "ok", False):
             roll_back(outcome.prepared)
             log.error("update of {where}: the new data does not load; files put back", where=where)
-            return signed_error(message, SERVFAIL)
+            return self._reply(message, SERVFAIL)
         self.applied += 1
         log.info("update of {where} from {client} with key {key}: {summary}", where=where, client=client,
                  key=key_name, summary=outcome.summary)
-        return signed_error(message, NOERROR)
+        return self._reply(message, NOERROR)
+
+
+    def _reply(self, message: dns.message.Message, rcode: int) -> bytes:
+        """The answer: the zone section echoed, no AA, an OPT advertising ``[server]
+        max_udp_payload`` when the update had one, signed with the update's key (as BIND)."""
+        response = dns.message.make_response(message, our_payload=self.current().config.server.max_udp_payload)
+        response.set_rcode(dns.rcode.Rcode(rcode))
+        response.flags &= ~dns.flags.AA
+        return response.to_wire()
 
 
 def _rule_for(snap: Snapshot, origin: bytes, key_name: str) -> UpdateRule | None:

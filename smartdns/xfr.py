@@ -214,10 +214,11 @@ def parse_signed(data: bytes, ring: dict[dns.name.Name, dns.tsig.Key], now: int)
         return None, None
 
 
-def tsig_error_answer(data: bytes, error: int, now: int) -> bytes | None:
+def tsig_error_answer(data: bytes, error: int, now: int, payload: int = 1232) -> bytes | None:
     """NOTAUTH with an unsigned TSIG record carrying ``error`` (RFC 8945 §5.2.2: a request whose
     key is unknown or MAC is wrong gets an answer the client cannot verify, MAC empty); time
-    signed is ``now`` and the fudge 300 s, as BIND 9.18 writes them."""
+    signed is ``now`` and the fudge 300 s, as BIND 9.18 writes them.  A request with EDNS gets
+    an OPT advertising ``payload`` (``[server] max_udp_payload``)."""
     try:
         query = dns.message.from_wire(data, keyring=False)
     except (dns.exception.DNSException, ValueError, struct.error):
@@ -225,7 +226,7 @@ def tsig_error_answer(data: bytes, error: int, now: int) -> bytes | None:
     if query.tsig is None or query.keyname is None:
         return None
     request_tsig = query.tsig[0]
-    response = dns.message.make_response(query)
+    response = dns.message.make_response(query, our_payload=payload)
     response.set_rcode(dns.rcode.NOTAUTH)
     response.flags &= ~dns.flags.AA
     head = bytearray(response.to_wire())

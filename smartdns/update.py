@@ -337,6 +337,93 @@ def _add(work: Working, name: dns.name.Name, key: bytes, rtype: int, ttl: int, r
     return serial_set
 
 
+def check_targets(work: Working) -> None:
+    """BIND's checks after an update that changed something (``check-integrity``, on by default
+    for a primary zone): every apex NS target inside the zone must have an address (A or AAAA)
+    and not be a CNAME, an empty name or below a DNAME ("post update name server sanity check
+    failed"), and so must every MX target added by this update (an empty name passes there,
+    as in BIND); else REFUSED and nothing changes."""
+    apex = work.peek(work.origin).get(wire.NS)
+    for rdata in _records(apex):
+        state = target_state(work, _key(rdata.target))
+        if state in ("none", "empty", "cname", "dname"):
+            raise UpdateFailed(REFUSED, f"post update name server sanity check failed: NS {rdata.target} ({state})")
+    for key, node in work.changed().items():
+        mx = node.get(wire.MX)
+        if mx is None:
+            continue
+        before = {b"".join(parts) for parts in ((work.view.node(key) or {}).get(wire.MX) or _NO_RRSET).rdatas}
+        for rdata in mx.rdatas:
+            if _rdata_wire(rdata) in before:
+                continue
+            state = target_state(work, _key(rdata.exchange))
+            if state in ("none", "cname", "dname"):
+                raise UpdateFailed(REFUSED, f"{wire.to_text(key)}/MX {rdata.exchange}: "
+                                            f"{'has no address records (A or AAAA)' if state == 'none' else 'is a ' + state}")
+
+
+_NO_RRSET = wire.make_rrset(wire.ROOT, 0, 0, [])
+
+
+def _records(rrset: Any) -> list[Rdata]:
+    """The dnspython records of an RRset being edited or served (none for None)."""
+    if rrset is None:
+        return []
+    if isinstance(rrset, RRData):
+        return list(rrset.rdatas)
+    return _to_rrdata(rrset).rdatas
+
+
+def target_state(work: Working, target: bytes) -> str:
+    """What an address lookup of ``target`` finds in the updated view, as BIND's zone database
+    answers it: "outside" the zone, "cut" (at or below a delegation), "dname" (below a DNAME),
+    "ok" (an A or AAAA, a wildcard's included), "cname", "empty" (an empty non-terminal) or
+    "none" (no such name, or no address at it)."""
+    origin = work.origin
+    if not _below(target, origin):
+        return "outside"
+    above = []
+    name = target
+    while name != origin:
+        name = wire.parent(name)
+        above.append(name)
+    for name in reversed(above):                   # from the apex down to the target's parent
+        node = work.peek(name)
+        if wire.DNAME in node:
+            return "dname"
+        if name != origin and wire.NS in node:
+            return "cut"
+    node = work.peek(target)
+    if target != origin and wire.NS in node:
+        return "cut"
+    if wire.A in node or wire.AAAA in node:
+        return "ok"
+    if wire.CNAME in node:
+        return "cname"
+    if node:
+        return "none"
+    if _exists(work, target):
+        return "empty"
+    encloser = wire.parent(target)
+    while encloser != origin and not _exists(work, encloser):
+        encloser = wire.parent(encloser)
+    wild = work.peek(b"\x01*" + encloser)
+    if wire.A in wild or wire.AAAA in wild:
+        return "ok"
+    return "cname" if wire.CNAME in wild else "none"
+
+
+def _exists(work: Working, name: bytes) -> bool:
+    """Whether ``name`` has data or names below it in the updated view (a name whose data the
+    update removed counts as gone, even if it had names below it: BIND would call it empty)."""
+    node = work.nodes.get(name)
+    if node is not None and node:
+        return True
+    if any(key != name and _below(key, name) and data for key, data in work.nodes.items()):
+        return True
+    return node is None and work.view.exists(name)
+
+
 def _soa_serial(rdata: Rdata) -> int:
     return int(rdata.serial)
 
@@ -851,6 +938,7 @@ def process(message: dns.message.Message, snap: Snapshot, rule: UpdateRule) -> O
         serial_set = apply_updates(message, work)
         if not work.changed():
             return Outcome(NOERROR, summary="no change")
+        check_targets(work)
         if not serial_set:
             bump_serial(work)
         base_path = _single_source(base.sources, "zone")

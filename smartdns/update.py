@@ -424,6 +424,18 @@ def _exists(work: Working, name: bytes) -> bool:
     return node is None and work.view.exists(name)
 
 
+def remove_orphaned_ds(work: Working) -> None:
+    """RFC 4035 §2.4 as BIND applies it after an update: DS belongs at a delegation only, so a DS
+    added where there is no NS (or at the apex), and the DS of a name whose NS the update
+    removed, are deleted (after the serial was raised, as BIND does)."""
+    for key, node in work.changed().items():
+        before = work.view.node(key) or {}
+        added_ds = wire.DS in node and normal_node(node).get(wire.DS) != normal_node(before).get(wire.DS)
+        lost_ns = wire.NS in before and wire.NS not in node
+        if (added_ds or lost_ns) and wire.DS in node and (wire.NS not in node or key == work.origin):
+            del node[wire.DS]
+
+
 def _soa_serial(rdata: Rdata) -> int:
     return int(rdata.serial)
 
@@ -941,6 +953,7 @@ def process(message: dns.message.Message, snap: Snapshot, rule: UpdateRule) -> O
         check_targets(work)
         if not serial_set:
             bump_serial(work)
+        remove_orphaned_ds(work)
         base_path = _single_source(base.sources, "zone")
         _check_current(base_path, origin_text_of(rule), base.nodes, overlay=False, default_ttl=None)
         if rule.line is None:

@@ -208,6 +208,11 @@ def prescan(message: dns.message.Message, origin: bytes) -> None:
                 raise UpdateFailed(FORMERR, f"update record has class {rrset.rdclass}")
             if dns.rdatatype.is_metatype(rrset.rdtype):
                 raise UpdateFailed(FORMERR, "meta type in update")
+            for rdata in rrset:
+                bad = bad_name(rrset.name, rdata)
+                if bad is not None:
+                    raise UpdateFailed(REFUSED, f"check-names: {rrset.name}/{dns.rdatatype.to_text(rrset.rdtype)}: "
+                                                f"{bad} is not a valid host name or mailbox")
         elif deleting == CLASS_ANY:
             if rrset.ttl != 0 or len(rrset) or (dns.rdatatype.is_metatype(rrset.rdtype) and rtype != dns.rdatatype.ANY):
                 raise UpdateFailed(FORMERR, "malformed class ANY update record")
@@ -217,6 +222,62 @@ def prescan(message: dns.message.Message, origin: bytes) -> None:
             # BIND refuses NSEC, NSEC3 and RRSIG below the apex; smartdns serves no RRSIG at all
             # (the zone reader drops them), so an apex RRSIG is refused too.
             raise UpdateFailed(REFUSED, f"{dns.rdatatype.to_text(rrset.rdtype)} is not updated by clients")
+
+
+#: Types whose owner must be a host name (BIND's check-names for a primary zone: fail).
+HOSTNAME_OWNERS = frozenset({1, 11, 28, 38})                       # A, WKS, AAAA, A6
+REVERSE_ZONES = tuple(dns.name.from_text(text) for text in ("in-addr.arpa.", "ip6.arpa.", "ip6.int."))
+
+
+def bad_name(owner: dns.name.Name, rdata: Rdata) -> dns.name.Name | None:
+    """The name of an added record that BIND's ``check-names`` (``fail`` for a primary zone)
+    rejects, or None: the owner of an address record, and the host names (RFC 952/1123 letters,
+    digits, inner hyphens) and mailboxes in the RDATA of MX, NS, SRV, AFSDB, RT, SVCB/HTTPS
+    (service form), SOA, RP and MINFO, and of PTR in reverse zones."""
+    rtype = int(rdata.rdtype)
+    if rtype in HOSTNAME_OWNERS and not is_hostname(owner, wildcard=True):
+        return owner
+    hosts: list[dns.name.Name] = []
+    mailboxes: list[dns.name.Name] = []
+    if rtype in (wire.MX, 21):                                      # MX, RT
+        hosts.append(rdata.exchange)
+    elif rtype in (wire.NS, wire.SRV):
+        hosts.append(rdata.target)
+    elif rtype == 18:                                               # AFSDB
+        hosts.append(rdata.hostname)
+    elif rtype in (64, 65) and rdata.priority > 0:                  # SVCB, HTTPS (not the alias form)
+        hosts.append(rdata.target)
+    elif rtype == wire.PTR and any(owner.is_subdomain(zone) for zone in REVERSE_ZONES):
+        hosts.append(rdata.target)
+    elif rtype == wire.SOA:
+        hosts.append(rdata.mname)
+        mailboxes.append(rdata.rname)
+    elif rtype == 17:                                               # RP
+        mailboxes.append(rdata.mbox)
+    elif rtype == 14:                                               # MINFO
+        mailboxes += [rdata.rmailbx, rdata.emailbx]
+    for name in hosts:
+        if not is_hostname(name, wildcard=False):
+            return name
+    for name in mailboxes:
+        if not is_hostname(name.parent() if len(name.labels) > 1 else name, wildcard=False):
+            return name
+    return None
+
+
+def is_hostname(name: dns.name.Name, *, wildcard: bool) -> bool:
+    """BIND's dns_name_ishostname: every label letters, digits and hyphens, a letter or digit at
+    each end (a leading ``*`` label allowed for an owner)."""
+    labels = [label for label in name.labels if label]
+    if wildcard and labels and labels[0] == b"*":
+        labels = labels[1:]
+    for label in labels:
+        if not (label[:1].isalnum() and label[-1:].isalnum() and label.isascii()):
+            return False
+        inner = label[1:-1].replace(b"-", b"")
+        if inner and not inner.isalnum():                           # bytes.isalnum: ASCII only
+            return False
+    return True
 
 
 def check_prerequisites(message: dns.message.Message, view: ZoneView) -> None:

@@ -45,14 +45,12 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
-import dns.opcode
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
 import dns.ttl
-import dns.update
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 

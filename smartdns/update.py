@@ -899,22 +899,24 @@ def prepare(change: FileChange, origin: bytes) -> Prepared:
         current = old.decode("utf-8")
         attempts.append(("in place", lambda: edit_in_place(current, change)))
     attempts.append(("canonical", lambda: canonical_text(change, origin)))
+    why = ""                       # why the in-place edit was not used
     for how, make in attempts:
         try:
             text: str = make()
         except CannotEdit as e:
-            log.info("update: {path} is written in canonical form ({why})", path=change.path, why=str(e))
+            why = str(e)
             continue
         temp = _write_temp(change.path, text.encode("utf-8"), old is not None)
         zone, problems = read_zone_file(temp, change.origin_text, overlay=change.overlay, default_ttl=change.default_ttl)
         if zone is not None and reads_back(zone.nodes, change):
             if how != "in place" and old is not None:
-                log.warn("update: {path} edited in place would not read back as intended; "
-                         "written in canonical form (comments and layout not kept)", path=change.path)
+                log.warn("update: {path} written in canonical form, comments and layout not kept ({why})",
+                         path=change.path, why=why)
             return Prepared(change.path, temp, old, text.encode("utf-8"))
         os.unlink(temp)
-        log.warn("update: {how} rewrite of {path} does not read back as intended: {problems}", how=how,
-                 path=change.path, problems="; ".join(str(p) for p in problems) or "different data")
+        why = "; ".join(str(p) for p in problems) or "it would not read back as the intended data"
+        log.warn("update: {how} rewrite of {path} does not read back as intended: {why}", how=how,
+                 path=change.path, why=why)
     raise UpdateFailed(SERVFAIL, f"could not write {change.path}")
 
 

@@ -326,6 +326,17 @@ class NsupdateTests(unittest.TestCase):
         self.assertEqual((yield ask(self.port, "x.example.test", "A")), ("NOERROR", ["60 192.0.2.1"]))
 
     @defer.inlineCallbacks
+    def test_prerequisites_see_the_keys_view(self) -> None:
+        """Prerequisites are checked against what the key's line is served: line1's www is its
+        overlay's record, the base's www are the base file's two."""
+        script = "zone example.test\nprereq yxrrset www.example.test. A 10.0.0.10\nupdate add p.example.test. 60 TXT ok\n"
+        out, err, status = yield run_nsupdate(self.port, script, *self.base_key())
+        self.assertIn("update failed: NXRRSET", err.decode() + out.decode())
+        out, err, status = yield run_nsupdate(self.port, script, "-k", self.key_file)
+        self.assertEqual(status, 0, err.decode())
+        self.assertEqual((yield ask(self.port, "p.example.test", "TXT", "127.0.0.3")), ("NOERROR", ['60 "ok"']))
+
+    @defer.inlineCallbacks
     def test_refused_updates_change_nothing(self) -> None:
         """Unsigned, unknown key, wrong secret, a key with no [[update]] for the zone, another
         zone, a record outside the zone: BIND's answers, and the files stay byte for byte."""

@@ -196,7 +196,10 @@ def _describe_local(snap: Snapshot, line: str | None, qname: bytes, qtype: int, 
     origin = snap.find_zone(qname.lower())
     assert origin is not None
     view = snap.view(origin, line)
-    uses_overlay = line is not None and (origin, line) in snap.views
+    # The line's own data: an overlay, or a zone transferred for the line ([[secondary]] line);
+    # a view made only to serve a bumped SOA serial (smartdns.journal) still shows the base.
+    uses_overlay = line is not None and (origin, line) in snap.views and (
+        bool(view.overlay_sources) or view.base is not snap.zones.get(origin))
     records: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     for section, rrsets in zip(("answer", "authority", "additional"), result.sections):

@@ -127,6 +127,30 @@ class ExplainFromFilesTests(unittest.TestCase):
         self.assertEqual((record["origin"], record["file"], record["line"]), ("overlay", self.overlay_file, 1))
         self.assertIn("www.example.com. 300 IN A 10.1.2.10", report["answer"])
 
+    def test_a_view_made_only_for_a_bumped_serial_shows_the_base(self) -> None:
+        """A line with no overlay whose view exists only to serve a bumped SOA serial (the
+        journal's rule for [[transfer]] views) is explained as the base, file and line."""
+        import dataclasses
+
+        from smartdns import wire
+        from smartdns.authority import Authority
+        from smartdns.config import load_config
+        from smartdns.journal import _stamped_view
+        snap = build_snapshot(load_config(self.config))
+        origin = wire.from_text("example.com.")
+        stamped = _stamped_view(snap.base_views[origin], 2)
+        snap = dataclasses.replace(snap, views={**snap.views, (origin, "vpn"): stamped})
+        qname = wire.from_text("www.example.com.")
+        result = Authority().lookup(snap, "vpn", qname, wire.A, True)
+        assert result is not None
+        described = explain_mod._describe_local(snap, "vpn", qname, wire.A, result, explain_mod._Locator(snap))
+        self.assertEqual(described["view"], "base")
+        self.assertEqual([(r["origin"], r["file"], r["line"]) for r in described["records"]],
+                         [("base", self.zone_file, 5)])
+        office = explain_mod._describe_local(snap, "office", qname, wire.A, Authority().lookup(
+            snap, "office", qname, wire.A, True), explain_mod._Locator(snap))   # type: ignore[arg-type]
+        self.assertEqual(office["view"], "line office")
+
     def test_policy_match_names_its_file_and_line(self) -> None:
         """A wildcard policy for the office line answers NXDOMAIN; the chain is not asked."""
         report = from_files(self.config, "x.ads.example.com", "A", "10.1.2.3")

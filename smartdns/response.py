@@ -157,7 +157,7 @@ class Shaper:
     def __init__(self, max_udp_payload: int) -> None:
         self.max_udp_payload = max_udp_payload
         self._opt = {do: wire.opt_record(max_udp_payload, do) for do in (False, True)}
-        self._plain: dict[tuple[int, bool], tuple[int, bytes | None, int]] = {}
+        self._plain: dict[int, tuple[int, bytes | None, int]] = {}   # by code << 1 | RA
 
     def limit(self, shape: RequestShape) -> int:
         """The largest response this request may get (RFC 1035 §4.2.1, RFC 6891 §6.2.5)."""
@@ -215,14 +215,15 @@ class Shaper:
         """``head`` and ``limit`` for an authoritative NOERROR answer with records (the shape of
         ``authority.plain_rrset``'s answers) to a request of shape ``code``: computed by those
         two functions once per (code, RA) and kept, for the query handler's first-sight lane."""
-        found = self._plain.get((code, ra))
+        key = code << 1 | ra
+        found = self._plain.get(key)
         if found is None:
             shape = shape_from_code(code)
             flags, opt = self.head(shape, Result(aa=True, ra=ra))
             found = (flags, opt, self.limit(shape))
             if len(self._plain) >= _SHAPES_MAX:
                 self._plain.clear()
-            self._plain[(code, ra)] = found
+            self._plain[key] = found
         return found
 
     def _entry(self, entry: Entry, qid: int, question: bytes, flags: int, opt: bytes | None,

@@ -707,11 +707,22 @@ def respond(handler: QueryHandler, data: bytes, client: str, tcp: bool,
         result = handler.servfail(data, tcp)
     if result is None or isinstance(result, (bytes, list)):
         return result
-    # A forwarded answer: a failure becomes SERVFAIL, never silence.
-    result.addErrback(_servfail, handler, data, tcp)
-    result.addCallback(lambda r: _deliver(send, r, target) if r else None)
-    result.addErrback(lambda f: log.failure("sending an answer failed", f))
+    # A forwarded answer: a failure becomes SERVFAIL, never silence (one callback: each one
+    # added to the Deferred is a measurable share of a cache miss).
+    result.addBoth(_answered_later, handler, data, tcp, send, target)
     return None
+
+
+def _answered_later(result: bytes | list[bytes] | Failure | None, handler: QueryHandler, data: bytes, tcp: bool,
+                    send: Callable[[bytes, Any], None], target: Any) -> None:
+    """Send an answer that waited (a failure answered SERVFAIL); nothing escapes."""
+    try:
+        if isinstance(result, Failure):
+            result = _servfail(result, handler, data, tcp)
+        if result:
+            _deliver(send, result, target)
+    except Exception:
+        log.failure("sending an answer failed")
 
 
 def _deliver(send: Callable[[bytes, Any], None], result: bytes | list[bytes], target: Any) -> None:

@@ -10,7 +10,7 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from smartdns import wire
-from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry
+from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry, make_entry_from_wire
 from smartdns.config import CacheConfig
 from tests.unit_support import decode, ipv4, name, rrset_texts, soa_rdata, texts
 
@@ -253,6 +253,83 @@ class BoundTests(CacheCase):
         self.assertIsNotNone(cache.peek(key("a.example.com")))
         cache.put(key("a.example.com"), positive("a.example.com", now))
         self.assertFalse(cache.touch(key("a.example.com"), a))
+
+
+class StoredFormTests(CacheCase):
+    """The cache keeps an entry without the question its key already holds, and gives back the
+    same message."""
+
+    def test_question_left_out_and_put_back(self) -> None:
+        """Stored under its own key an entry loses its question bytes, yet ``wire``, ``patched``
+        and ``sections`` of what comes back are those of the entry as made; the entry put is the
+        one stored (``touch``)."""
+        cache = self.make()
+        now = self.clock.seconds()
+        made = positive("www.example.com", now)
+        whole, sections = made.wire, made.sections
+        size = len(made.packed)
+        cache.put(key("www.example.com"), made)
+        self.assertEqual(len(made.packed), size - len(question("www.example.com")))
+        self.assertTrue(cache.touch(key("www.example.com"), made))
+        found = cache.get(key("www.example.com"))
+        assert found is not None
+        for entry in (made, found):
+            self.assertEqual(entry.wire, whole)
+            self.assertEqual(bytes(entry.patched(now)), whole)
+            self.assertEqual(entry.sections, sections)
+            self.assertEqual(entry.rcode, wire.NOERROR)
+        self.assertEqual(decode(bytes(found.patched(now + 100))).answer[0].ttl, 200)
+
+    def test_other_question_kept_whole(self) -> None:
+        """An entry whose question is not its key's (another case, another type) is kept whole;
+        one entry stored under two keys answers right under both."""
+        cache = self.make()
+        now = self.clock.seconds()
+        upper = make_entry(wire.NOERROR, ((),) * 3, question("WWW.example.com"), 60, now, 0)
+        cache.put(key("www.example.com"), upper)
+        found = cache.get(key("www.example.com"))
+        assert found is not None
+        self.assertEqual(found.wire, upper.wire)
+        self.assertEqual(decode(found.wire).question[0].name.labels[0], b"WWW")
+        shared = positive("a.example.com", now)
+        whole = shared.wire
+        cache.put(key("a.example.com"), shared)
+        cache.put(key("a.example.com", qtype=wire.AAAA), shared)
+        for k in (key("a.example.com"), key("a.example.com", qtype=wire.AAAA)):
+            found = cache.get(k)
+            assert found is not None
+            self.assertEqual(found.wire, whole)
+
+    def test_client_question_spliced(self) -> None:
+        """``patched(question=...)`` gives the message with the client's spelling of the question."""
+        cache = self.make()
+        now = self.clock.seconds()
+        cache.put(key("www.example.com"), positive("www.example.com", now))
+        client = question("WwW.Example.COM")
+        for entry in (cache.get(key("www.example.com")), positive("www.example.com", now)):
+            assert entry is not None
+            whole = entry.wire
+            self.assertNotEqual(whole[12:12 + len(client)], client)
+            self.assertEqual(bytes(entry.patched(now, question=client)), whole[:12] + client + whole[12 + len(client):])
+
+    def test_longest_times(self) -> None:
+        """The config's longest lifetime and serve-stale window (a week each) fit in an entry;
+        longer ones are refused rather than stored wrong."""
+        self.make()
+        now = self.clock.seconds()
+        week = 7 * 86400
+        entry = positive("www.example.com", now, lifetime=week, serve_stale=week)
+        self.assertEqual((entry.expires_at, entry.stale_until), (now + week, now + 2 * week))
+        with self.assertRaises(ValueError):
+            positive("www.example.com", now, lifetime=2**20)
+
+    def test_extended_rcode(self) -> None:
+        """An rcode with EDNS extended bits (up to 4095) survives in the entry."""
+        self.make()
+        entry = make_entry(wire.NOERROR, ((),) * 3, question("x.example.com"), 0, self.clock.seconds(), 0)
+        badcookie = make_entry_from_wire(23, entry.wire, (), 0, self.clock.seconds(), 0)
+        self.assertEqual(badcookie.rcode, 23)
+        self.assertEqual(make_entry_from_wire(4095, entry.wire, (), 0, 0.0, 0).rcode, 4095)
 
 
 class FlushAndClampTests(CacheCase):

@@ -43,7 +43,7 @@ from smartdns import wire
 from smartdns.config import Config, SecondaryZone
 from smartdns.secondary import SoaTimers, TransferError, Transferred, refresh, saved_path
 from smartdns.snapshot import Snapshot
-from smartdns.tsig import TsigKey, keyring
+from smartdns.tsig import TsigKey, config_keyring
 from smartdns.txtyping import TypedMultiService
 from smartdns.xfr import PASS, HookResult, parse_signed, signed_error
 
@@ -203,7 +203,6 @@ class Secondaries(TypedMultiService):
         self._run = run
         self._do_refresh = do_refresh
         self.by_spec: dict[tuple[SecondaryZone, TsigKey | None, str], Secondary] = {}
-        self._ring: tuple[Any, dict[dns.name.Name, Any]] | None = None
 
     def configure(self, config: Config, snap: Snapshot) -> None:
         """Follow the config's ``[[secondary]]`` tables: keep the unchanged ones (with their
@@ -243,7 +242,7 @@ class Secondaries(TypedMultiService):
             return PASS
         key_name = None
         if plain.had_tsig:
-            query, error = parse_signed(data, self._keyring(snap), int(self.reactor.seconds()))
+            query, error = parse_signed(data, config_keyring(snap.config.tsig), int(self.reactor.seconds()))
             if error is not None or query is None:
                 return error if error is not None else PASS
             assert query.keyname is not None
@@ -267,13 +266,6 @@ class Secondaries(TypedMultiService):
         response.set_opcode(dns.opcode.NOTIFY)
         return response.to_wire()
 
-    def _keyring(self, snap: Snapshot) -> dict[dns.name.Name, Any]:
-        """The ``[[tsig]]`` keyring (built once per config)."""
-        cached = self._ring
-        if cached is None or cached[0] is not snap.config.tsig:
-            cached = (snap.config.tsig, keyring(snap.config.tsig))
-            self._ring = cached
-        return cached[1]
 
 
 def _is_primary(client: str, secondary: SecondaryZone) -> bool:

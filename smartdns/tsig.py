@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 
@@ -47,6 +48,13 @@ class TsigKey:
 def keyring(keys: tuple[TsigKey, ...] | list[TsigKey]) -> dict[dns.name.Name, dns.tsig.Key]:
     """A dnspython keyring (key name → key) for verifying signed messages."""
     return {key.dns_name: key.dnspython_key() for key in keys}
+
+
+@functools.lru_cache(maxsize=8)
+def config_keyring(keys: tuple[TsigKey, ...]) -> dict[dns.name.Name, dns.tsig.Key]:
+    """``keyring`` of a configuration's ``[[tsig]]`` keys, built once per set of keys (the
+    transfer, NOTIFY and UPDATE hooks ask for it with every signed message).  Shared: read only."""
+    return keyring(keys)
 
 
 def parse_secret(text: str) -> bytes:

@@ -58,7 +58,7 @@ from smartdns import wire
 from smartdns.config import UpdateRule
 from smartdns.serial import serial_gte
 from smartdns.snapshot import Snapshot
-from smartdns.tsig import keyring
+from smartdns.tsig import config_keyring
 from smartdns.xfr import BADKEY, BADSIG, BADTIME, PASS, HookResult, tsig_error_answer
 from smartdns.zones import Node, Zone, ZoneView, make_view, overlay_default_ttl, read_zone_file
 
@@ -1121,15 +1121,8 @@ class UpdateHandler:
         self.reload = reload
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
         self.lock = defer.DeferredLock()
-        self._keyring_for: tuple[Any, dict[dns.name.Name, dns.tsig.Key]] | None = None
         self.applied = 0               # updates that changed data (for tests and logs)
 
-    def keyring(self, snap: Snapshot) -> dict[dns.name.Name, dns.tsig.Key]:
-        cached = self._keyring_for
-        if cached is None or cached[0] is not snap.config.tsig:
-            cached = (snap.config.tsig, keyring(snap.config.tsig))
-            self._keyring_for = cached
-        return cached[1]
 
     def answer(self, data: bytes, client: str, tcp: bool, snap: Snapshot) -> HookResult:
         """PASS for an unsigned UPDATE (the normal path answers it as BIND: REFUSED/NOTAUTH),
@@ -1138,7 +1131,7 @@ class UpdateHandler:
             return PASS
         now, payload = int(self.reactor.seconds()), snap.config.server.max_udp_payload
         try:
-            message = dns.message.from_wire(data, keyring=self.keyring(snap), one_rr_per_rrset=True)
+            message = dns.message.from_wire(data, keyring=config_keyring(snap.config.tsig), one_rr_per_rrset=True)
         except dns.message.UnknownTSIGKey:
             return tsig_error_answer(data, BADKEY, now, payload)
         except dns.tsig.BadSignature:

@@ -53,7 +53,7 @@ from smartdns import wire
 from smartdns.journal import Difference, Journal
 from smartdns.serial import serial_gte
 from smartdns.snapshot import Snapshot
-from smartdns.tsig import keyring
+from smartdns.tsig import config_keyring
 from smartdns.zones import ZoneView
 
 log = Logger()
@@ -104,15 +104,7 @@ class TransferHook:
         self.update = update                # signed UPDATE (RFC 2136): smartdns.update.UpdateHandler
         self.journal = journal              # IXFR differences (none: IXFR is answered AXFR-style)
         self._run = run or (lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
-        self._keyring_for: tuple[Any, dict[dns.name.Name, dns.tsig.Key]] | None = None
 
-    def keyring(self, snap: Snapshot) -> dict[dns.name.Name, dns.tsig.Key]:
-        """The keyring of the snapshot's ``[[tsig]]`` keys (built once per config)."""
-        cached = self._keyring_for
-        if cached is None or cached[0] is not snap.config.tsig:
-            cached = (snap.config.tsig, keyring(snap.config.tsig))
-            self._keyring_for = cached
-        return cached[1]
 
     def answer(self, data: bytes, client: str, tcp: bool, snap: Snapshot) -> HookResult:
         """PASS, or our answer to a transfer request or NOTIFY."""
@@ -126,7 +118,7 @@ class TransferHook:
             return PASS if self.update is None else self.update(data, client, tcp, snap)
         if opcode != wire.OPCODE_QUERY or qtype not in SIGNED_TYPES or data[10:12] == b"\x00\x00":
             return PASS                      # unsigned transfers: REFUSED by the normal path
-        query, error = parse_signed(data, self.keyring(snap), int(self.reactor.seconds()))
+        query, error = parse_signed(data, config_keyring(snap.config.tsig), int(self.reactor.seconds()))
         if error is not None:
             return error
         if query is None or not query.had_tsig:

@@ -805,7 +805,7 @@ class DNSDatagramPort(TypedUDPPort):
                         log.warn("UDP receive failed: {error}", error=e)
                     return
                 host = addr[0]
-                hit = replay.get((host, data[2:]))
+                hit = replay.get((host, data[2:])) if replay else None
                 if hit is not None and clock() < hit[1]:
                     burst.append((data[:2] + hit[0], addr))
                     tally = hit[2]

@@ -818,16 +818,14 @@ def render_plain(id_: int, flags: int, question: bytes, rrset: RRset, opt: bytes
     rdatas = rrset.rdatas
     if len(rdatas) == 1:
         rdata = b"".join(rdatas[0])
-        body = b"\xc0\x0c" + RR_FIXED.pack(rrset.rtype, rrset.rclass, rrset.ttl, len(rdata)) + rdata
+        message = b"".join((HEADER.pack(id_, flags, 1, 1, 0, 1 if opt else 0), question, b"\xc0\x0c",
+                            RR_FIXED.pack(rrset.rtype, rrset.rclass, rrset.ttl, len(rdata)), rdata, opt or b""))
     else:
         fixed = RR_FIXED.pack
         rtype, rclass, ttl = rrset.rtype, rrset.rclass, rrset.ttl
         body = b"".join([b"\xc0\x0c" + fixed(rtype, rclass, ttl, len(rdata)) + rdata
                          for rdata in [b"".join(parts) for parts in rdatas]])
-    if opt:
-        message = HEADER.pack(id_, flags, 1, len(rdatas), 0, 1) + question + body + opt
-    else:
-        message = HEADER.pack(id_, flags, 1, len(rdatas), 0, 0) + question + body
+        message = b"".join((HEADER.pack(id_, flags, 1, len(rdatas), 0, 1 if opt else 0), question, body, opt or b""))
     return message if len(message) <= limit else None
 
 

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import re
 import struct
-from typing import Any, Iterator, Sequence
+import sys
+from typing import IO, Any, Iterator, Sequence
 
 import dns.exception
 import dns.ipv6
@@ -70,6 +72,7 @@ _SINGLETON_TYPES = frozenset({wire.CNAME, wire.SOA})
 _TTL_UNITS = re.compile(r"(?:[0-9]+[wdhmsWDHMS])+")
 _TTL_UNIT_PART = re.compile(r"([0-9]+)([wdhmsWDHMS])")
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DIGITS = frozenset("0123456789")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _SPECIAL = re.compile(r'["\\()]')
 
@@ -85,6 +88,13 @@ _TOKEN = re.compile(r"""[ \t]*(?:
     )""", re.X)
 
 PLAIN, ESCAPED, QUOTED = 0, 1, 2     # token kinds
+
+# Text read at a time: each C call on it (decode, split, the character checks) is short, so a
+# reload building in a thread holds the GIL only briefly at a time (smartdns.reload).
+CHUNK_CHARS = 1 << 18
+# Zone files from this size up (some 40,000 records) are frozen out of the collector's sight
+# once loaded (see _collector_paused); small ones, the tests' among them, are left to it.
+FREEZE_MIN_BYTES = 1 << 20
 
 _SOA_TIMERS = struct.Struct("!IIIII")
 _SRV_NUMBERS = struct.Struct("!HHH")
@@ -116,44 +126,69 @@ def _attempt(path: str, origin_text: str, overlay: bool, default_ttl: int | None
     """The zone, or the reason for declining it."""
     try:
         origin = dns.name.from_text(origin_text)
-        with open(path, encoding="utf-8") as handle:   # universal newlines, as the slow path
-            text = handle.read()
+        handle = open(path, encoding="utf-8")    # universal newlines, as the slow path
     except (dns.exception.DNSException, OSError, UnicodeError, ValueError) as e:
         return f"cannot read: {e!r}"
     loader = _Loader(origin, default_ttl)
     try:
-        with _collector_paused():
-            loader.feed(text)
+        large = os.fstat(handle.fileno()).st_size >= FREEZE_MIN_BYTES and _may_freeze()
+        with handle, _collector_paused(freeze=large):
+            loader.feed(_Lines(handle))
             return loader.zone(path, overlay)
     except _Decline as e:
         reason = str(e)
-    except (IndexError, ValueError, UnicodeError, struct.error) as e:
+    except (OSError, UnicodeError) as e:
+        return f"cannot read: {e!r}"
+    except (IndexError, ValueError, struct.error) as e:
         reason = repr(e)
     return f"line {loader.line}: {reason}" if loader.line else reason
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def _collector_paused(freeze: bool = False) -> Iterator[None]:
     """Keep the cyclic garbage collector out of a bulk load.
 
     A load allocates a few objects per record and frees none, so the collector would run
     again and again over an ever larger heap for nothing (it roughly doubled the load time);
     nothing built here forms reference cycles.  It is restored only if it was on, so
-    overlapping loads in two threads never leave it off."""
+    overlapping loads in two threads never leave it off.
+
+    With ``freeze`` (a large file) the objects are then frozen (``gc.freeze``: moved where
+    collections never look).  Left young, the next collection after the load, in whatever
+    thread allocates next, would walk every one of them at once, and later ones again: 1.5 s
+    each for a million names, stalls of the reactor when a reload built them in a thread.
+    Frozen objects are still freed by reference counting when a later reload drops the zone.
+    A freeze also freezes whatever garbage cycles exist at that moment, which would then never
+    be freed, so garbage is collected first, while the young objects are few; and it freezes
+    long-lived cycles that become garbage later (the query handler's resolver chains of a
+    snapshot, which hold all its data), so it is done only before the reactor runs
+    (``_may_freeze``): when the server starts.  When the collector is off already, whoever
+    turned it off (``smartdns.reload``) decides for the whole build."""
     enabled = gc.isenabled()
+    if freeze and enabled:
+        gc.collect()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            if freeze:
+                gc.freeze()
             gc.enable()
+
+
+def _may_freeze() -> bool:
+    """Whether no reactor runs yet (the server starting, ``smartdns check``): no resolver chain
+    exists then that a freeze could keep forever."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    return reactor is None or not getattr(reactor, "running", False)
 
 
 def _ttl(token: str) -> int | None:
     """dns.ttl.from_text for a plain token: seconds, or None if it is not a TTL."""
     if token.isdigit():
         value = int(token)
-    elif _TTL_UNITS.fullmatch(token):
+    elif token[0] in _DIGITS and _TTL_UNITS.fullmatch(token):
         value = sum(int(n) * _UNIT_SECONDS[u.lower()] for n, u in _TTL_UNIT_PART.findall(token))
     else:
         return None
@@ -225,8 +260,61 @@ def _to_wire(item: dns.name.Name | dns.rdata.Rdata) -> bytes:
     return data
 
 
+class _Lines:
+    """A zone file's lines, read ``CHUNK_CHARS`` at a time into batches of whole lines: the
+    whole text and a list of all its lines at once were a third of a large load's peak memory,
+    and each pass over them one long C call."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+        self.batch: list[str] = []
+        self.index = 0                  # the next line of ``batch`` to read
+        self.clean = True               # the batch is ASCII without control characters
+        self.plain = True               # ... and has no quote, backslash or parenthesis
+        self._rest = ""                 # a line read only in part
+        self._ended = False
+
+    def refill(self) -> bool:
+        """Read the next batch; False at the end of the file."""
+        while not self._ended:
+            chunk = self.handle.read(CHUNK_CHARS)
+            if chunk:
+                text = self._rest + chunk
+                cut = text.rfind("\n")
+                if cut < 0:
+                    self._rest = text
+                    continue
+                self._rest = text[cut + 1:]
+                text = text[:cut]
+            else:
+                self._ended = True
+                text, self._rest = self._rest, ""
+                if not text:
+                    return False
+            self.batch = text.split("\n")
+            self.index = 0
+            self.clean = text.isascii() and not _CONTROL.search(text)
+            self.plain = self.clean and _SPECIAL.search(text) is None
+            return True
+        return False
+
+    def next_line(self) -> str | None:
+        """The next line, or None at the end of the file (``clean`` then describes its batch)."""
+        while self.index >= len(self.batch):
+            if not self.refill():
+                return None
+        line = self.batch[self.index]
+        self.index += 1
+        return line
+
+
 class _Loader:
-    """Reader state (origins, last owner, TTL defaults) and the RRsets built so far."""
+    """Reader state (origins, last owner, TTL defaults) and the RRsets built so far.
+
+    The zone's own structures are built as records come (a node per name, an RRset per type),
+    so a load holds little besides them: an RRset is made again only in ``zone`` if it got a
+    second record (``several``), and canonical forms, for dropping duplicate records, are kept
+    only where one differs from the record's wire form (``canonicals``)."""
 
     def __init__(self, origin: dns.name.Name, default_ttl: int | None) -> None:
         self.origin_name = origin
@@ -241,9 +329,12 @@ class _Loader:
         self.last_ttl: int | None = None
         self.default_ttl = default_ttl
         self.default_from_soa = False
-        # name key → type → [first TTL, [rdata wire], {canonical rdata}]
-        self.nodes: dict[bytes, dict[int, list[Any]]] = {}
-        self.spellings: dict[bytes, bytes] = {}         # name key → first spelling of the owner
+        # name key → type → RRset: each with its first record's TTL and the node's first spelling
+        self.nodes: dict[bytes, dict[int, wire.RRset]] = {}
+        # (name key, type) → ([rdata wire], {canonical rdata}) of RRsets with more than one record
+        self.several: dict[tuple[bytes, int], tuple[list[bytes], set[bytes]]] = {}
+        # (name key, type) → canonical form of a one-record RRset's record, where it is not the wire
+        self.canonicals: dict[tuple[bytes, int], bytes] = {}
         self.line = 0
         self.generic_types: dict[str, int | None] = {}
         self.non_classes: set[str] = set()
@@ -259,6 +350,13 @@ class _Loader:
             tail = wire.ROOT
         elif text == "@":
             return self.current
+        elif "." not in text:               # one relative label: most owners
+            if len(text) > MAX_LABEL_OCTETS:
+                raise _Decline("empty or long label")
+            out = (chr(len(text)) + text).encode("ascii") + self.current
+            if len(out) > MAX_NAME_OCTETS:
+                raise _Decline("name too long")
+            return out
         else:
             labels = text.split(".")
             tail = self.current
@@ -273,40 +371,46 @@ class _Loader:
 
     # -- input ---------------------------------------------------------------------------
 
-    def feed(self, text: str) -> None:
-        """Read the whole file's text."""
-        clean = text.isascii() and not _CONTROL.search(text)
-        lines = text.split("\n")
-        count = len(lines)
-        index = 0
-        while index < count:
-            line = lines[index]
-            index += 1
-            self.line = index     # where a decline happened, for decline_reason
-            if not line:
-                continue
-            if _SPECIAL.search(line) is None:
-                semi = line.find(";")
-                body = line if semi < 0 else line[:semi]
-                tokens = body.split()
-                if not tokens:
+    def feed(self, source: _Lines) -> None:
+        """Read every line.  ``self.line`` is the line a statement starts on, for decline_reason."""
+        while source.index < len(source.batch) or source.refill():
+            batch = source.batch
+            count = len(batch)
+            index = source.index
+            clean, plain = source.clean, source.plain
+            while index < count:
+                line = batch[index]
+                index += 1
+                self.line += 1
+                if not line:
                     continue
-                if not clean and not _printable(body):
-                    raise _Decline("non-ASCII or control character")
-                first = body[0]
-                if first == "$":
-                    self.directive(tokens, None)
-                else:
-                    self.record(tokens, None, first == " " or first == "\t", -1, "", ())
-                continue
-            index = self.complex_line(lines, index - 1, clean)
+                if plain or _SPECIAL.search(line) is None:
+                    semi = line.find(";")
+                    body = line if semi < 0 else line[:semi]
+                    tokens = body.split()
+                    if not tokens:
+                        continue
+                    if not clean and not _printable(body):
+                        raise _Decline("non-ASCII or control character")
+                    first = body[0]
+                    if first == "$":
+                        self.directive(tokens, None)
+                    else:
+                        self.record(tokens, None, first == " " or first == "\t", -1, "", ())
+                    continue
+                source.index = index
+                self.line += self.complex_line(line, source, clean)
+                if source.batch is not batch:
+                    break                   # continuation lines came from the next batch
+                index = source.index
+            else:
+                source.index = index
         self.line = 0
 
-    def complex_line(self, lines: list[str], index: int, clean: bool) -> int:
-        """A line with quotes, escapes or parentheses (and its continuation lines); returns the
-        index of the next line to read."""
-        text = lines[index]
-        index += 1
+    def complex_line(self, text: str, source: _Lines, clean: bool) -> int:
+        """A line with quotes, escapes or parentheses (and its continuation lines, taken from
+        ``source``); returns how many continuation lines it took."""
+        taken = 0
         if not clean and not _printable(text):
             raise _Decline("non-ASCII or control character")
         tokens: list[str] = []
@@ -322,11 +426,11 @@ class _Loader:
                     raise _Decline("unsupported token")
                 if depth == 0:
                     break
-                if index >= len(lines):
+                more = source.next_line()
+                if more is None:
                     raise _Decline("unbalanced parentheses")
-                more = lines[index]
-                index += 1
-                if not clean and not _printable(more):
+                taken += 1
+                if not source.clean and not _printable(more):
                     raise _Decline("non-ASCII or control character")
                 text += "\n" + more
                 continue
@@ -349,7 +453,7 @@ class _Loader:
                     raise _Decline("unbalanced parentheses")
             # a comment, or a newline inside parentheses: whitespace
         if not tokens:
-            return index
+            return taken
         first = text[0]
         if first == "$":
             if paren_at >= 0:
@@ -357,7 +461,7 @@ class _Loader:
             self.directive(tokens, kinds)
         else:
             self.record(tokens, kinds, first == " " or first == "\t", paren_at, text, ends)
-        return index
+        return taken
 
     def directive(self, tokens: list[str], kinds: list[int] | None) -> None:
         """$TTL and $ORIGIN; every other directive is declined."""
@@ -396,8 +500,12 @@ class _Loader:
             if kinds is not None and kinds[0]:
                 raise _Decline("escaped or quoted owner")
             first = tokens[0]
-            self.last_owner = owner = self.name(first)
-            self.last_key = key = owner.lower()
+            owner = self.name(first)
+            key = owner.lower()
+            if key == owner:
+                owner = key                 # one object for key and spelling: most names
+            self.last_owner = owner
+            self.last_key = key
             self.last_in_zone = ((first[-1] != "." and self.current_in_zone)
                                  or wire.is_subdomain(key, self.origin_key))
             at = 1
@@ -571,32 +679,46 @@ class _Loader:
         as ``zones`` does (BIND serves both that way)."""
         node = self.nodes.get(key)
         if node is None:
-            self.nodes[key] = {rdtype: [ttl, [rdata], {canonical}]}
-            self.spellings[key] = owner
+            self.nodes[key] = {rdtype: wire.RRset(owner, rdtype, ttl, (wire.rdata_parts(rdtype, rdata),))}
+            if canonical != rdata:
+                self.canonicals[key, rdtype] = canonical
             return
         if rdtype == wire.CNAME:
             if any(t != wire.CNAME for t in node):
                 raise _Decline("CNAME and other data")
         elif wire.CNAME in node:
             raise _Decline("CNAME and other data")
-        entry = node.get(rdtype)
-        if entry is None:
-            node[rdtype] = [ttl, [rdata], {canonical}]
-        elif rdtype in _SINGLETON_TYPES:
-            entry[1] = [rdata]
-            entry[2] = {canonical}
-        elif canonical not in entry[2]:
-            entry[1].append(rdata)
-            entry[2].add(canonical)
+        rrset = node.get(rdtype)
+        if rrset is None:
+            spelling = next(iter(node.values())).name
+            node[rdtype] = wire.RRset(spelling, rdtype, ttl, (wire.rdata_parts(rdtype, rdata),))
+            if canonical != rdata:
+                self.canonicals[key, rdtype] = canonical
+            return
+        if rdtype in _SINGLETON_TYPES:      # the last record replaces the one before
+            node[rdtype] = wire.RRset(rrset.name, rdtype, rrset.ttl, (wire.rdata_parts(rdtype, rdata),))
+            if canonical != rdata:
+                self.canonicals[key, rdtype] = canonical
+            else:
+                self.canonicals.pop((key, rdtype), None)
+            return
+        more = self.several.get((key, rdtype))
+        if more is None:
+            first = b"".join(rrset.rdatas[0])
+            more = self.several[key, rdtype] = ([first], {self.canonicals.get((key, rdtype), first)})
+        if canonical not in more[1]:
+            more[0].append(rdata)
+            more[1].add(canonical)
 
     def zone(self, path: str, overlay: bool) -> Zone:
         """The finished zone; a base zone must have SOA and NS at its origin."""
-        spellings = self.spellings
-        nodes = {
-            key: {rdtype: wire.make_rrset(spellings[key], rdtype, ttl, rdatas)
-                  for rdtype, (ttl, rdatas, _) in types.items()}
-            for key, types in self.nodes.items()
-        }
+        nodes = self.nodes
+        for (key, rdtype), (rdatas, _) in self.several.items():
+            if len(rdatas) > 1:
+                first = nodes[key][rdtype]
+                nodes[key][rdtype] = wire.make_rrset(first.name, rdtype, first.ttl, rdatas)
+        self.several.clear()
+        self.canonicals.clear()
         if not overlay:
             apex = nodes.get(self.origin_key, {})
             if wire.SOA not in apex or wire.NS not in apex:

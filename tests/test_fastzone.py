@@ -14,6 +14,7 @@ import gc
 import os
 import random
 import textwrap
+import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -543,6 +544,58 @@ class WiringTests(FastZoneMixin, TestCase):
         finally:
             gc.enable()
 
+    def test_large_zones_frozen(self) -> None:
+        """Before the reactor runs, a zone file of FREEZE_MIN_BYTES or more is moved out of the
+        collector's sight once loaded (the next collection would otherwise walk all of it),
+        after garbage is collected (a freeze would keep it forever); a smaller one is left alone."""
+        path = self.write(HEADER + "".join(f"h{i} A 192.0.2.{i}\n" for i in range(10)))
+        self.addCleanup(gc.unfreeze)
+        before = gc.get_freeze_count()
+        self.assertIsNotNone(fastzone.read_zone_fast(path, ORIGIN))
+        self.assertEqual(gc.get_freeze_count(), before)
+        self.patch(fastzone, "FREEZE_MIN_BYTES", os.path.getsize(path))
+        self.patch(fastzone, "_may_freeze", lambda: True)
+        cycle = _Cycle()
+        cycle.me = cycle                  # garbage once the name goes, freed only by the collector
+        gone = weakref.ref(cycle)
+        del cycle
+        thresholds = gc.get_threshold()
+        gc.set_threshold(10**9)           # no collection but the loader's own
+        try:
+            zone = fastzone.read_zone_fast(path, ORIGIN)
+        finally:
+            gc.set_threshold(*thresholds)
+        assert zone is not None
+        self.assertGreater(gc.get_freeze_count(), before)
+        self.assertFalse(any(found is zone.nodes for found in gc.get_objects()))   # not in any generation
+        self.assertIsNone(gone())         # collected before the freeze, not kept forever
+
+
+class _Reactor:
+    """Stands in for the global reactor in sys.modules."""
+
+    def __init__(self, running: bool) -> None:
+        self.running = running
+
+
+class MayFreezeTests(TestCase):
+    """Zones are frozen only while no reactor runs."""
+
+    def test_only_before_the_reactor_runs(self) -> None:
+        """No global reactor, or one not running yet: freeze; a running one: never."""
+        import sys
+        for module, expected in ((None, True), (_Reactor(False), True), (_Reactor(True), False)):
+            self.patch(sys, "modules", {**sys.modules, "twisted.internet.reactor": module})
+            if module is None:
+                del sys.modules["twisted.internet.reactor"]
+            self.assertEqual(fastzone._may_freeze(), expected)
+
+
+class _Cycle:
+    """An object that can be part of a reference cycle and be watched with a weak reference."""
+
+    me: Any = None
+
 
 def random_zone(rng: random.Random, records: int) -> str:
     """A valid zone mixing the forms the fast reader handles, for path-vs-path comparison."""
@@ -625,6 +678,16 @@ class RandomizedTests(FastZoneMixin, TestCase):
         for seed in range(40):
             self.assert_same(random_zone(random.Random(seed), 150))
 
+    def test_small_reads(self) -> None:
+        """Files read a few characters at a time (so lines, and records in parentheses, are
+        split across reads) load exactly as when read whole."""
+        for size in (1, 7, 64):
+            self.patch(fastzone, "CHUNK_CHARS", size)
+            for name in ACCEPTED:
+                self.assert_same(HEADER + _dedent(ACCEPTED[name]))
+            for seed in range(5):
+                self.assert_same(random_zone(random.Random(seed), 150))
+
 
 #: Fragments spliced into zones by the mutation test: delimiters, escapes, directives, types
 #: with special rules, numbers at their limits, names in and out of the zone.
@@ -680,3 +743,18 @@ class MutationTests(FastZoneMixin, TestCase):
         # Both outcomes must be exercised for the test to mean anything.
         self.assertGreater(accepted, 30)
         self.assertLess(accepted, 270)
+
+    def test_mutated_zones_read_in_small_pieces(self) -> None:
+        """The same with the file read 5 characters at a time: a decline, or dnspython's Zone."""
+        self.patch(fastzone, "CHUNK_CHARS", 5)
+        rng = random.Random(6)
+        corpus = [HEADER + _dedent(text) for text in ACCEPTED.values()]
+        accepted = 0
+        for _ in range(100):
+            text = mutate(rng, rng.choice(corpus) if rng.random() < 0.5 else random_zone(rng, 30))
+            path = self.write(text)
+            fast = fastzone.read_zone_fast(path, ORIGIN)
+            if fast is not None:
+                accepted += 1
+                self.assertEqual(self.slow(path, ORIGIN), (fast, []), text)
+        self.assertGreater(accepted, 10)

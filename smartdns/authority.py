@@ -140,15 +140,17 @@ def _below_cut(view: ZoneView, tkey: bytes) -> bool:
 PLAIN_TYPES = frozenset({wire.A, wire.AAAA, wire.TXT})
 
 
-def plain_rrset(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> wire.RRset | None:
-    """The whole local answer to a recursive (RD=1) query when it is one RRset: the name has
-    data of a ``PLAIN_TYPES`` type, in a zone with no cut or DNAME at or above it.  Then
-    RFC 1034 §4.3.2 ends at step 3a with that RRset, BIND adds nothing for RD=1
-    (``minimal-responses no-auth-recursive``), and the answer is authoritative.
+def plain_answer(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> Answer | None:
+    """The whole local answer to a recursive (RD=1) query for a ``PLAIN_TYPES`` type at a name
+    with data, in a zone with no cut or DNAME at or above the name: the RRset of that type
+    (RFC 1034 §4.3.2 step 3a), or NODATA with the zone's SOA (RFC 2308 §2.2) when the name has
+    other data and no CNAME.  BIND adds nothing else for RD=1 (``minimal-responses
+    no-auth-recursive``, and no additional processing for these types); both are authoritative.
 
     ``Authority.lookup`` asks this first, and the query handler's first-sight lane asks it
     for names not answered before; None means "run the whole algorithm" (anything else:
-    another type, no such data, a cut or DNAME on the way, a zone answering SERVFAIL)."""
+    another type, no node at the name, a CNAME there, a cut or DNAME on the way, a zone
+    answering SERVFAIL)."""
     if qtype not in PLAIN_TYPES:
         return None
     origin = snap.find_zone(qkey)
@@ -165,7 +167,14 @@ def plain_rrset(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> wi
                 break
             name = name[1 + name[0]:]
     node = view.node(qkey)
-    return node.get(qtype) if node is not None else None
+    if node is None:
+        return None
+    rrset = node.get(qtype)
+    if rrset is not None:
+        return Result(aa=True, answer=[rrset])
+    if wire.CNAME in node:
+        return None
+    return Result(aa=True, authority=[negative_soa(view)])
 
 
 class Authority:
@@ -179,9 +188,9 @@ class Authority:
         CNAMEs, as in BIND); ``tcp`` only changes the answer to ANY (see the module doc)."""
         qkey = qname.lower()
         if rd:
-            plain = plain_rrset(snap, line, qkey, qtype)
+            plain = plain_answer(snap, line, qkey, qtype)
             if plain is not None:
-                return Result(aa=True, answer=[plain])
+                return plain
         return self.walk(snap, line, qname, qkey, qtype, rd, tcp)
 
     def walk(self, snap: Snapshot, line: str | None, qname: bytes, qkey: bytes, qtype: int, rd: bool,

@@ -213,7 +213,7 @@ class Shaper:
 
     def plain(self, code: int, ra: bool) -> tuple[int, bytes | None, int]:
         """``head`` and ``limit`` for an authoritative NOERROR answer with records (the shape of
-        ``authority.plain_rrset``'s answers) to a request of shape ``code``: computed by those
+        ``authority.plain_answer``'s RRset answers) to a request of shape ``code``: computed by those
         two functions once per (code, RA) and kept, for the query handler's first-sight lane."""
         key = code << 1 | ra
         found = self._plain.get(key)

@@ -44,7 +44,7 @@ from smartdns import cookies
 from smartdns import ecs as ecs_mod
 from smartdns import policy as policy_mod
 from smartdns import wire
-from smartdns.authority import negative_soa, plain_rrset
+from smartdns.authority import negative_soa, plain_answer
 from smartdns.chain import EDE_PROHIBITED, ChainSet, Compose
 from smartdns.ratelimit import DROP, PASS, RateLimiter, identity as rrl_identity
 from smartdns.response import (QUESTION_OPCODES, RequestShape, Result, Shaper, error, shape_from_code, shape_of,
@@ -307,15 +307,16 @@ class QueryHandler:
     def _first_sight(self, snap: Snapshot, data: bytes, qend: int, code: int, memo_key: tuple[Any, ...],
                      tcp: bool) -> bytes | None:
         """The answer to a sniffed recursive query (RD=1, no EDNS options, no query log or rate
-        limit) for a name not in the memo, when it is one local RRset (``plain_rrset``): the
-        decisions of the full path in the same functions, without building its objects.
+        limit) for a name not in the memo, when ``plain_answer`` has it (one local RRset, or
+        NODATA): the decisions of the full path in the same functions, without its objects.
 
         Before the chain (``_decide``): class IN and a plain type (so not CHAOS, a transfer
         type or OPT), and no policy.  In the chain: the cache stage first never holds a name
         under a local zone (the service flushes those when a snapshot brings them), so the
-        line's authority answers, with ``plain_rrset`` as ``Authority.lookup`` does.  The
-        shaper's ``plain`` gives flags, OPT and size limit; ``wire.render_plain`` the bytes
-        (None when they do not fit: the full path then truncates)."""
+        line's authority answers, with ``plain_answer`` as ``Authority.lookup`` does.  An
+        RRset is rendered from the shaper's ``plain`` flags, OPT and size limit by
+        ``wire.render_plain`` (None when it does not fit: the full path then truncates);
+        NODATA goes through ``Shaper.shape`` itself."""
         question, _code, info = memo_key
         if question[-2:] != b"\x00\x01":                  # class IN
             return None
@@ -324,13 +325,19 @@ class QueryHandler:
         qkey = question[:-4].lower()
         if snap.policies.match(qkey, qtype, line) is not None:
             return None
-        rrset = plain_rrset(snap, line, qkey, qtype)
-        if rrset is None:
+        result = plain_answer(snap, line, qkey, qtype)
+        if result is None:
             return None
-        flags, opt, limit = self.shaper.plain(code, self._chains.chains[info].recursive)   # type: ignore[union-attr]
-        message = wire.render_plain(data[0] << 8 | data[1], flags, question, rrset, opt, limit)
-        if message is None:
-            return None
+        recursive = self._chains.chains[info].recursive   # type: ignore[union-attr]
+        if result.answer:
+            flags, opt, limit = self.shaper.plain(code, recursive)
+            message = wire.render_plain(data[0] << 8 | data[1], flags, question, result.answer[0], opt, limit)
+            if message is None:
+                return None
+        else:
+            result.ra = recursive
+            message = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], question, result,
+                                        self.reactor.seconds())
         tally = self._lane_tallies.get((tcp, line, qtype))
         if tally is None:
             tally = self._lane_tallies[(tcp, line, qtype)] = Tally((tcp, line, qtype, wire.NOERROR, "local"))

@@ -515,6 +515,7 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
             Ask("mail.fl.test", client=NOLINE, tcp=True), Ask("txtonly.fl.test", qtype=wire.TXT, client=OUTSIDE),
             Ask("mixedcase.fl.test", case=0b100001, client=WEST),            # the zone's spelling: MixedCase
             Ask("ns.ovcut.fl.test", client=WEST),                            # plain for west ...
+            Ask("txtonly.fl.test", client=EAST), Ask("www.fl.test", qtype=wire.TXT, client=WEST, edns=512),  # NODATA
             # ... and not first sight: lowercase MixedCase (renders its own owner), big (cut at
             # 512), glue under a cut for east only, RD=0, a wildcard, a CNAME, padding, a DNAME.
             Ask("mixedcase.fl.test", client=EAST), Ask("big.fl.test", qtype=wire.TXT, client=NOLINE),
@@ -524,34 +525,37 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
             Ask("www.sub.fl.test", client=WEST), Ask("quiet.fl.test", client=EAST),
         ]
         pair, sent = self.run_steps(script)
-        self.assertEqual(pair.fast.stats.first_sight, 6)
+        self.assertEqual(pair.fast.stats.first_sight, 8)
         self.assertEqual(pair.slow.stats.first_sight, 0)
         self.assertEqual(len([answer for _, answer in sent if answer]), len(script))
 
-    def test_plain_rrset_is_the_walks_answer(self) -> None:
-        """``plain_rrset`` (the first-sight lane's and ``Authority.lookup``'s shortcut) answers
-        only where RFC 1034's whole walk gives exactly that RRset, authoritative, and nothing
-        else; and it does answer the plain names."""
-        from smartdns.authority import PLAIN_TYPES, Authority, plain_rrset
+    def test_plain_answer_is_the_walks_answer(self) -> None:
+        """``plain_answer`` (the first-sight lane's and ``Authority.lookup``'s shortcut) answers
+        only where RFC 1034's whole walk gives exactly that answer (one RRset, or NODATA with the
+        SOA), authoritative, and nothing else; and it does answer the plain names."""
+        from smartdns.authority import PLAIN_TYPES, Authority, plain_answer
         snap, authority = self.snapshot, Authority()
-        answered = 0
+        answered, nodata = 0, 0
         for line in (None, *snap.line_names):
             for text in NAMES + ("ns1.fl.test", "www.other.test", "other.test", "MixedCase.fl.test"):
                 qname = wire.from_text(text)
                 for qtype in sorted(PLAIN_TYPES) + [wire.MX, wire.NS]:
-                    plain = plain_rrset(snap, line, qname.lower(), qtype)
+                    plain = plain_answer(snap, line, qname.lower(), qtype)
                     if plain is None:
                         continue
                     answered += 1
+                    nodata += not plain.answer
                     walked = authority.walk(snap, line, qname, qname.lower(), qtype, True)
                     assert walked is not None
-                    self.assertEqual((walked.rcode, walked.aa, walked.answer, walked.authority, walked.additional,
-                                      walked.referral, walked.ede), (wire.NOERROR, True, [plain], [], [], False, None),
-                                     (line, text, qtype))
+                    self.assertEqual(plain, walked, (line, text, qtype))
+                    self.assertEqual((plain.rcode, plain.aa, len(plain.answer) + len(plain.authority),
+                                      plain.additional, plain.referral, plain.ede), (wire.NOERROR, True, 1, [], False, None))
         self.assertGreater(answered, 20)
+        self.assertGreater(nodata, 10)
         east = wire.from_text("ns.ovcut.fl.test")
-        self.assertIsNone(plain_rrset(snap, "east", east, wire.A))
-        self.assertIsNotNone(plain_rrset(snap, "west", east, wire.A))
+        self.assertIsNone(plain_answer(snap, "east", east, wire.A))
+        self.assertIsNotNone(plain_answer(snap, "west", east, wire.A))
+        self.assertIsNone(plain_answer(snap, "west", wire.from_text("alias.fl.test"), wire.TXT))   # a CNAME
 
     def test_the_fast_lanes_are_used(self) -> None:
         """Plain repeats are answered by the memo, then by the replay table, for local and for

@@ -305,6 +305,34 @@ class DifferentialTests(FastZoneMixin, TestCase):
         """Records outside the zone are skipped with their blank-owner followers, unparsed."""
         self.check("out-of-zone records")
 
+    def test_plain_address_lines(self) -> None:
+        """The short path for ``owner [IN] A address`` lines agrees with dnspython around its
+        edges: case in owners, a label of 63 octets, lowercase keywords and dotted owners (the
+        general path), a TTL from the SOA before any $TTL, an $ORIGIN outside the zone."""
+        long_label = "x" * 63
+        self.assert_same(HEADER + _dedent(f"""\
+            a IN A 192.0.2.1
+            B A 192.0.2.2
+            b A 192.0.2.3
+            c in a 192.0.2.4
+            d.e IN A 192.0.2.5
+            {long_label} A 192.0.2.6
+            f IN A 192.0.2.7
+            f A 192.0.2.7
+            $ORIGIN other.org.
+            g A 192.0.2.8
+            $ORIGIN example.com.
+            h A 192.0.2.9
+            """))
+        self.assert_same(_dedent("""\
+            @ 300 IN SOA ns1 hostmaster 1 7200 3600 1209600 60
+            @ IN NS ns1
+            a IN A 192.0.2.1
+            b A 192.0.2.2
+            """))
+        self.assert_declined(HEADER + "x" * 64 + " A 192.0.2.1\n", "long label")
+        self.assert_declined(HEADER + "a IN A 192.0.2.256\n", "IPv4")
+
     def test_duplicates_and_singletons(self) -> None:
         """Duplicate RDATA kept once; the last CNAME wins with the first TTL."""
         self.check("duplicates and singletons")

@@ -141,16 +141,17 @@ PLAIN_TYPES = frozenset({wire.A, wire.AAAA, wire.TXT})
 
 
 def plain_answer(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> Answer | None:
-    """The whole local answer to a recursive (RD=1) query for a ``PLAIN_TYPES`` type at a name
-    with data, in a zone with no cut or DNAME at or above the name: the RRset of that type
-    (RFC 1034 §4.3.2 step 3a), or NODATA with the zone's SOA (RFC 2308 §2.2) when the name has
-    other data and no CNAME.  BIND adds nothing else for RD=1 (``minimal-responses
-    no-auth-recursive``, and no additional processing for these types); both are authoritative.
+    """The whole local answer to a recursive (RD=1) query for a ``PLAIN_TYPES`` type, in a zone
+    with no cut or DNAME at or above the name: the RRset of that type (RFC 1034 §4.3.2 step 3a);
+    NODATA with the zone's SOA (RFC 2308 §2.2) when the name has other data and no CNAME, or is
+    an empty non-terminal; NXDOMAIN with the SOA when the name does not exist and no wildcard
+    covers it (step 3c, RFC 4592).  BIND adds nothing else for RD=1 (``minimal-responses
+    no-auth-recursive``, and no additional processing for these types); all are authoritative.
 
     ``Authority.lookup`` asks this first, and the query handler's first-sight lane asks it
     for names not answered before; None means "run the whole algorithm" (anything else:
-    another type, no node at the name, a CNAME there, a cut or DNAME on the way, a zone
-    answering SERVFAIL)."""
+    another type, a CNAME at the name, a wildcard to synthesise from, a cut or DNAME on the
+    way, a zone answering SERVFAIL)."""
     if qtype not in PLAIN_TYPES:
         return None
     origin = snap.find_zone(qkey)
@@ -168,7 +169,11 @@ def plain_answer(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> A
             name = name[1 + name[0]:]
     node = view.node(qkey)
     if node is None:
-        return None
+        if view.exists(qkey):                      # an empty non-terminal: NODATA
+            return Result(aa=True, authority=[negative_soa(view)])
+        if _wildcard(view, qkey) is not None:
+            return None                            # synthesis (RFC 4592): the walk's
+        return Result(rcode=wire.NXDOMAIN, aa=True, authority=[negative_soa(view)])
     rrset = node.get(qtype)
     if rrset is not None:
         return Result(aa=True, answer=[rrset])

@@ -170,9 +170,9 @@ class QueryHandler:
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._memo_snapshot: Snapshot | None = None
         self._clients: dict[str, tuple[str | None, bool]] = {}   # address → (line, may recurse), per snapshot
-        # The first-sight lane's tallies by (TCP, line, qtype): one per counter key, shared by
+        # The first-sight lane's tallies by (TCP, line, qtype, rcode): one per counter key, shared by
         # every answer it keeps (a Tally counts by identity, and these carry nothing else).
-        self._lane_tallies: dict[tuple[bool, str | None, int], Tally] = {}
+        self._lane_tallies: dict[tuple[bool, str | None, int, int], Tally] = {}
         # UDP answers by (client address, query after the ID): (answer after the ID, valid until,
         # Tally).  Read by DNSDatagramPort; only ever cleared in place, since the port holds a
         # reference while it reads.
@@ -307,8 +307,9 @@ class QueryHandler:
     def _first_sight(self, snap: Snapshot, data: bytes, qend: int, code: int, memo_key: tuple[Any, ...],
                      tcp: bool) -> bytes | None:
         """The answer to a sniffed recursive query (RD=1, no EDNS options, no query log or rate
-        limit) for a name not in the memo, when ``plain_answer`` has it (one local RRset, or
-        NODATA): the decisions of the full path in the same functions, without its objects.
+        limit) for a name not in the memo, when ``plain_answer`` has it (one local RRset,
+        NODATA or NXDOMAIN): the decisions of the full path in the same functions, without its
+        objects.
 
         Before the chain (``_decide``): class IN and a plain type (so not CHAOS, a transfer
         type or OPT), and no policy.  In the chain: the cache stage first never holds a name
@@ -316,7 +317,7 @@ class QueryHandler:
         line's authority answers, with ``plain_answer`` as ``Authority.lookup`` does.  An
         RRset is rendered from the shaper's ``plain`` flags, OPT and size limit by
         ``wire.render_plain`` (None when it does not fit: the full path then truncates);
-        NODATA goes through ``Shaper.shape`` itself."""
+        negative answers go through ``Shaper.shape`` itself."""
         question, _code, info = memo_key
         if question[-2:] != b"\x00\x01":                  # class IN
             return None
@@ -338,9 +339,10 @@ class QueryHandler:
             result.ra = recursive
             message = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], question, result,
                                         self.reactor.seconds())
-        tally = self._lane_tallies.get((tcp, line, qtype))
+        rcode = result.rcode
+        tally = self._lane_tallies.get((tcp, line, qtype, rcode))
         if tally is None:
-            tally = self._lane_tallies[(tcp, line, qtype)] = Tally((tcp, line, qtype, wire.NOERROR, "local"))
+            tally = self._lane_tallies[(tcp, line, qtype, rcode)] = Tally((tcp, line, qtype, rcode, "local"))
         stats = self.stats
         stats.first_sight += 1
         answers = stats.answers

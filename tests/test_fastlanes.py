@@ -516,6 +516,7 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
             Ask("mixedcase.fl.test", case=0b100001, client=WEST),            # the zone's spelling: MixedCase
             Ask("ns.ovcut.fl.test", client=WEST),                            # plain for west ...
             Ask("txtonly.fl.test", client=EAST), Ask("www.fl.test", qtype=wire.TXT, client=WEST, edns=512),  # NODATA
+            Ask("nx.fl.test", client=NOLINE), Ask("nx.other.test", qtype=wire.AAAA, client=EAST, tcp=True),  # NXDOMAIN
             # ... and not first sight: lowercase MixedCase (renders its own owner), big (cut at
             # 512), glue under a cut for east only, RD=0, a wildcard, a CNAME, padding, a DNAME.
             Ask("mixedcase.fl.test", client=EAST), Ask("big.fl.test", qtype=wire.TXT, client=NOLINE),
@@ -525,7 +526,7 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
             Ask("www.sub.fl.test", client=WEST), Ask("quiet.fl.test", client=EAST),
         ]
         pair, sent = self.run_steps(script)
-        self.assertEqual(pair.fast.stats.first_sight, 8)
+        self.assertEqual(pair.fast.stats.first_sight, 10)
         self.assertEqual(pair.slow.stats.first_sight, 0)
         self.assertEqual(len([answer for _, answer in sent if answer]), len(script))
 
@@ -535,23 +536,27 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
         SOA), authoritative, and nothing else; and it does answer the plain names."""
         from smartdns.authority import PLAIN_TYPES, Authority, plain_answer
         snap, authority = self.snapshot, Authority()
-        answered, nodata = 0, 0
+        answered, nodata, nxdomain = 0, 0, 0
         for line in (None, *snap.line_names):
-            for text in NAMES + ("ns1.fl.test", "www.other.test", "other.test", "MixedCase.fl.test"):
+            for text in NAMES + ("ns1.fl.test", "www.other.test", "other.test", "MixedCase.fl.test", "wild.fl.test",
+                                 "nx.other.test", "a.b.nx.fl.test", "nx.y.wild.fl.test", "x.ns.deleg.fl.test"):
                 qname = wire.from_text(text)
                 for qtype in sorted(PLAIN_TYPES) + [wire.MX, wire.NS]:
                     plain = plain_answer(snap, line, qname.lower(), qtype)
                     if plain is None:
                         continue
                     answered += 1
-                    nodata += not plain.answer
+                    nodata += not plain.answer and not plain.rcode
+                    nxdomain += plain.rcode == wire.NXDOMAIN
                     walked = authority.walk(snap, line, qname, qname.lower(), qtype, True)
                     assert walked is not None
                     self.assertEqual(plain, walked, (line, text, qtype))
-                    self.assertEqual((plain.rcode, plain.aa, len(plain.answer) + len(plain.authority),
-                                      plain.additional, plain.referral, plain.ede), (wire.NOERROR, True, 1, [], False, None))
+                    self.assertEqual((plain.aa, len(plain.answer) + len(plain.authority), plain.additional,
+                                      plain.referral, plain.ede), (True, 1, [], False, None))
         self.assertGreater(answered, 20)
         self.assertGreater(nodata, 10)
+        self.assertGreater(nxdomain, 5)
+        self.assertIsNone(plain_answer(snap, None, wire.from_text("x.wild.fl.test"), wire.A))       # synthesised
         east = wire.from_text("ns.ovcut.fl.test")
         self.assertIsNone(plain_answer(snap, "east", east, wire.A))
         self.assertIsNotNone(plain_answer(snap, "west", east, wire.A))

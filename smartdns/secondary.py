@@ -18,13 +18,33 @@ back to AXFR when there is no such local copy, when the primary answers IXFR wit
 ours, a deletion of a record we do not hold: dnspython raises, and nothing of it is kept).  A
 transport failure (cut connection, timeout) is not retried by AXFR: the primary counts as failed
 for this refresh, as for AXFR.
+
+The refresh thread shares the GIL with the reactor, and a transfer of a large zone made the
+reactor wait for it (bench/secondary_stall.py: local answers at 2,000 a second while a
+100,000-record zone is transferred by AXFR and saved had p50 2.8 ms, p99 35-110 ms and pauses
+of up to 0.2 s, enough to lose queries; with what follows, p50 0.6 ms, p99 about 6 ms):
+
+- The GIL: a thread that wants it waits for the holder's switch interval (5 ms by default) and
+  the reactor wants it for every datagram.  While a refresh runs the interval is
+  ``TRANSFER_SWITCH_INTERVAL_SECONDS`` (0.5 ms), as during a reload (``smartdns.reload``).
+- The cyclic garbage collector: dnspython builds a few objects per record and keeps them, so
+  collections of the oldest generation ran again and again, each one C call that walks every
+  object in the process (up to 160 ms near the end of a 100,000-record AXFR).  It is off while a
+  refresh runs; nothing a transfer makes holds a reference cycle that outlives it.
+- Freeing: the last reference to a zone of 100,000 nodes going away frees them all in one C
+  call; the transferred zone, the IXFR base and the zone read back to check the saved file are
+  emptied a node at a time instead (``_dismantle``), so the GIL changes hands as it goes.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import dns.exception
 import dns.message
@@ -49,6 +69,8 @@ from smartdns.serial import serial_gte
 #: How long one transfer may take before it counts as failed (a cut or stalled connection).
 TRANSFER_TIMEOUT_SECONDS = 60.0
 SAVED_SUFFIX = ".zone"
+#: sys.setswitchinterval while a refresh runs (see the module's docstring).
+TRANSFER_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 class TransferError(SmartDNSError):
@@ -126,15 +148,21 @@ def transfer(secondary: SecondaryZone, key: TsigKey | None, current_serial: int 
                     problems.append(f"{host}:{port}: serial {serial} is older than ours ({current_serial})")
                     continue
             base = local() if local is not None and current_serial is not None else None
-            zone, how, why_axfr = pull(origin, host, port, key, current_serial, base, timeout)
-            timers = timers_of(zone)
-            if current_serial is not None and serial_gte(current_serial, timers.serial):
-                if timers.serial == current_serial:
-                    return None
-                problems.append(f"{host}:{port}: serial {timers.serial} is older than ours ({current_serial})")
-                continue
-            return Transferred(secondary.zone + ".", zone.to_text(relativize=False), timers, f"{host}:{port}",
-                               how, current_serial, why_axfr)
+            zone = None
+            try:
+                zone, how, why_axfr = pull(origin, host, port, key, current_serial, base, timeout)
+                timers = timers_of(zone)
+                if current_serial is not None and serial_gte(current_serial, timers.serial):
+                    if timers.serial == current_serial:
+                        return None
+                    problems.append(f"{host}:{port}: serial {timers.serial} is older than ours ({current_serial})")
+                    continue
+                return Transferred(secondary.zone + ".", zone.to_text(relativize=False), timers, f"{host}:{port}",
+                                   how, current_serial, why_axfr)
+            finally:
+                for done in (zone, base):
+                    if done is not None:
+                        _dismantle(done.nodes)
         except Exception as e:   # noqa: BLE001 — any failure of one primary: try the next, report all
             problems.append(f"{host}:{port}: {type(e).__name__}: {e}")
     raise TransferError(f"transfer of {secondary.zone} failed: " + "; ".join(problems))
@@ -185,6 +213,8 @@ def load_local(directory: str, secondary: SecondaryZone, serial: int) -> dns.zon
         fast = read_zone_fast(path, secondary.zone + ".")
         zone = (dnspython_zone(fast) if fast is not None else
                 dns.zone.from_file(path, origin=secondary.zone + ".", relativize=False, zone_factory=LocalZone))
+        if fast is not None:
+            _dismantle(fast.nodes)
         if timers_of(zone).serial != serial:
             return None
     except Exception:   # noqa: BLE001 — any reason it does not read: transfer it whole
@@ -245,7 +275,15 @@ def refresh(directory: str, secondary: SecondaryZone, key: TsigKey | None, curre
     """One refresh, blocking (run it in a thread): transfer if the primary is newer (IXFR onto
     the saved file when it holds ``current_serial``, else AXFR) and save the zone, or, when the
     serial is ours, touch the saved file (its time is when the data was last confirmed, which a
-    restart reads for expire, as BIND does).  Raises TransferError."""
+    restart reads for expire, as BIND does).  Raises TransferError.
+
+    While it runs the switch interval is short and the garbage collector off (``quiet``)."""
+    with quiet():
+        return _refresh(directory, secondary, key, current_serial, timeout)
+
+
+def _refresh(directory: str, secondary: SecondaryZone, key: TsigKey | None, current_serial: int | None,
+             timeout: float) -> Transferred | None:
     got = transfer(secondary, key, current_serial, timeout,
                    local=None if current_serial is None else lambda: load_local(directory, secondary, current_serial))
     if got is None:
@@ -276,7 +314,9 @@ def save(directory: str, secondary: SecondaryZone, text: str, primary: str = "")
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        _zone, problems = read_zone_file(temp, secondary.zone + ".")
+        checked, problems = read_zone_file(temp, secondary.zone + ".")
+        if checked is not None:
+            _dismantle(checked.nodes)
         if problems:
             first = problems[0]
             raise TransferError(f"transfer of {secondary.zone} failed: {primary or 'primary'}: broken zone: "
@@ -287,3 +327,43 @@ def save(directory: str, secondary: SecondaryZone, text: str, primary: str = "")
         os.unlink(temp)
         raise
     return path
+
+
+class _Quiet:
+    """The refreshes running now, and what ``quiet`` found before the first of them."""
+
+    lock = threading.Lock()
+    running = 0
+    interval = 0.005
+    collecting = True
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """While any refresh runs: the switch interval at most ``TRANSFER_SWITCH_INTERVAL_SECONDS``
+    and the cyclic garbage collector off; afterwards both as the first refresh found them."""
+    with _Quiet.lock:
+        if _Quiet.running == 0:
+            _Quiet.interval = sys.getswitchinterval()
+            _Quiet.collecting = gc.isenabled()
+            sys.setswitchinterval(min(_Quiet.interval, TRANSFER_SWITCH_INTERVAL_SECONDS))
+            gc.disable()
+        _Quiet.running += 1
+    try:
+        yield
+    finally:
+        with _Quiet.lock:
+            _Quiet.running -= 1
+            if _Quiet.running == 0:
+                sys.setswitchinterval(_Quiet.interval)
+                if _Quiet.collecting:
+                    gc.enable()
+
+
+def _dismantle(nodes: Any) -> None:
+    """Empty a zone's node dictionary one node at a time (in the refresh thread), so that its
+    memory is freed in small steps between which the reactor can take the GIL, not in the one
+    long C call that dropping the last reference to the dictionary would be."""
+    if isinstance(nodes, dict):
+        while nodes:
+            nodes.popitem()

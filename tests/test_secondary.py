@@ -4,10 +4,12 @@ server as BIND's secondary (smartdns.refresh): per-line views, nsupdate at BIND 
 NOTIFY and IXFR, BIND answering IXFR with the whole zone, expire, restart."""
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -25,7 +27,8 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from smartdns.config import SecondaryZone, parse_config
-from smartdns.secondary import AXFR, IXFR, IXFR_FULL, TransferError, refresh, save, saved_path, transfer
+from smartdns.secondary import (AXFR, IXFR, IXFR_FULL, TRANSFER_SWITCH_INTERVAL_SECONDS, TransferError, refresh, save,
+                                saved_path, transfer)
 from smartdns.service import SmartDNSService
 from smartdns.snapshot import build_snapshot
 from smartdns.tsig import TsigKey, parse_secret
@@ -212,6 +215,7 @@ class FakePrimaryProtocol(protocol.Protocol):
     def answer(self, query: dns.message.Message) -> None:
         rdtype = query.question[0].rdtype
         self.factory.asked.append(dns.rdatatype.to_text(rdtype))
+        self.factory.process.append((gc.isenabled(), sys.getswitchinterval()))   # while the refresh waits
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         mode = self.factory.ixfr
@@ -242,6 +246,7 @@ class FakePrimary(protocol.Factory):
         self.ixfr = "ixfr"
         self.axfr_rcode: int | None = None
         self.asked: list[str] = []
+        self.process: list[tuple[bool, float]] = []     # (collector on, switch interval) at each query
 
 
 class IxfrTests(unittest.TestCase):
@@ -278,6 +283,25 @@ class IxfrTests(unittest.TestCase):
         self.assertEqual((got.how, got.timers.serial), (IXFR_FULL, 8))
         self.assertEqual(self.primary.asked, ["SOA", "IXFR"])
         self.assertSavedNew()
+
+    async def test_quiet_while_it_runs(self) -> None:
+        """While a refresh runs (seen from the reactor as each of its queries arrives) the switch
+        interval is at most 0.5 ms and the garbage collector is off, so that answers do not wait
+        for the transfer; afterwards both are as they were, after a failed refresh too."""
+        before = (gc.isenabled(), sys.getswitchinterval())
+        self.assertEqual(before[0], True)
+        await self.refresh("ixfr")
+        self.assertEqual(len(self.primary.process), 2)
+        for collecting, interval in self.primary.process:
+            self.assertFalse(collecting)
+            self.assertLessEqual(interval, TRANSFER_SWITCH_INTERVAL_SECONDS)
+        self.assertEqual((gc.isenabled(), sys.getswitchinterval()), before)
+        save(self.directory, self.spec, "$ORIGIN fleet.test.\n" + OLD_ZONE)
+        self.primary.axfr_rcode, self.primary.process = dns.rcode.REFUSED, []
+        with self.assertRaises(TransferError):
+            await self.refresh("REFUSED")
+        self.assertEqual([collecting for collecting, _ in self.primary.process], [False] * 3)
+        self.assertEqual((gc.isenabled(), sys.getswitchinterval()), before)
 
     async def test_error_rcodes_fall_back_to_axfr(self) -> None:
         """NOTIMP, FORMERR, REFUSED to IXFR: AXFR right after, and the reason is kept for the log."""

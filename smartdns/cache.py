@@ -35,6 +35,7 @@ CacheKey = tuple[bytes, int, int, bool, int]   # (qname key, qtype, qclass, DO b
 _HEAD = struct.Struct("!dIBHH")
 _TIME_BITS = 20
 _TIME_MASK = (1 << _TIME_BITS) - 1
+_LIFETIME_SHIFT = _TIME_BITS - 8       # the lifetime's place in the uint32 of the two times
 _RCODE_AT = 13                   # offset of the rcode's high byte in _HEAD
 _QUESTION_IN_KEY = 0x8000        # rcode flag: the message is stored without its question
 _FLAG_BYTE = _QUESTION_IN_KEY >> 8
@@ -50,19 +51,25 @@ class Entry:
     ``AnswerCache.put``): ``key`` is that key, and ``wire`` and ``patched`` put it back.
     """
 
-    __slots__ = ("packed", "rcode", "stored_at", "expires_at", "stale_until", "_offsets_end", "upstream", "_key")
+    __slots__ = ("packed", "rcode", "stored_at", "expires_at", "_offsets_end", "upstream", "_key")
 
     def __init__(self, packed: bytes, key: bytes = b"") -> None:
         self.packed = packed
         self.upstream: str | None = None     # who answered, on the entry just made (not stored)
-        self.stored_at, times, times_low, rcode, count = _HEAD.unpack_from(packed)
-        times = times << 8 | times_low
-        lifetime, stale = times >> _TIME_BITS, times & _TIME_MASK
+        stored, times, _low, rcode, count = _HEAD.unpack_from(packed)
+        self.stored_at = stored
+        self.expires_at = stored + (times >> _LIFETIME_SHIFT)   # as make_entry_from_wire computed it
         self.rcode = rcode & ~_QUESTION_IN_KEY
         self._key = key if rcode & _QUESTION_IN_KEY else b""   # the packed key holding the question
-        self.expires_at = self.stored_at + lifetime        # as make_entry_from_wire computed them
-        self.stale_until = self.expires_at + stale if stale else self.expires_at
         self._offsets_end = _HEAD.size + 2 * count
+
+    @property
+    def stale_until(self) -> float:
+        """Until when the entry may be served stale (RFC 8767): read only once it has expired."""
+        _stored, times, low, _rcode, _count = _HEAD.unpack_from(self.packed)
+        stale = (times << 8 | low) & _TIME_MASK
+        expires: float = self.expires_at
+        return expires + stale if stale else expires
 
     @property
     def wire(self) -> bytes:

@@ -231,12 +231,11 @@ class Shaper:
         """A cached entry with this client's ID, flags and question bytes, TTLs counted down:
         a copy and a few ``pack_into`` calls, rendered afresh only when it must be cut."""
         stale = stale_ttl(entry, now)
-        buf = entry.patched(now, stale)
+        buf = entry.patched(now, stale, question)   # with the client's own spelling (0x20)
         if len(buf) + (wire.OPT_SIZE if opt else 0) > limit:
             message, _ = wire.render(qid, flags, question, entry.sections_at(now, stale), opt=opt, limit=limit)
             return message
         struct.pack_into("!HH", buf, 0, qid, flags)
-        buf[12:12 + len(question)] = question       # the client's own spelling (0x20)
         if opt:
             buf += opt
             (arcount,) = struct.unpack_from("!H", buf, 10)

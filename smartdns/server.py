@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import socket
 import struct
 
 import dns.rcode
@@ -62,6 +63,7 @@ MEMO_MAX_ENTRIES = 100_000        # shaped answers kept per snapshot
 CLIENT_CACHE_ENTRIES = 65_536     # client addresses whose line and recursion right are remembered
 REPLAY_MAX_ENTRIES = 65_536       # (client, query) pairs answered inside the UDP read loop
 UDP_READ_BUDGET = 1024            # datagrams read per readiness event before other sockets get a turn
+UDP_RECEIVE_BUFFER_BYTES = 4 << 20   # asked for each UDP listener (SO_RCVBUF; the kernel may give less)
 REPLAY_SEND_BURST = 32            # replayed answers sent together (see DNSDatagramPort)
 NEVER = float("inf")
 SOURCES = ("local", "hosts", "resolver", "cache", "upstream", "policy", "error")
@@ -759,7 +761,14 @@ class DNSDatagramProtocol(protocol.DatagramProtocol):
     def startProtocol(self) -> None:  # noqa: N802
         # Answers go straight to the socket: Twisted's write() re-checks types and state per
         # packet, which is a measurable share of a fast-path answer.
-        self._sendto = udp_socket(self).sendto
+        sock = udp_socket(self)
+        self._sendto = sock.sendto
+        # Room for the queries that arrive while the reactor is busy (a reload's swap, the
+        # collector): the kernel caps this at net.core.rmem_max.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
+        except OSError as e:
+            log.warn("could not enlarge the UDP receive buffer: {error}", error=e)
 
     def datagramReceived(self, data: bytes, addr: tuple[Any, ...]) -> None:  # noqa: N802 (Twisted API)
         host = addr[0]

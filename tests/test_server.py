@@ -352,6 +352,23 @@ class FastPathIdentityTests(unittest.TestCase):
         self.assertEqual(checked, len(self.CORPUS) * 12)
 
 
+class UDPListenerTests(unittest.TestCase):
+    """The UDP listener's socket."""
+
+    def test_receive_buffer_is_enlarged(self):
+        """Each UDP listener asks for UDP_RECEIVE_BUFFER_BYTES of receive buffer, so queries that
+        arrive while the reactor is busy wait instead of being dropped; Linux gives at most
+        net.core.rmem_max (and reports twice what it gives)."""
+        import socket
+
+        from smartdns.server import UDP_RECEIVE_BUFFER_BYTES
+        service, _, _ = start_server(self, CONFIG, zones=ZONES)
+        with open("/proc/sys/net/core/rmem_max") as handle:
+            allowed = min(UDP_RECEIVE_BUFFER_BYTES, int(handle.read()))
+        udp = service.ports[0]
+        self.assertGreaterEqual(udp.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), allowed)
+
+
 class TCPLimitTests(unittest.TestCase):
     """The TCP listener's idle timeout and connection cap, with a fake transport and clock."""
 

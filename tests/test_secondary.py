@@ -27,8 +27,8 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from smartdns.config import SecondaryZone, parse_config
-from smartdns.secondary import (AXFR, IXFR, IXFR_FULL, TRANSFER_SWITCH_INTERVAL_SECONDS, TransferError, refresh, save,
-                                saved_path, transfer)
+from smartdns.secondary import (AXFR, IXFR, IXFR_FULL, TRANSFER_SWITCH_INTERVAL_SECONDS, TransferError, quiet, refresh,
+                                save, saved_path, transfer)
 from smartdns.service import SmartDNSService
 from smartdns.snapshot import build_snapshot
 from smartdns.tsig import TsigKey, parse_secret
@@ -216,6 +216,8 @@ class FakePrimaryProtocol(protocol.Protocol):
         rdtype = query.question[0].rdtype
         self.factory.asked.append(dns.rdatatype.to_text(rdtype))
         self.factory.process.append((gc.isenabled(), sys.getswitchinterval()))   # while the refresh waits
+        if hasattr(os, "sched_getaffinity"):
+            self.factory.cpus.append(os.sched_getaffinity(0))                   # the reactor thread's
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         mode = self.factory.ixfr
@@ -247,6 +249,7 @@ class FakePrimary(protocol.Factory):
         self.axfr_rcode: int | None = None
         self.asked: list[str] = []
         self.process: list[tuple[bool, float]] = []     # (collector on, switch interval) at each query
+        self.cpus: list[set[int]] = []                   # the reactor thread's CPUs at each query
 
 
 class IxfrTests(unittest.TestCase):
@@ -302,6 +305,28 @@ class IxfrTests(unittest.TestCase):
             await self.refresh("REFUSED")
         self.assertEqual([collecting for collecting, _ in self.primary.process], [False] * 3)
         self.assertEqual((gc.isenabled(), sys.getswitchinterval()), before)
+
+    async def test_reactor_and_refresh_share_a_cpu(self) -> None:
+        """While a refresh runs the reactor thread is kept on one CPU, the one the refresh thread
+        runs on (on two, the refresh thread took the GIL back at each of the reactor's system
+        calls); afterwards it may use all its CPUs again."""
+        if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+            raise unittest.SkipTest("needs a thread affinity and two CPUs")
+        before = os.sched_getaffinity(0)
+        refresh_cpus: list[set[int]] = []
+
+        def no_local_copy() -> None:
+            refresh_cpus.append(os.sched_getaffinity(0))          # in the refresh thread
+            return None
+
+        def run() -> Any:
+            with quiet():
+                return transfer(self.spec, None, 7, 5.0, local=no_local_copy)
+        await threads.deferToThread(run)
+        self.assertEqual(len(self.primary.cpus), 2)               # SOA, AXFR
+        self.assertEqual(len(self.primary.cpus[0]), 1)
+        self.assertEqual(refresh_cpus, [self.primary.cpus[0]])
+        self.assertEqual(os.sched_getaffinity(0), before)
 
     async def test_error_rcodes_fall_back_to_axfr(self) -> None:
         """NOTIMP, FORMERR, REFUSED to IXFR: AXFR right after, and the reason is kept for the log."""

@@ -140,7 +140,7 @@ def _below_cut(view: ZoneView, tkey: bytes) -> bool:
 PLAIN_TYPES = frozenset({wire.A, wire.AAAA, wire.TXT})
 
 
-def plain_answer(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> Answer | None:
+def plain_answer(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> wire.RRset | Answer | None:
     """The whole local answer to a recursive (RD=1) query for a ``PLAIN_TYPES`` type, in a zone
     with no cut or DNAME at or above the name: the RRset of that type (RFC 1034 §4.3.2 step 3a);
     NODATA with the zone's SOA (RFC 2308 §2.2) when the name has other data and no CNAME, or is
@@ -148,8 +148,10 @@ def plain_answer(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> A
     covers it (step 3c, RFC 4592).  BIND adds nothing else for RD=1 (``minimal-responses
     no-auth-recursive``, and no additional processing for these types); all are authoritative.
 
-    ``Authority.lookup`` asks this first, and the query handler's first-sight lane asks it
-    for names not answered before; None means "run the whole algorithm" (anything else:
+    The positive answer is returned as the bare RRset (a ``Result`` costs more to make than
+    the lane's whole answer), negative ones as a ``Result``.  ``Authority.lookup`` asks this
+    first, and the query handler's first-sight lane asks it for names not answered before;
+    None means "run the whole algorithm" (anything else:
     another type, a CNAME at the name, a wildcard to synthesise from, a cut or DNAME on the
     way, a zone answering SERVFAIL)."""
     if qtype not in PLAIN_TYPES:
@@ -176,7 +178,7 @@ def plain_answer(snap: Snapshot, line: str | None, qkey: bytes, qtype: int) -> A
         return Result(rcode=wire.NXDOMAIN, aa=True, authority=[negative_soa(view)])
     rrset = node.get(qtype)
     if rrset is not None:
-        return Result(aa=True, answer=[rrset])
+        return rrset                               # the answer, authoritative (no Result: it is the hot case)
     if wire.CNAME in node:
         return None
     return Result(aa=True, authority=[negative_soa(view)])
@@ -194,8 +196,10 @@ class Authority:
         qkey = qname.lower()
         if rd:
             plain = plain_answer(snap, line, qkey, qtype)
+            if type(plain) is wire.RRset:
+                return Result(aa=True, answer=[plain])
             if plain is not None:
-                return plain
+                return plain   # type: ignore[return-value]  # a Result
         return self.walk(snap, line, qname, qkey, qtype, rd, tcp)
 
     def walk(self, snap: Snapshot, line: str | None, qname: bytes, qkey: bytes, qtype: int, rd: bool,

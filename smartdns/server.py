@@ -328,20 +328,22 @@ class QueryHandler:
         qkey = question[:-4].lower()
         if snap.policies.match(qkey, qtype, line) is not None:
             return None
-        result = plain_answer(snap, line, qkey, qtype)
-        if result is None:
+        found = plain_answer(snap, line, qkey, qtype)
+        if found is None:
             return None
         recursive = self._chains.chains[info].recursive   # type: ignore[union-attr]
-        if result.answer:
+        if type(found) is wire.RRset:
             flags, opt, limit = self.shaper.plain(code, recursive)
-            message = wire.render_plain(data[0] << 8 | data[1], flags, question, result.answer[0], opt, limit)
+            message = wire.render_plain(data[0] << 8 | data[1], flags, question, found, opt, limit)
             if message is None:
                 return None
+            rcode = wire.NOERROR
         else:
+            result: Result = found   # type: ignore[assignment]
             result.ra = recursive
             message = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], question, result,
                                         self.reactor.seconds())
-        rcode = result.rcode
+            rcode = result.rcode
         tally = self._lane_tallies.get((tcp, line, qtype, rcode))
         if tally is None:
             tally = self._lane_tallies[(tcp, line, qtype, rcode)] = Tally((tcp, line, qtype, rcode, "local"))

@@ -535,6 +535,7 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
         only where RFC 1034's whole walk gives exactly that answer (one RRset, or NODATA with the
         SOA), authoritative, and nothing else; and it does answer the plain names."""
         from smartdns.authority import PLAIN_TYPES, Authority, plain_answer
+        from smartdns.response import Result
         snap, authority = self.snapshot, Authority()
         answered, nodata, nxdomain = 0, 0, 0
         for line in (None, *snap.line_names):
@@ -542,9 +543,10 @@ class FastLaneIdentityTests(unittest.SynchronousTestCase):
                                  "nx.other.test", "a.b.nx.fl.test", "nx.y.wild.fl.test", "x.ns.deleg.fl.test"):
                 qname = wire.from_text(text)
                 for qtype in sorted(PLAIN_TYPES) + [wire.MX, wire.NS]:
-                    plain = plain_answer(snap, line, qname.lower(), qtype)
-                    if plain is None:
+                    found = plain_answer(snap, line, qname.lower(), qtype)
+                    if found is None:
                         continue
+                    plain = Result(aa=True, answer=[found]) if isinstance(found, wire.RRset) else found
                     answered += 1
                     nodata += not plain.answer and not plain.rcode
                     nxdomain += plain.rcode == wire.NXDOMAIN

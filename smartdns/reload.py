@@ -12,8 +12,8 @@ GIL; what made the reactor wait for the builder, and what is done about it:
 
 - The GIL itself: a thread that wants it waits for the holder's switch interval, 5 ms by
   default (``sys.getswitchinterval``), and the reactor wants it for every datagram.  While a
-  reload builds, the interval is ``RELOAD_SWITCH_INTERVAL_SECONDS`` (0.5 ms); then it is what it
-  was.  Measured in-process (a thread ticking every 0.5 ms beside the build of the bench's
+  reload builds, the interval is 0.5 ms and the reactor and the builder share one CPU
+  (``smartdns.background.quiet``, as during a secondary's transfer); then all is as it was.  Measured in-process (a thread ticking every 0.5 ms beside the build of the bench's
   zone): ticks 1.15 ms late at the median with 0.5 ms, 5.6 ms with the default; the build
   takes some 6 % longer.
 - Long single C calls, which no interval interrupts: the zone reader works through a file in
@@ -23,7 +23,7 @@ GIL; what made the reactor wait for the builder, and what is done about it:
   set of a million names and its 40 ms resizes).  Still there: the resizes of the node
   dictionary itself as it grows (60 ms at 700,000 names on the bench VM).
 - The cyclic garbage collector: with it on, young collections walked the build's new objects
-  every few milliseconds, 5-15 ms each; it is off during the build (``_collector_out``).  Once
+  every few milliseconds, 5-15 ms each; it is off during the build (``quiet``).  Once
   it is on again, its next collection walks everything the build made, once: 0.03-0.05 s after
   an overlay reload, 0.5-0.7 s after a reload of the million-name base file.  ``gc.freeze`` after the
   build would avoid that, but it would also freeze the query handler's resolver chains of the
@@ -39,17 +39,15 @@ into this process, in C calls as long as building the dictionaries here.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from smartdns.background import quiet
 from smartdns.config import Config, load_config
 from smartdns.errors import LoadError, Problem
 from smartdns.snapshot import Snapshot, build_snapshot
@@ -143,24 +141,6 @@ class ReloadState:
         return result
 
 
-RELOAD_SWITCH_INTERVAL_SECONDS = 0.0005   # sys.setswitchinterval while a reload builds
-
-
-@contextlib.contextmanager
-def _collector_out() -> Iterator[None]:
-    """Keep the cyclic garbage collector out of a build.
-
-    A build makes objects by the million and frees few; with the collector on, young
-    collections of tens of thousands of them ran every few milliseconds, each one C call of
-    5-15 ms that the reactor waited for.  The collector is on again once the build is done
-    (and the zone reader leaves it to this: ``smartdns.fastzone._collector_paused``)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class _Prepared:
@@ -229,11 +209,9 @@ class Reloader:
         self._running: defer.Deferred[ReloadResult] | None = None
         self._again: defer.Deferred[ReloadResult] | None = None
         self.last: ReloadResult | None = None
-        self._busying = 0                   # builds running (see _busy)
-        self._switch_interval = sys.getswitchinterval()
 
     def _build(self, generation: int, expired: frozenset[tuple[str, str | None]]) -> tuple[Config, Snapshot, list[str]]:
-        with _collector_out():
+        with quiet():
             self.files.parsed = []
             config = self.transform(load_config(self.config_path))
             snapshot = build_snapshot(config, generation, read_zone=self.files.read, expired=expired)
@@ -264,13 +242,11 @@ class Reloader:
         started = self.reactor.seconds()
         generation = self.current().generation + 1
         log.info("reload ({reason}) started", reason=reason)
-        self._busy(+1)
         d = self._run(self._build, generation, self.expired())
         d.addCallbacks(self._swap, self._failed, callbackArgs=(started,), errbackArgs=(started, generation))
         self._running = d
 
         def finished(result: ReloadResult) -> ReloadResult:
-            self._busy(-1)
             self._running = None
             self.last = result
             again, self._again = self._again, None
@@ -280,15 +256,6 @@ class Reloader:
 
         d.addCallback(finished)
         return d
-
-    def _busy(self, change: int) -> None:
-        """Count builds running; the switch interval is short while one does."""
-        if change > 0 and self._busying == 0:
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, RELOAD_SWITCH_INTERVAL_SECONDS))
-        self._busying += change
-        if change < 0 and self._busying == 0:
-            sys.setswitchinterval(self._switch_interval)
 
     def _swap(self, built: tuple[Config, Snapshot, list[str]], started: float) -> ReloadResult:
         config, snapshot, parsed = built

@@ -26,7 +26,7 @@ of up to 0.2 s, enough to lose queries; with what follows, p50 0.6 ms, p99 about
 
 - The GIL: a thread that wants it waits for the holder's switch interval (5 ms by default) and
   the reactor wants it for every datagram.  While a refresh runs the interval is
-  ``TRANSFER_SWITCH_INTERVAL_SECONDS`` (0.5 ms), as during a reload (``smartdns.reload``).
+  ``smartdns.background.SWITCH_INTERVAL_SECONDS`` (0.5 ms), as during a reload.
 - The cyclic garbage collector: dnspython builds a few objects per record and keeps them, so
   collections of the oldest generation ran again and again, each one C call that walks every
   object in the process (up to 160 ms near the end of a 100,000-record AXFR).  It is off while a
@@ -45,14 +45,10 @@ of up to 0.2 s, enough to lose queries; with what follows, p50 0.6 ms, p99 about
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
-import sys
 import tempfile
-import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import dns.exception
 import dns.message
@@ -67,6 +63,7 @@ import dns.rdatatype
 import dns.xfr
 import dns.zone
 
+from smartdns.background import quiet
 from smartdns.config import SecondaryZone
 from smartdns.errors import SmartDNSError
 from smartdns.tsig import TsigKey
@@ -77,8 +74,6 @@ from smartdns.serial import serial_gte
 #: How long one transfer may take before it counts as failed (a cut or stalled connection).
 TRANSFER_TIMEOUT_SECONDS = 60.0
 SAVED_SUFFIX = ".zone"
-#: sys.setswitchinterval while a refresh runs (see the module's docstring).
-TRANSFER_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 class TransferError(SmartDNSError):
@@ -344,91 +339,6 @@ def save(directory: str, secondary: SecondaryZone, text: str, primary: str = "")
         os.unlink(temp)
         raise
     return path
-
-
-class _Quiet:
-    """The refreshes running now, and what ``quiet`` found before the first of them."""
-
-    lock = threading.Lock()
-    running = 0
-    interval = 0.005
-    collecting = True
-    cpu: int | None = None                     # the CPU the main thread and refreshes share
-    main_cpus: set[int] | None = None          # the main thread's CPUs before
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """While any refresh runs: the switch interval at most ``TRANSFER_SWITCH_INTERVAL_SECONDS``,
-    the cyclic garbage collector off, and the main thread and the refresh threads on one CPU;
-    afterwards all as the first refresh found them."""
-    with _Quiet.lock:
-        if _Quiet.running == 0:
-            _Quiet.interval = sys.getswitchinterval()
-            _Quiet.collecting = gc.isenabled()
-            sys.setswitchinterval(min(_Quiet.interval, TRANSFER_SWITCH_INTERVAL_SECONDS))
-            gc.disable()
-            _Quiet.cpu, _Quiet.main_cpus = _pin_main()
-        _Quiet.running += 1
-        own = _pin_self(_Quiet.cpu)
-    try:
-        yield
-    finally:
-        with _Quiet.lock:
-            _unpin(0, own)
-            _Quiet.running -= 1
-            if _Quiet.running == 0:
-                sys.setswitchinterval(_Quiet.interval)
-                if _Quiet.collecting:
-                    gc.enable()
-                _unpin(_main_id(), _Quiet.main_cpus)
-                _Quiet.cpu = _Quiet.main_cpus = None
-
-
-def _main_id() -> int:
-    """The main thread's kernel id (the reactor runs there)."""
-    return threading.main_thread().native_id or os.getpid()
-
-
-def _pin_main() -> tuple[int | None, set[int] | None]:
-    """Keep the main thread (the reactor's) on the CPU it is on now; (that CPU, its CPUs before),
-    or (None, None) where threads cannot be pinned or it has one CPU already."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None, None
-    main = _main_id()
-    try:
-        before = os.sched_getaffinity(main)
-        if len(before) <= 1:
-            return None, None
-        with open(f"/proc/self/task/{main}/stat", encoding="ascii") as stat:
-            cpu = int(stat.read().rsplit(")", 1)[1].split()[36])     # field 39: the CPU it last ran on
-        if cpu not in before:
-            return None, None
-        os.sched_setaffinity(main, {cpu})
-    except (OSError, ValueError, IndexError):
-        return None, None
-    return cpu, before
-
-
-def _pin_self(cpu: int | None) -> set[int] | None:
-    """Keep the calling thread on ``cpu``; its CPUs before (None: not pinned)."""
-    if cpu is None:
-        return None
-    try:
-        before = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {cpu})
-    except OSError:
-        return None
-    return before
-
-
-def _unpin(thread: int, cpus: set[int] | None) -> None:
-    """Give ``thread`` (0: the calling one) its CPUs back."""
-    if cpus is not None:
-        try:
-            os.sched_setaffinity(thread, cpus)
-        except OSError:
-            pass
 
 
 def _dismantle(nodes: Any) -> None:

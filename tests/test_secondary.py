@@ -27,7 +27,8 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from smartdns.config import SecondaryZone, parse_config
-from smartdns.secondary import (AXFR, IXFR, IXFR_FULL, TRANSFER_SWITCH_INTERVAL_SECONDS, TransferError, quiet, refresh,
+from smartdns.background import SWITCH_INTERVAL_SECONDS as TRANSFER_SWITCH_INTERVAL_SECONDS, quiet
+from smartdns.secondary import (AXFR, IXFR, IXFR_FULL, TransferError, refresh,
                                 save, saved_path, transfer)
 from smartdns.service import SmartDNSService
 from smartdns.snapshot import build_snapshot

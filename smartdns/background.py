@@ -86,8 +86,10 @@ def _pin_main() -> tuple[int | None, set[int] | None]:
         before = os.sched_getaffinity(main)
         if len(before) <= 1:
             return None, None
-        with open(f"/proc/self/task/{main}/stat", encoding="ascii") as stat:
-            cpu = int(stat.read().rsplit(")", 1)[1].split()[36])     # field 39: the CPU it last ran on
+        # Bytes, not text: no codec to import, which may be impossible once privileges are
+        # dropped (a Python installed where the server's user cannot read).
+        with open(f"/proc/self/task/{main}/stat", "rb") as stat:
+            cpu = int(stat.read().rsplit(b")", 1)[1].split()[36])    # field 39: the CPU it last ran on
         if cpu not in before:
             return None, None
         os.sched_setaffinity(main, {cpu})

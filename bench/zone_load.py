@@ -277,17 +277,10 @@ def wait_first_answer(port: int, started: float, proc: subprocess.Popen[bytes], 
 
 def control(path: str, command: bytes, timeout: float = 300.0) -> str:
     """One command over the control socket (as ``smartdns reload`` sends it); the reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(command + b"\n")
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks).decode("utf-8", "replace").strip()
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from smartdns.control import exchange
+    return exchange(path, command, timeout)
 
 
 def percentile(values: list[float], fraction: float) -> float | None:

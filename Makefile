@@ -23,6 +23,9 @@ install: python-version $(STAMP)
 	@if [ "$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$$(cat $(STAMP))" ]; then \
 		rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP); fi
 	$(BIN)/pip install -q --no-deps --force-reinstall .
+	@# The optional C module (setup.py) next to the sources too, for the tests and `make run`,
+	@# which import smartdns from this tree; without a compiler smartdns runs without it.
+	$(BIN)/python setup.py -q build_ext --inplace 2>&1 | grep -v "^running\|^copying" || true
 
 run: install
 	$(BIN)/twistd -n --pidfile= smartdns --config smartdns.toml

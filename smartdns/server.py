@@ -52,6 +52,10 @@ from smartdns.response import (QUESTION_OPCODES, RequestShape, Result, Shaper, e
                                truncated)
 from smartdns.snapshot import Snapshot
 from smartdns.xfr import PASS as TRANSFER_PASS
+try:
+    from smartdns import _udp           # optional C module (setup.py); DNSDatagramPort
+except ImportError:                     # pragma: no cover - depends on the build
+    _udp = None                         # type: ignore[assignment]
 from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort,
                                lose_connection, peer_host, peer_port, udp_socket)
 
@@ -792,19 +796,80 @@ class DNSDatagramPort(TypedUDPPort):
     """A UDP port whose read loop answers replayable queries itself.
 
     A query seen before from the same address, byte for byte after the ID, under the same
-    snapshot, gets the recorded answer with its own ID: one dict lookup between ``recvfrom``
-    and ``sendto``.  Everything else is answered by the handler as the protocol would
-    (``respond``), called from here; a scoped IPv6 source goes to the protocol.  Unlike
-    Twisted's loop, an unexpected receive error is logged and the port keeps listening.
+    snapshot, gets the recorded answer with its own ID: one dict lookup between receive and
+    send.  Everything else is answered by the handler as the protocol would (``respond``),
+    called from here; a scoped IPv6 source goes to the protocol.  Unlike Twisted's loop, an
+    unexpected receive error is logged and the port keeps listening.
 
-    Answers ready at once (replayed, or made by the handler without waiting) are sent in bursts of up to ``REPLAY_SEND_BURST``, after that many queries
-    have been read (or the socket is empty): a client woken by the first answer of a burst is
-    still running when the rest arrive, so the kernel wakes it once instead of once per answer
-    (measured on a 2-vCPU VM: 7-15 % less CPU per answer).  An answer waits for at most that
-    many receives, and only when queries are already queued.
+    Two loops do this, with the same results (tests/test_replay.py runs both):
+
+    - ``_read_batched``, when the optional C module ``smartdns._udp`` is built (setup.py): up
+      to 64 datagrams per ``recvmmsg`` and answers per ``sendmmsg``, the replay lookup in C.
+      It only stores and looks up: the answers are the handler's, and a datagram the table
+      does not answer comes back to Python as (data, address), formatted as the socket module
+      formats it.
+    - ``_read_each``, in Python: ``recvfrom`` and ``sendto`` per datagram.  Answers ready at
+      once are sent in bursts of up to ``REPLAY_SEND_BURST``, after that many queries have
+      been read (or the socket is empty): a client woken by the first answer of a burst is
+      still running when the rest arrive, so the kernel wakes it once instead of once per
+      answer (measured on a 2-vCPU VM: 7-15 % less CPU per answer).  An answer waits for at
+      most that many receives, and only when queries are already queued.
+
+    ``batched`` (a class attribute, True when the C module is there) picks the loop.
     """
 
+    batched = _udp is not None
+
     def doRead(self) -> None:  # noqa: N802 (Twisted API)
+        if self.batched:
+            self._read_batched()
+        else:
+            self._read_each()
+
+    def _read_batched(self) -> None:
+        """The read loop with ``smartdns._udp``: batches of datagrams in and answers out."""
+        assert _udp is not None
+        proto = self.protocol
+        handler = proto.handler
+        replay = handler.current_replay()
+        clock = handler.reactor.seconds
+        sock = self.socket
+        fd = sock.fileno()
+        family = sock.family
+        size = self.maxPacketSize
+        serve = _udp.serve
+        send_all = _udp.send_all
+        received = proto.datagramReceived
+        reply = proto._send
+        misses: list[tuple[bytes, Any]] = []
+        burst: list[tuple[bytes, Any]] = []
+        counts: dict[Tally, int] = {}
+        try:
+            for _ in range(UDP_READ_BUDGET // _udp.BATCH):
+                try:
+                    _read, more = serve(fd, size, replay, clock(), counts, misses)
+                except OSError as e:
+                    log.warn("UDP receive failed: {error}", error=e)
+                    more = False
+                for data, addr in misses:
+                    host = addr[0]
+                    if "%" in host:
+                        received(data, addr)       # a scoped IPv6 address: the protocol's path
+                        continue
+                    answer = respond(handler, data, host, False, reply, addr, addr[1])
+                    if answer is not None:
+                        burst.append((answer, addr))   # type: ignore[arg-type]  # bytes: UDP never streams
+                misses.clear()
+                if burst:
+                    send_all(fd, family, burst)
+                if not more:
+                    return
+        finally:
+            if counts:
+                handler.count_replayed(counts)
+
+    def _read_each(self) -> None:
+        """The read loop in Python: a datagram per ``recvfrom``, an answer per ``sendto``."""
         proto = self.protocol
         handler = proto.handler
         replay = handler.current_replay()

@@ -3,12 +3,15 @@
 A repeated query (same client address, same bytes after the ID, same snapshot) is answered by
 ``DNSDatagramPort`` without entering the handler.  These tests prove that such answers are the
 bytes the full path computes, that they never cross lines, and that a reload or a TTL tick
-retires them.
+retires them.  Every test runs under both read loops: ``_read_batched`` (the optional C module
+``smartdns._udp``, skipped where it is not built) and ``_read_each`` (Python), and
+``BatchedLoopTests`` compares the two on one burst of mixed queries.
 """
 from __future__ import annotations
 
 import os
 import random
+import socket
 import struct
 
 import dns.flags
@@ -27,6 +30,24 @@ OFFICE, OTHER = "127.0.0.3", "127.0.0.1"      # CONFIG's office line is 127.0.0.
 
 def with_id(data: bytes, qid: int) -> bytes:
     return struct.pack("!H", qid) + data[2:]
+
+
+class PythonLoop:
+    """Mixin: the test class's tests with the pure-Python read loop (``_read_each``)."""
+
+    def setUp(self) -> None:
+        self.patch(DNSDatagramPort, "batched", False)      # type: ignore[attr-defined]
+        super().setUp()                                     # type: ignore[misc]
+
+
+class BatchedLoop:
+    """Mixin: the test class's tests with the C module's read loop (``_read_batched``)."""
+
+    def setUp(self) -> None:
+        if server._udp is None:
+            raise unittest.SkipTest("smartdns._udp is not built here (no C compiler or Python headers)")
+        self.patch(DNSDatagramPort, "batched", True)       # type: ignore[attr-defined]
+        super().setUp()                                     # type: ignore[misc]
 
 
 class ReplayTests(unittest.TestCase):
@@ -222,3 +243,164 @@ class ReplayTableBoundTests(unittest.TestCase):
             handler.handle(data, client, False)
             self.assertLessEqual(len(handler.replay), 8)
         self.assertIn(("127.0.1.39", data[2:]), handler.replay)
+
+
+# Each class above under both read loops (the unsuffixed ones run with the default: the C loop
+# where it is built).
+class ReplayTestsPython(PythonLoop, ReplayTests):
+    pass
+
+
+class IPv6ReplayTestsPython(PythonLoop, IPv6ReplayTests):
+    pass
+
+
+class ReplayedCacheTestsPython(PythonLoop, ReplayedCacheTests):
+    pass
+
+
+class ReplayTestsBatched(BatchedLoop, ReplayTests):
+    pass
+
+
+class IPv6ReplayTestsBatched(BatchedLoop, IPv6ReplayTests):
+    pass
+
+
+class ReplayedCacheTestsBatched(BatchedLoop, ReplayedCacheTests):
+    pass
+
+
+class BatchedLoopTests(unittest.TestCase):
+    """``smartdns._udp`` against the socket module and against the Python loop."""
+
+    def setUp(self) -> None:
+        if server._udp is None:
+            raise unittest.SkipTest("smartdns._udp is not built here (no C compiler or Python headers)")
+        self.udp = server._udp
+
+    def pair(self, family: int = socket.AF_INET, host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
+        listener = socket.socket(family, socket.SOCK_DGRAM)
+        client = socket.socket(family, socket.SOCK_DGRAM)
+        for s in (listener, client):
+            self.addCleanup(s.close)
+        try:
+            listener.bind((host, 0))
+            client.bind((host, 0))
+        except OSError as e:
+            raise unittest.SkipTest(f"cannot bind {host}: {e}")
+        listener.setblocking(False)
+        client.settimeout(1.0)
+        return listener, client
+
+    def test_addresses_are_the_socket_modules(self):
+        """A datagram the table does not answer comes back with the address tuple recvfrom
+        gives, for IPv4 and IPv6."""
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            listener, client = self.pair(family, host)
+            client.sendto(b"\x12\x34first", listener.getsockname())
+            client.sendto(b"\x12\x34second", listener.getsockname())
+            misses: list = []
+            client_seen = None
+            while not misses:       # loopback delivers at once; read until the first arrives
+                read, more = self.udp.serve(listener.fileno(), 512, {}, 0.0, {}, misses)
+            if len(misses) == 1:
+                data, client_seen = listener.recvfrom(512)
+                self.assertEqual(data, b"\x12\x34second")
+            else:
+                client_seen = misses[1][1]
+            self.assertEqual(misses[0], (b"\x12\x34first", client_seen))
+            self.assertEqual(misses[0][1], client.getsockname())
+
+    def test_replay_hit_expiry_and_counts(self):
+        """A key in the table is answered with the client's ID and counted; an expired one is
+        handed back; the table's values are never changed."""
+        listener, client = self.pair()
+        host = client.getsockname()[0]
+        tally = object()
+        replay = {(host, b"\x01\x00query"): (b"ANSWER", 10.0, tally)}
+        counts: dict = {}
+        client.sendto(b"\xab\xcd\x01\x00query", listener.getsockname())
+        client.sendto(b"\x00\x01\x01\x00query", listener.getsockname())
+        misses: list = []
+        got = 0
+        while got < 2:
+            got += self.udp.serve(listener.fileno(), 512, replay, 5.0, counts, misses)[0]
+        self.assertEqual(client.recv(512), b"\xab\xcdANSWER")
+        self.assertEqual(client.recv(512), b"\x00\x01ANSWER")
+        self.assertEqual(counts, {tally: 2})
+        self.assertEqual(misses, [])
+        client.sendto(b"\x00\x02\x01\x00query", listener.getsockname())
+        while not misses:
+            self.udp.serve(listener.fileno(), 512, replay, 10.0, counts, misses)   # valid until 10.0: expired
+        self.assertEqual(misses[0][0], b"\x00\x02\x01\x00query")
+        self.assertEqual(counts, {tally: 2})
+        self.assertEqual(replay, {(host, b"\x01\x00query"): (b"ANSWER", 10.0, tally)})
+
+    def test_empty_socket_and_bad_arguments(self):
+        listener, _client = self.pair()
+        self.assertEqual(self.udp.serve(listener.fileno(), 512, {}, 0.0, {}, []), (0, False))
+        self.assertRaises(TypeError, self.udp.serve, listener.fileno(), 512, [], 0.0, {}, [])
+        self.assertRaises(ValueError, self.udp.serve, listener.fileno(), 1 << 20, {}, 0.0, {}, [])
+        self.assertRaises(OSError, self.udp.serve, -1, 512, {}, 0.0, {}, [])
+        burst = [(b"x", ("not an address", 53))]
+        self.assertRaises(OSError, self.udp.send_all, listener.fileno(), socket.AF_INET, burst)
+
+    def test_send_all_sends_every_answer_and_empties_the_burst(self):
+        listener, client = self.pair()
+        burst = [(b"answer%d" % i, client.getsockname()) for i in range(150)]   # more than two batches
+        self.udp.send_all(listener.fileno(), socket.AF_INET, burst)
+        self.assertEqual(burst, [])
+        self.assertEqual([client.recv(512) for _ in range(150)], [b"answer%d" % i for i in range(150)])
+
+    @defer.inlineCallbacks
+    def test_both_loops_answer_a_mixed_burst_alike(self):
+        """One burst of 300 queued datagrams (replayable, first-time local names, NXDOMAIN,
+        garbage, a response) read by each loop: the same answers, ID for ID, and the same
+        counters."""
+        results = []
+        for batched in (False, True):
+            self.patch(DNSDatagramPort, "batched", batched)
+            service, host, port_number = start_server(self, CONFIG, zones=ZONES)
+            handler = service.handler
+            rng = random.Random(7)
+            queries = []
+            for i in range(300):
+                kind = i % 5
+                if kind == 0:
+                    data = dns.message.make_query("www.proto.test", "A").to_wire()
+                elif kind == 1:
+                    data = dns.message.make_query(f"n{i}.proto.test", "A").to_wire()
+                elif kind == 2:
+                    data = dns.message.make_query(rng.choice(["WWW.proto.test", "x.wild.proto.test"]), "A",
+                                                  use_edns=0).to_wire()
+                elif kind == 3:
+                    data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+                else:
+                    data = dns.message.make_query("alias.proto.test", "A").to_wire()
+                queries.append(with_id(data, i))
+            port = service.ports[0]
+            port.stopReading()
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.addCleanup(client.close)
+            client.bind((OTHER, 0))
+            for data in queries:
+                client.sendto(data, (host, port_number))
+            port.doRead()
+            port.startReading()
+            client.settimeout(0.5)
+            answers = {}
+            try:
+                while True:
+                    a = client.recv(65535)
+                    answers.setdefault(struct.unpack("!H", a[:2])[0], []).append(a)
+            except socket.timeout:
+                pass
+            stats = handler.stats
+            results.append((answers, stats.queries, stats.memo_hits, dict(stats.answers), stats.dropped))
+            yield service.stopService()
+        python, batched_result = results
+        self.assertEqual(python[0], batched_result[0])
+        self.assertEqual(python[1:], batched_result[1:])
+        self.assertGreater(len(python[0]), 200)
+        self.assertTrue(all(len(v) == 1 for v in python[0].values()), "every query answered at most once")

@@ -1,0 +1,8 @@
+# Types of the optional C module smartdns/_udp.c (built by setup.py where a compiler is present).
+from typing import Any
+
+BATCH: int
+
+def serve(fd: int, size: int, replay: dict[Any, Any], now: float, counts: dict[Any, int],
+          misses: list[tuple[bytes, Any]]) -> tuple[int, bool]: ...
+def send_all(fd: int, family: int, burst: list[tuple[bytes, Any]]) -> None: ...

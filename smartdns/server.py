@@ -60,6 +60,7 @@ from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, Type
                                lose_connection, peer_host, peer_port, udp_socket)
 
 log = Logger()
+_sniff, _render_plain, _RRset = wire.sniff, wire.render_plain, wire.RRset    # the first-sight lane's calls
 
 CHAOS_NAMES = frozenset(wire.from_text(n) for n in ("version.bind", "version.server", "id.server", "hostname.bind"))
 TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
@@ -263,16 +264,21 @@ class QueryHandler:
         """The response to ``data`` from ``client`` (``port``: its source port, for the query
         log): bytes, a Deferred of bytes, or None to drop."""
         self.stats.queries += 1
-        snap = self._sync()
+        snap = self.snapshot()
+        if snap is not self._memo_snapshot:
+            snap = self._sync()
         memo_key = None
-        sniffed = wire.sniff(data) if self.fast_lanes else None
+        sniffed = _sniff(data) if self.fast_lanes else None
         if sniffed is not None:
             # The memo: a response already shaped for everything that shapes it.  The code is
             # the RequestShape's (response.shape_code), computed from the packet's bits.
             qend, edns, payload, do = sniffed
             flags = data[3]
             code = ((data[2] & 0x01) | (flags & 0x30) >> 3 | tcp << 3 | edns << 4 | do << 5 | payload << 10)
-            memo_key = (data[12:qend], code, self._client_info(client, snap))
+            info = self._clients.get(client)
+            if info is None:
+                info = self._client_info(client, snap)
+            memo_key = (data[12:qend], code, info)
             hit = self._memo.get(memo_key)
             if hit is not None:
                 kept, tally = hit
@@ -325,20 +331,21 @@ class QueryHandler:
         ``wire.render_plain`` (None when it does not fit: the full path then truncates);
         negative answers go through ``Shaper.shape`` itself."""
         question, _code, info = memo_key
-        if question[-2:] != b"\x00\x01":                  # class IN
+        if question[-1] != 1 or question[-2]:             # class IN
             return None
         qtype = question[-4] << 8 | question[-3]
         line = info[0]
         qkey = question[:-4].lower()
-        if snap.policies.match(qkey, qtype, line) is not None:
+        policies = snap.policies
+        if (policies.exact or policies.below) and policies.match(qkey, qtype, line) is not None:
             return None
         found = plain_answer(snap, line, qkey, qtype)
         if found is None:
             return None
         recursive = self._chains.chains[info].recursive   # type: ignore[union-attr]
-        if type(found) is wire.RRset:
+        if type(found) is _RRset:
             flags, opt, limit = self.shaper.plain(code, recursive)
-            message = wire.render_plain(data[0] << 8 | data[1], flags, question, found, opt, limit)
+            message = _render_plain(data[0] << 8 | data[1], flags, question, found, opt, limit)
             if message is None:
                 return None
             rcode = wire.NOERROR

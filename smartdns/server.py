@@ -931,6 +931,13 @@ def _send_all(send: Callable[[bytes, Any], Any], burst: list[tuple[bytes, Any]])
     burst.clear()
 
 
+def udp_io(port: Any) -> str:
+    """How a UDP port reads and sends, for the start-up log line."""
+    if isinstance(port, DNSDatagramPort) and port.batched:
+        return "batched: recvmmsg/sendmmsg (smartdns._udp)"
+    return "a datagram per call (smartdns._udp not built)" if _udp is None else "a datagram per call"
+
+
 def listen_udp(reactor: Any, port: int, proto: DNSDatagramProtocol, interface: str = "") -> Any:
     """``reactor.listenUDP`` with the replaying port where the reactor can take one."""
     if not hasattr(reactor, "addReader"):

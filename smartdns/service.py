@@ -26,7 +26,8 @@ from smartdns.forwarder import Forwarder, Stats as UpstreamStats
 from smartdns.journal import Difference, Journal, SerialState, served_serials, transfer_views
 from smartdns.notify import Notifier
 from smartdns.resolver import ForwardResolver
-from smartdns.server import DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp
+from smartdns.server import (DNSDatagramProtocol, QueryHandler, SmartDNSServerFactory, Stats, adopt_udp, listen_udp,
+                             udp_io)
 from smartdns.ratelimit import RateLimiter
 from smartdns.refresh import Secondaries
 from smartdns.reload import Reloader, ReloadResult, ReloadState, ZoneFileCache, changed_origins
@@ -137,7 +138,8 @@ class SmartDNSService(TypedMultiService):
         for host, port in self.config.server.listen:
             udp, tcp = self._listen_pair(host, port)
             self.ports += [udp, tcp]
-            log.info("smartdns listening on {host} port {port} (UDP and TCP)", host=host, port=udp.getHost().port)
+            log.info("smartdns listening on {host} port {port} (UDP and TCP; UDP {io})", host=host,
+                     port=udp.getHost().port, io=udp_io(udp))
         server = self.config.server
         if (server.tls_listen or server.https_listen) and not self.worker:
             # The first process alone serves DoT and DoH; TLS is loaded only when asked for.

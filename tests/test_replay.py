@@ -61,7 +61,11 @@ class ReplayTests(unittest.TestCase):
         return raw_udp(self.host, self.port, data, source=source)
 
     def test_listener_is_the_replaying_port(self):
-        self.assertIsInstance(self.service.ports[0], DNSDatagramPort)
+        """The UDP listener is the replaying port, and the start-up log line says which loop
+        it reads with."""
+        port = self.service.ports[0]
+        self.assertIsInstance(port, DNSDatagramPort)
+        self.assertEqual(server.udp_io(port).startswith("batched"), port.batched)
 
     @defer.inlineCallbacks
     def test_replayed_answers_are_the_full_paths_bytes(self):

@@ -2,7 +2,7 @@
 its socket, it is made before twistd drops privileges and belongs to the ``--uid`` user.
 
 Real Unix sockets throughout; the startup behaviour is checked on real ``twistd`` processes
-(each with a timeout), polled until they answer, never waited for with fixed sleeps.
+(each with a timeout), polled (``deferLater``, never sleeping) until they answer.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any, Callable
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from smartdns import cli
@@ -47,9 +47,11 @@ POLL_LIMIT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 30.0
 
 
+@defer.inlineCallbacks
 def poll(condition: Callable[[], Any], what: str) -> Any:
-    """``condition()``'s first truthy value, checked every POLL_STEP_SECONDS; AssertionError
-    after POLL_LIMIT_SECONDS."""
+    """``condition()``'s first truthy value, checked every POLL_STEP_SECONDS while the reactor
+    runs (``deferLater``: the test's process is never put to sleep); AssertionError after
+    POLL_LIMIT_SECONDS."""
     deadline = time.monotonic() + POLL_LIMIT_SECONDS
     while True:
         value = condition()
@@ -57,7 +59,7 @@ def poll(condition: Callable[[], Any], what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(POLL_STEP_SECONDS)
+        yield task.deferLater(reactor, POLL_STEP_SECONDS, lambda: None)
 
 
 def socket_directory(case: unittest.TestCase) -> str:
@@ -314,11 +316,12 @@ class TwistdControlSocketTests(unittest.TestCase):
         with open(self.control) as f:
             self.assertEqual(f.read(), "important data\n")
 
-    def test_second_instance_is_refused_and_the_first_keeps_its_socket(self) -> None:
+    @defer.inlineCallbacks
+    def test_second_instance_is_refused_and_the_first_keeps_its_socket(self):
         """A second server with the same control socket does not start; the first one's socket
         still answers, and goes away when the first one stops."""
         first = self.start(self.config)
-        poll(lambda: self.answers(first), "the first server's control socket")
+        yield poll(lambda: self.answers(first), "the first server's control socket")
         inode = os.lstat(self.control).st_ino
         second = run(self.twistd_args(self.write_config("second.toml")), self.base)
         self.assert_refused(second, f"control socket {self.control} is in use by a running smartdns")
@@ -330,7 +333,8 @@ class TwistdControlSocketTests(unittest.TestCase):
         self.assertIn(first.returncode, (0, -signal.SIGTERM))    # twistd ends by its stop signal
         self.assertFalse(os.path.exists(self.control))
 
-    def test_stats_show_served_serials(self) -> None:
+    @defer.inlineCallbacks
+    def test_stats_show_served_serials(self):
         """``smartdns stats`` prints the serial served per zone and line, and --json holds it per
         process with the generation; after a reload that changes only line1's overlay (a
         [[transfer]] line) line1's serial is one more, the base's unchanged."""
@@ -339,7 +343,7 @@ class TwistdControlSocketTests(unittest.TestCase):
             handle.write('[lines]\nline1 = ["10.1.0.0/16"]\n[[tsig]]\nname = "k1"\nsecret = "c2VjcmV0"\n'
                          '[[transfer]]\nkey = "k1"\nline = "line1"\n')
         server = self.start(self.config)
-        poll(lambda: self.answers(server), "the control socket")
+        yield poll(lambda: self.answers(server), "the control socket")
         text = self.cli("stats").stdout.splitlines()
         self.assertIn("serial.a.test 1", text)
         self.assertIn("serial.a.test/line1 1", text)
@@ -352,13 +356,15 @@ class TwistdControlSocketTests(unittest.TestCase):
         own = report["processes"][0]["counters"]
         self.assertEqual((own["generation"], own["serial.a.test/line1"]), (2, 2))
 
-    def test_stale_socket_is_replaced(self) -> None:
+    @defer.inlineCallbacks
+    def test_stale_socket_is_replaced(self):
         """A socket left by a killed server is replaced at start."""
         stale_socket(self.control)
         server = self.start(self.config)
-        poll(lambda: self.answers(server), "the control socket")
+        yield poll(lambda: self.answers(server), "the control socket")
 
-    def test_uid_owns_the_socket_and_reload_works(self) -> None:
+    @defer.inlineCallbacks
+    def test_uid_owns_the_socket_and_reload_works(self):
         """With ``--uid nobody --gid nogroup`` the socket is made before privileges are dropped,
         belongs to nobody, and nobody's ``smartdns reload`` gets the result."""
         if os.getuid() != 0:
@@ -373,11 +379,11 @@ class TwistdControlSocketTests(unittest.TestCase):
                 raise unittest.SkipTest(f"{directory} is not searchable by nobody")
             directory = os.path.dirname(directory)
         server = self.start(self.config, "--uid", "nobody", "--gid", "nogroup")
-        poll(lambda: self.answers(server), "the control socket")
+        yield poll(lambda: self.answers(server), "the control socket")
         st = os.lstat(self.control)
         self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (nobody.pw_uid, 0o600))
         self.assertTrue(as_user(nobody, self.control, b"reload\n").startswith(b"ok reload OK: generation 2"))
         self.stop(server)
         # nobody may not write the directory: the socket stays, stale, and the next start replaces it.
         again = self.start(self.config)
-        poll(lambda: self.answers(again), "the restarted server's control socket")
+        yield poll(lambda: self.answers(again), "the restarted server's control socket")

@@ -156,32 +156,42 @@ class ForwardResolver:
         return answer
 
     def resolve(self, key: CacheKey) -> defer.Deferred[Entry]:
-        """Ask upstream (one query per key at a time) and cache what comes back."""
-        waiter: defer.Deferred[Entry] = defer.Deferred()
+        """Ask upstream (one query per key at a time) and cache what comes back.
+
+        The first caller gets the forwarder's own Deferred, whose first callback (``_settle``)
+        stores the answer and fires a Deferred for each caller that joined meanwhile, before
+        the first caller's callbacks run: every caller has a Deferred of its own, so no caller's
+        callbacks change what others see, and a lone miss costs one Deferred, not three."""
         waiters = self._inflight.get(key)
         if waiters is not None:
+            waiter: defer.Deferred[Entry] = defer.Deferred()
             waiters.append(waiter)
             return waiter
         if len(self._inflight) >= self.max_outstanding:
             self.forwarder.stats.overloaded += 1
-            waiter.errback(UpstreamError("too many questions waiting on upstreams"))
-            return waiter           # SERVFAIL for this client, not cached: the name itself is fine
-        self._inflight[key] = waiters = [waiter]
+            # SERVFAIL for this client, not cached: the name itself is fine
+            return defer.fail(UpstreamError("too many questions waiting on upstreams"))
+        self._inflight[key] = waiters = []
         qkey, qtype, qclass, do, pool_index = key
-        d = self.forwarder.query(qkey, qtype, qclass, do=do, pool=self.forwarder.pools[pool_index])
-        d.addCallbacks(self._store, self._failed, callbackArgs=(key,), errbackArgs=(key,))
+        d: defer.Deferred[Any] = self.forwarder.query(qkey, qtype, qclass, do=do, pool=self.forwarder.pools[pool_index])
+        return d.addBoth(self._settle, key, waiters)
 
-        def done(result: Any) -> None:
-            # Every caller gets its own Deferred, so no caller's callbacks change what others see.
-            del self._inflight[key]
-            for w in waiters:
-                if isinstance(result, Failure):
-                    w.errback(result)
-                else:
-                    w.callback(result)
-
-        d.addBoth(done)
-        return waiter
+    def _settle(self, result: wire.Reply | Failure, key: CacheKey,
+                waiters: list[defer.Deferred[Entry]]) -> Entry | Failure:
+        """The upstream's reply (or failure) as an entry, cached where cacheable, for the first
+        caller (returned) and every caller waiting on the same key (fired)."""
+        outcome: Entry | Failure
+        try:
+            outcome = self._failed(result, key) if isinstance(result, Failure) else self._store(result, key)
+        except Exception as e:
+            outcome = failure_of(e)
+        del self._inflight[key]
+        for w in waiters:
+            if isinstance(outcome, Failure):
+                w.errback(outcome)
+            else:
+                w.callback(outcome)
+        return outcome
 
     def resolve_uncached(self, key: CacheKey, options: bytes) -> defer.Deferred[Entry]:
         """Ask upstream with EDNS ``options`` (a client's subnet, ``[ecs] forward``) and keep

@@ -246,6 +246,65 @@ class SourcePortTests(unittest.TestCase):
         self.assertIn("forwarder stopped", str(self.failureResultOf(d, UpstreamError).value))
         self.assertEqual(client.sockets, [])
 
+    @defer.inlineCallbacks
+    def test_a_shorter_timeout_sent_later_expires_first(self):
+        """The queries' deadlines share one reactor timer: a query sent after a long-lived one but
+        with a shorter timeout still fails on time, and the long one keeps waiting."""
+        silent = RecordingUpstream(self, lambda q, client, t: None)
+        stats = Stats()
+        client = UDPClient(reactor, stats)
+        self.addCleanup(client.close)
+        slow = client.query(silent.upstream, wire.from_text("slow.example.net"), wire.A, wire.IN,
+                            LONG_TIMEOUT_SECONDS, edns_payload=None, do=False, cd=False)
+        slow.addErrback(lambda f: f.trap(UpstreamError))
+        started = reactor.seconds()
+        quick = client.query(silent.upstream, wire.from_text("quick.example.net"), wire.A, wire.IN,
+                             SHORT_TIMEOUT_SECONDS, edns_payload=None, do=False, cd=False)
+        failure = yield self.assertFailure(quick, UpstreamError)
+        self.assertIn(f"no answer in {SHORT_TIMEOUT_SECONDS:g}s", str(failure))
+        self.assertLess(reactor.seconds() - started, LONG_TIMEOUT_SECONDS / 2)
+        self.assertEqual((stats.timeouts, len(client.sockets)), (1, 1))
+        self.assertFalse(slow.called)
+
+    @defer.inlineCallbacks
+    def test_formerr_without_opt_is_asked_again_without_edns(self):
+        """An upstream that answers FORMERR with no OPT does not speak EDNS (RFC 6891 §7): the
+        walk asks it again without OPT, from another random port, and takes that answer."""
+        def respond(q: wire.Query, client: tuple[str, int], transport: Any) -> None:
+            if q.edns is not None:
+                question = q.qname + struct.pack("!HH", q.qtype, q.qclass)
+                transport.write(wire.render(q.id, wire.FLAG_QR | wire.FORMERR, question, ((), (), ()))[0], client)
+            else:
+                transport.write(answer(q), client)
+
+        up = RecordingUpstream(self, respond)
+        forwarder = self.forwarder([up.upstream])
+        reply = yield forwarder.query(wire.from_text("old.example.net"), wire.A)
+        self.assertEqual(answered_address(reply), "198.51.100.7")
+        self.assertEqual([q.edns is not None for q in up.queries], [True, False])
+        self.assertEqual(len({port for _, port in up.clients}), 2)
+        self.assertEqual(forwarder.stats.failures, 0)
+        self.assertEqual(forwarder.udp.sockets, [])
+
+    @defer.inlineCallbacks
+    def test_answered_queries_leave_no_deadlines_behind(self):
+        """Answered queries' deadlines are dropped: all at once when nothing is outstanding, and
+        by compaction while a slow query keeps the timer busy, so the heap stays bounded."""
+        up = RecordingUpstream(self)
+        silent = RecordingUpstream(self, lambda q, client, t: None)
+        client = UDPClient(reactor, Stats())
+        self.addCleanup(client.close)
+        slow = client.query(silent.upstream, wire.from_text("slow.example.net"), wire.A, wire.IN,
+                            LONG_TIMEOUT_SECONDS, edns_payload=None, do=False, cd=False)
+        slow.addErrback(lambda f: f.trap(UpstreamError))
+        answered = forwarder_module.DEADLINE_SLACK + 200
+        for i in range(answered):
+            yield client.query(up.upstream, wire.from_text(f"d{i}.example.net"), wire.A, wire.IN,
+                               LONG_TIMEOUT_SECONDS, edns_payload=None, do=False, cd=False)
+        self.assertLessEqual(len(client._deadlines), 4 + forwarder_module.DEADLINE_SLACK + 1)
+        client.close()
+        self.assertEqual(client._deadlines, [])
+
 
 
 class ReactorReaderSourcePortTests(SourcePortTests):

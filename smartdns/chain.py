@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -130,13 +130,53 @@ def _failure_result(reason: Failure) -> Result | None:
     return error(wire.SERVFAIL, "resolver")
 
 
-class WireResolver(common.ResolverBase):
+class _BoundMethods(Mapping[int, Any]):
+    """``ResolverBase.typeToMethod`` of one resolver, looked up on use: query type → its
+    ``lookup*`` method, bound to the resolver."""
+
+    __slots__ = ("_resolver",)
+
+    def __init__(self, resolver: Any) -> None:
+        self._resolver = resolver
+
+    def __getitem__(self, qtype: int) -> Any:
+        return getattr(self._resolver, common.typeToMethod[qtype])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(common.typeToMethod)
+
+    def __len__(self) -> int:
+        return len(common.typeToMethod)
+
+
+class _TypeToMethod:
+    """A class attribute standing in for the dictionary of bound methods that
+    ``ResolverBase.__init__`` stores on each resolver: that dictionary is a reference cycle
+    (the resolver holds methods that hold the resolver).  A resolver of one snapshot's chains
+    (which hold the snapshot) must be freed by reference counting alone the moment the query
+    handler lets go of it, because a reload freezes everything alive out of the collector's
+    sight (``smartdns.background.freeze_after_build``) and a frozen cycle is never freed."""
+
+    def __get__(self, resolver: Any, owner: Any = None) -> Any:
+        return self if resolver is None else _BoundMethods(resolver)
+
+    def __set__(self, resolver: Any, value: Any) -> None:
+        raise AttributeError("typeToMethod is per class here: do not call ResolverBase.__init__")
+
+
+class Acyclic:
+    """Mixed in before a Twisted Names resolver class: ``typeToMethod`` without the cycle.
+    Such classes set their own attributes instead of calling ``ResolverBase.__init__``."""
+
+    typeToMethod = _TypeToMethod()
+
+
+class WireResolver(Acyclic, common.ResolverBase):
     """A Twisted Names resolver whose answers come from ``resolve``: the IResolver methods
     convert its result, so the two can never disagree."""
 
     def __init__(self, clock: Any) -> None:
-        common.ResolverBase.__init__(self)  # type: ignore[no-untyped-call]
-        self.clock = clock
+        self.clock = clock              # no ResolverBase.__init__: see Acyclic
 
     def resolve(self, qname: bytes, qtype: int, qclass: int, shape: RequestShape) -> Any:
         """A ``Result``, None (not mine: the next stage decides) or a Deferred of either."""
@@ -168,12 +208,13 @@ class LineAuthority(WireResolver):
         return self._authority.lookup(self.snapshot, self.line, qname, qtype, shape.rd, shape.tcp)
 
 
-class HostsFiles(hosts.Resolver):
+class HostsFiles(Acyclic, hosts.Resolver):
     """The stock hosts(5) resolver, answering from files read into the snapshot (so they are
     reloaded, and checked, with everything else) instead of re-reading them per query."""
 
     def __init__(self, table: HostsTable, ttl: int = HOSTS_TTL_SECONDS) -> None:
-        hosts.Resolver.__init__(self, file=b"", ttl=ttl)  # type: ignore[no-untyped-call]
+        self.file = b""                 # what hosts.Resolver.__init__ sets, without its cycle (Acyclic)
+        self.ttl = ttl
         self.table = table
 
     def _records(self, name: bytes, rtype: int, record: Any) -> tuple[Any, ...]:
@@ -292,15 +333,17 @@ def ask(stage: Any, qname: bytes, qtype: int, qclass: int, shape: RequestShape, 
     return d.addCallbacks(from_twisted, _failure_result, callbackArgs=("resolver",))
 
 
-class LineChain(resolve.ResolverChain):
+class LineChain(Acyclic, resolve.ResolverChain):
     """The stages for one line and one recursion right, walked in order.
 
     ``answer`` is what the server uses; ``query`` and the ``lookup*`` methods give the same
-    answers through the Twisted Names API (with RD=1 and no EDNS)."""
+    answers through the Twisted Names API (with RD=1 and no EDNS).  Nothing here refers back
+    to the chain (see Acyclic), so a replaced snapshot's chains, and the snapshot, are freed by
+    reference counting."""
 
     def __init__(self, clock: Any, stages: Sequence[Any], recursive: bool, snapshot: Snapshot,
                  prohibited: bool = False) -> None:
-        resolve.ResolverChain.__init__(self, list(stages))  # type: ignore[no-untyped-call]
+        self.resolvers = list(stages)   # what ResolverChain.__init__ sets, without its cycle (Acyclic)
         self.clock = clock
         self.snapshot = snapshot
         # Recursion is offered, but not to this chain's clients: say so with EDE 18, as BIND

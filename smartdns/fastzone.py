@@ -160,10 +160,11 @@ def _collector_paused(freeze: bool = False) -> Iterator[None]:
     Frozen objects are still freed by reference counting when a later reload drops the zone.
     A freeze also freezes whatever garbage cycles exist at that moment, which would then never
     be freed, so garbage is collected first, while the young objects are few; and it freezes
-    long-lived cycles that become garbage later (the query handler's resolver chains of a
-    snapshot, which hold all its data), so it is done only before the reactor runs
-    (``_may_freeze``): when the server starts.  When the collector is off already, whoever
-    turned it off (``smartdns.reload``) decides for the whole build."""
+    long-lived cycles that become garbage later (answers in flight), so it is done here only
+    before the reactor runs (``_may_freeze``): when the server starts.  When the collector is
+    off already, whoever turned it off decides for the whole build: a reload's build runs
+    under ``smartdns.background.quiet`` and is frozen as a whole once it is done
+    (``smartdns.background.frozen_after``)."""
     enabled = gc.isenabled()
     if freeze and enabled:
         gc.collect()
@@ -178,8 +179,8 @@ def _collector_paused(freeze: bool = False) -> Iterator[None]:
 
 
 def _may_freeze() -> bool:
-    """Whether no reactor runs yet (the server starting, ``smartdns check``): no resolver chain
-    exists then that a freeze could keep forever."""
+    """Whether no reactor runs yet (the server starting, ``smartdns check``): no answer is in
+    flight then whose reference cycles a freeze could keep forever."""
     reactor = sys.modules.get("twisted.internet.reactor")
     return reactor is None or not getattr(reactor, "running", False)
 

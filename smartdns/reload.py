@@ -23,13 +23,20 @@ GIL; what made the reactor wait for the builder, and what is done about it:
   set of a million names and its 40 ms resizes).  Still there: the resizes of the node
   dictionary itself as it grows (60 ms at 700,000 names on the bench VM).
 - The cyclic garbage collector: with it on, young collections walked the build's new objects
-  every few milliseconds, 5-15 ms each; it is off during the build (``quiet``).  Once
-  it is on again, its next collection walks everything the build made, once: 0.03-0.05 s after
-  an overlay reload, 0.5-0.7 s after a reload of the million-name base file.  ``gc.freeze`` after the
-  build would avoid that, but it would also freeze the query handler's resolver chains of the
-  snapshot being replaced, which are reference cycles (Twisted's ResolverBase keeps bound
-  methods of itself) holding all of that snapshot: it would never be freed.  (At start, before
-  the reactor runs, the zone reader does freeze: nothing like that exists yet.)
+  every few milliseconds, 5-15 ms each; it is off during the build (``quiet``).  Once it was on
+  again, its next collection walked everything the build made, once: 0.03-0.05 s after an
+  overlay reload, 0.5-0.7 s after a reload of the million-name base file.  Now a large build is
+  frozen out of its sight when done (``background.frozen_after``: garbage collected first, then
+  ``gc.freeze``, microseconds).  That is safe only because nothing a snapshot's life depends on
+  forms a reference cycle: the query handler's resolver chains used to (Twisted's
+  ``ResolverBase`` keeps bound methods of itself; ``smartdns.chain.Acyclic``), and frozen they
+  would have kept every replaced snapshot forever; now a replaced snapshot is freed by
+  reference counting (tests/test_reload.py checks it, with the freeze on).
+- Freeing what a reload replaces: the last reference to a million-name node dictionary going
+  away frees it in one C call, 0.2 s, on the reactor (where the query handler lets go of the
+  old snapshot).  The swap hands the replaced snapshot's own dictionaries to ``Retirement``
+  instead, which empties each a node at a time in a thread once nothing else holds it
+  (``background.empty_piecewise``).
 - Work at the swap, on the reactor: which origins changed (``changed_origins``, which compares
   changed line views record by record, 0.1 s for the bench's three lines) is worked out in the
   builder thread and only looked up at the swap.
@@ -40,6 +47,7 @@ into this process, in C calls as long as building the dictionaries here.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,11 +55,11 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from smartdns.background import quiet
+from smartdns.background import empty_piecewise, frozen_after, quiet
 from smartdns.config import Config, load_config
 from smartdns.errors import LoadError, Problem
 from smartdns.snapshot import Snapshot, build_snapshot
-from smartdns.zones import Zone, read_zone_file
+from smartdns.zones import Zone, ZoneView, read_zone_file
 
 log = Logger()
 
@@ -185,6 +193,108 @@ def _changed_origins(old: Snapshot, new: Snapshot) -> set[bytes]:
     return origins
 
 
+def replaced_containers(old: Snapshot, new: Snapshot) -> list[Any]:
+    """The large dictionaries and sets of ``old`` that ``new`` does not share: the node
+    dictionary (and set of names) of each zone it replaces, the merged nodes of each line view
+    it replaces.  Each once; empty ones left out."""
+    def zones_of(snap: Snapshot) -> list[Zone]:
+        return [*snap.zones.values(), *(v.base for v in snap.base_views.values()),
+                *(v.base for v in snap.views.values())]
+
+    def views_of(snap: Snapshot) -> list[ZoneView]:
+        return [*snap.base_views.values(), *snap.views.values()]
+
+    kept = {id(zone) for zone in zones_of(new)} | {id(view) for view in views_of(new)}
+    found: dict[int, Any] = {}
+    for zone in zones_of(old):
+        if id(zone) not in kept:
+            for container in (zone.nodes, zone.names):
+                if isinstance(container, (dict, set)) and container:
+                    found[id(container)] = container
+    for view in views_of(old):
+        if id(view) not in kept and isinstance(view.merged, dict) and view.merged:
+            found[id(view.merged)] = view.merged
+    return list(found.values())
+
+
+class Retirement:
+    """What reloads replaced, freed a piece at a time in a thread instead of all at once on the
+    reactor (see the module docstring).
+
+    At the swap the replaced snapshot's own containers (``replaced_containers``) are held here.
+    The snapshot itself goes when the last of its users lets go, without them; each container is
+    emptied (``background.empty_piecewise``, in ``run``'s thread) once this is the only
+    reference left to it: nobody else can reach it then, so emptying it changes no answer (a
+    query in flight that started on the old snapshot still holds it, and so it waits).  Checked
+    ``CHECK_DELAYS`` after the swap; one still held elsewhere after the last check is let go,
+    and reference counting frees it whenever its last holder lets go."""
+
+    CHECK_DELAYS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+    def __init__(self, reactor: Any, run: Callable[..., defer.Deferred[Any]]) -> None:
+        self.reactor = reactor
+        self._run = run
+        self.waiting: list[Any] = []          # containers not emptied yet
+        self.emptied = 0                      # containers emptied so far
+        self.entries = 0                      # and the entries they held
+        self.let_go = 0                       # containers still held elsewhere at the last check
+        self._calls: list[Any] = []           # the pending checks (IDelayedCall)
+
+    def retire(self, old: Snapshot, new: Snapshot) -> None:
+        """``new`` replaced ``old``: take ``old``'s own containers (``new`` is served already)."""
+        held = replaced_containers(old, new)
+        if held:
+            self.waiting.extend(held)
+            self._later(self.CHECK_DELAYS[0], held, 0)
+
+    def stop(self) -> None:
+        """The service stops: no check stays pending, and everything is let go as it is."""
+        for call in self._calls:
+            if call.active():
+                call.cancel()
+        self._calls.clear()
+        self.waiting.clear()
+
+    def _later(self, delay: float, held: list[Any], attempt: int) -> None:
+        self._calls = [call for call in self._calls if call.active()]
+        self._calls.append(self.reactor.callLater(delay, self._check, held, attempt))
+
+    def _check(self, held: list[Any], attempt: int) -> None:
+        """Empty, in a thread, those of ``held`` nobody else holds; look again later at the rest."""
+        free: list[Any] = []
+        busy: list[Any] = []
+        for index in range(len(held)):
+            # Three references when nobody else has one: ``held``, ``waiting`` and the argument.
+            (free if sys.getrefcount(held[index]) == 3 else busy).append(held[index])
+        held.clear()
+        for container in free:
+            self._forget(container)
+        if free:
+            count = len(free)
+            d = self._run(empty_piecewise, free)
+            d.addCallback(self._done, count)
+            d.addErrback(lambda reason: log.failure("emptying replaced zone data failed", reason))
+        del free
+        if not busy:
+            return
+        if attempt + 1 < len(self.CHECK_DELAYS):
+            self._later(self.CHECK_DELAYS[attempt + 1], busy, attempt + 1)
+            return
+        for container in busy:
+            self._forget(container)
+        self.let_go += len(busy)
+
+    def _forget(self, container: Any) -> None:
+        for index, item in enumerate(self.waiting):
+            if item is container:
+                del self.waiting[index]
+                return
+
+    def _done(self, entries: int, count: int) -> None:
+        self.emptied += count
+        self.entries += entries
+
+
 class Reloader:
     """Runs reloads for a service: one at a time, off the reactor thread."""
 
@@ -209,9 +319,10 @@ class Reloader:
         self._running: defer.Deferred[ReloadResult] | None = None
         self._again: defer.Deferred[ReloadResult] | None = None
         self.last: ReloadResult | None = None
+        self.retirement = Retirement(reactor, lambda f, *a: self._run(f, *a))   # _run as set now (tests replace it)
 
     def _build(self, generation: int, expired: frozenset[tuple[str, str | None]]) -> tuple[Config, Snapshot, list[str]]:
-        with quiet():
+        with quiet(), frozen_after():
             self.files.parsed = []
             config = self.transform(load_config(self.config_path))
             snapshot = build_snapshot(config, generation, read_zone=self.files.read, expired=expired)
@@ -259,7 +370,10 @@ class Reloader:
 
     def _swap(self, built: tuple[Config, Snapshot, list[str]], started: float) -> ReloadResult:
         config, snapshot, parsed = built
+        old = self.current()
         self.apply(config, snapshot)
+        self.retirement.retire(old, self.current())
+        del old
         result = ReloadResult(True, snapshot.generation, tuple(parsed), self.reactor.seconds() - started)
         log.info("{summary}", summary=result.summary())
         return result

@@ -348,6 +348,7 @@ class SmartDNSService(TypedMultiService):
         snapshot, differences = self.journal.commit(old, snapshot)
         self.notifier.set_sources(config.server.listen)
         self.current = snapshot
+        self.handler.chains()   # the handler lets go of the old snapshot now (smartdns.reload.Retirement)
         flushed = self.cache.flush_below(changed_origins(old, snapshot))
         if flushed:
             log.info("flushed {count} cached answers under changed local zones", count=flushed)
@@ -417,6 +418,7 @@ class SmartDNSService(TypedMultiService):
             stopping.append(self.supervisor.stop())
             self.supervisor = None
         self.watcher.stop()
+        self.reloader.retirement.stop()
         if self._old_sighup is not None:
             signal.signal(signal.SIGHUP, self._old_sighup)
             self._old_sighup = None

@@ -30,9 +30,10 @@ SYNTHETIC_SOA_TTL_SECONDS = 60
 SYNTHETIC_SOA_TIMERS = (1, 3600, 600, 86400, 60)   # serial, refresh, retry, expire, minimum
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Snapshot:
-    """One generation of served data; never mutated, only replaced."""
+    """One generation of served data; never mutated, only replaced (and then freed by
+    reference counting: nothing it holds refers back to it; tests/test_reload.py checks)."""
 
     generation: int
     config: Config

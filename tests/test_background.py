@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import weakref
 from typing import Any
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from smartdns.background import SWITCH_INTERVAL_SECONDS, quiet
+from smartdns import background
+from smartdns.background import SWITCH_INTERVAL_SECONDS, frozen_after, quiet
 from smartdns.config import load_config
 from smartdns.reload import Reloader
 from smartdns.snapshot import Snapshot, build_snapshot
@@ -81,3 +83,78 @@ class QuietTests(unittest.SynchronousTestCase):
         self.assertFalse(seen[0][1])
         self.assertAlmostEqual(self.state()[0], 0.004)
         self.assertTrue(self.state()[1])
+
+
+class FrozenAfterTests(unittest.SynchronousTestCase):
+    """``frozen_after``: a large build, alone, is frozen once it succeeds; nothing else is."""
+
+    def setUp(self) -> None:
+        self.collecting = gc.isenabled()
+        gc.enable()
+        self.addCleanup(lambda: gc.enable() if self.collecting else gc.disable())
+        self.patch(background, "FREEZE_MIN_OBJECTS", 1000)
+
+    def test_a_large_build_alone_is_frozen_and_garbage_before_it_is_collected(self) -> None:
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        garbage = weakref.ref(Cyclic(cycle))
+        del cycle
+        frozen = background._Quiet.frozen
+        with quiet(), frozen_after():
+            self.assertIsNone(garbage())               # collected before the build, not frozen
+            built = [Cyclic(None) for _ in range(2000)]
+        self.assertEqual(background._Quiet.frozen, frozen + 1)
+        self.assertFalse(any(x is built[0] for g in range(3) for x in gc.get_objects(g)))   # out of sight
+
+    def test_a_small_build_is_left_to_the_collector(self) -> None:
+        frozen = background._Quiet.frozen
+        with quiet(), frozen_after():
+            built = [Cyclic(None) for _ in range(10)]
+        self.assertEqual(background._Quiet.frozen, frozen)
+        self.assertTrue(any(x is built[0] for g in range(3) for x in gc.get_objects(g)))   # in the collector's sight
+
+    def test_a_build_that_overlapped_another_job_is_not_frozen(self) -> None:
+        frozen = background._Quiet.frozen
+        other = quiet()
+        with quiet(), frozen_after():
+            other.__enter__()                          # a secondary's refresh starts and ends meanwhile
+            other.__exit__(None, None, None)
+            built = [Cyclic(None) for _ in range(2000)]
+        self.assertEqual(background._Quiet.frozen, frozen)
+        self.assertTrue(any(x is built[0] for g in range(3) for x in gc.get_objects(g)))   # in the collector's sight
+
+    def test_a_failed_build_is_not_frozen(self) -> None:
+        frozen = background._Quiet.frozen
+        with self.assertRaises(ValueError):
+            with quiet(), frozen_after():
+                built = [Cyclic(None) for _ in range(2000)]
+                raise ValueError("bad zone")
+        self.assertEqual(background._Quiet.frozen, frozen)
+        self.assertTrue(any(x is built[0] for g in range(3) for x in gc.get_objects(g)))   # in the collector's sight
+
+    def test_nothing_is_frozen_when_the_collector_was_off(self) -> None:
+        gc.disable()
+        frozen = background._Quiet.frozen
+        with quiet(), frozen_after():
+            [Cyclic(None) for _ in range(2000)]
+        self.assertEqual(background._Quiet.frozen, frozen)
+        self.assertFalse(gc.isenabled())
+
+
+class EmptyPiecewiseTests(unittest.SynchronousTestCase):
+
+    def test_dicts_and_sets_are_emptied_and_let_go(self) -> None:
+        nodes = {i: {1: i} for i in range(100)}
+        names = set(range(50))
+        kept = frozenset(range(10))
+        containers: list[Any] = [nodes, names, kept]
+        self.assertEqual(background.empty_piecewise(containers), 150)
+        self.assertEqual((nodes, names, containers), ({}, set(), []))
+        self.assertEqual(len(kept), 10)
+
+
+class Cyclic:
+    """A tracked object (what a zone's RRsets and nodes are to the collector)."""
+
+    def __init__(self, other: Any) -> None:
+        self.other = other

@@ -8,10 +8,12 @@ allowed recursion, hosts files, resolvers of your own, and counters that survive
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
 import sys
+import weakref
 
 import dns.edns
 import dns.exception
@@ -184,6 +186,33 @@ class StageAPITests(unittest.TestCase):
         fast = mine.resolve(wire.from_text("a.lan"), wire.A, wire.IN, None)
         self.assertEqual([b"".join(p) for p in fast.answer[0].rdatas], [bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])])
         self.assertIsNone(mine.resolve(wire.from_text("a.lan"), wire.MX, wire.IN, None))
+
+    def test_stages_and_chains_hold_no_reference_cycles(self):
+        """A reload freezes everything alive out of the collector's sight, so a replaced
+        snapshot's chains must be freed by reference counting alone: with the collector off,
+        each stage and chain (and the snapshot a chain holds) is gone the moment it is let go.
+        Twisted's ResolverBase.__init__ stores bound methods of the resolver on it, a cycle;
+        ``typeToMethod`` is per class here and still answers the stock ``query``."""
+        base = os.path.abspath(self.mktemp())
+        write_tree(base, {"hosts": "10.9.9.9 myhost.lan\n"})
+        table = read_hosts_files([os.path.join(base, "hosts")], [])
+        collecting = gc.isenabled()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if collecting else None)
+        authority = LineAuthority(reactor, self.snap, "office")
+        hosts_stage = HostsFiles(table)
+        chain = LineChain(reactor, [authority, hosts_stage], False, self.snap)
+        ans, _, _ = self.successResultOf(chain.query(tdns.Query("www.example.com", tdns.A)))
+        self.assertEqual(texts(ans), ["www.example.com A 10.1.1.1"])
+        ans, _, _ = self.successResultOf(hosts_stage.query(tdns.Query("myhost.lan", tdns.A)))
+        self.assertEqual(texts(ans), ["myhost.lan A 10.9.9.9"])
+        self.assertEqual(chain.typeToMethod[tdns.MX], chain.lookupMailExchange)
+        self.assertEqual(sorted(chain.typeToMethod), sorted(common.typeToMethod))
+        refs = [weakref.ref(x) for x in (authority, hosts_stage, chain)]
+        del authority, hosts_stage, chain
+        self.assertEqual([ref() for ref in refs], [None, None, None])
+        with self.assertRaises(AttributeError):
+            common.ResolverBase.__init__(LineAuthority(reactor, self.snap, None))
 
     def test_line_authority_behind_a_stock_dns_server_factory(self):
         """A stock DNSServerFactory serving a line authority on loopback answers dnspython."""

@@ -144,14 +144,25 @@ def _rrsets(records: tuple[wire.Record, ...]) -> list[wire.RRset]:
     return out
 
 
-def make_entry_from_wire(rcode: int, message: bytes, offsets: list[int] | tuple[int, ...], lifetime: int,
-                         now: float, serve_stale: int) -> Entry:
-    """An entry from a message already in stored form (ID 0, no OPT) and its TTL offsets."""
+def make_entry_from_wire(rcode: int, message: bytes | bytearray, offsets: list[int] | tuple[int, ...], lifetime: int,
+                         now: float, serve_stale: int, key: bytes = b"") -> Entry:
+    """An entry from a message already in stored form (ID 0, no OPT) and its TTL offsets.
+
+    With ``key`` (the packed key it is to be cached under), an entry whose one question is the
+    key's is made straight in the form the cache keeps (``_stored_form``: the question left
+    out, read back from the key), so storing it copies nothing more."""
     if not (0 <= lifetime <= _TIME_MASK and 0 <= serve_stale <= _TIME_MASK):
         raise ValueError(f"cache times out of range: lifetime {lifetime}, serve_stale {serve_stale}")
     times = lifetime << _TIME_BITS | serve_stale
-    head = _HEAD.pack(now, times >> 8, times & 0xFF, rcode, len(offsets))
-    return Entry(head + struct.pack(f"!{len(offsets)}H", *offsets) + message)
+    count = len(offsets)
+    if key:
+        end = _HEADER_SIZE + len(key) - _KEY_FLAGS_SIZE
+        if message[4:6] == b"\x00\x01" and message[_HEADER_SIZE:end] == key[:-_KEY_FLAGS_SIZE]:
+            head = _HEAD.pack(now, times >> 8, times & 0xFF, rcode | _QUESTION_IN_KEY, count)
+            return Entry(b"".join((head, struct.pack(f"!{count}H", *offsets), message[:_HEADER_SIZE], message[end:])),
+                         key)
+    head = _HEAD.pack(now, times >> 8, times & 0xFF, rcode, count)
+    return Entry(b"".join((head, struct.pack(f"!{count}H", *offsets), message)))
 
 
 def make_entry(rcode: int, sections: tuple[tuple[wire.RRset, ...], tuple[wire.RRset, ...], tuple[wire.RRset, ...]],
@@ -306,12 +317,13 @@ class AnswerCache:
             return entry
         return None
 
-    def put(self, key: CacheKey, entry: Entry) -> None:
-        """Store an entry, evicting the least recently used beyond the bound."""
+    def put(self, key: CacheKey, entry: Entry, packed: bytes | None = None) -> None:
+        """Store an entry, evicting the least recently used beyond the bound (``packed``:
+        ``packed_key(key)``, when the caller has it)."""
         if self.config.max_entries <= 0:
             return
         entries = self._entries
-        k = packed_key(key)
+        k = packed if packed is not None else packed_key(key)
         entries[k] = _stored_form(entry, k)
         entries.move_to_end(k)
         while len(entries) > self.config.max_entries:

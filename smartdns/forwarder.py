@@ -138,6 +138,17 @@ def _take_reply(pending: dict[int, _Pending], data: bytes, source: tuple[str, in
     return item, reply
 
 
+def _match_reply(data: bytes, sent: bytes, question: tuple[bytes, int, int]) -> wire.Reply | None:
+    """``wire.check_reply(data, question)``, its answer found sooner for the usual reply: a
+    response (QR) with one question that echoes ``sent`` (the question section as sent, with
+    ``question``'s name uncompressed) byte for byte.  Any other reply is checked by
+    ``wire.check_reply`` itself (tests/test_source_ports.py compares the two)."""
+    end = wire.HEADER.size + len(sent)
+    if data[wire.HEADER.size:end] == sent and data[2] & 0x80 and data[4:6] == b"\x00\x01":
+        return wire.Reply(data, data[2] << 8 | data[3], end)
+    return wire.check_reply(data, question)
+
+
 def _without_opt(reply: wire.Reply) -> bool:
     """Whether a reply carries no OPT record (an upstream that does not speak EDNS)."""
     try:
@@ -184,10 +195,11 @@ class _UDPSocket:
     A reply is accepted only from the address and port queried, with the query's ID and the
     same question (``wire.check_reply``); the socket holds that one query itself."""
 
-    __slots__ = ("owner", "sock", "fd", "upstream", "batch", "qid", "question", "address", "sink", "timeout")
+    __slots__ = ("owner", "sock", "fd", "upstream", "batch", "qid", "question", "sent", "address", "sink", "timeout")
 
     def __init__(self, owner: "UDPClient", sock: _socket.socket, upstream: Upstream, qid: int,
-                 question: tuple[bytes, int, int], address: tuple[str, int], sink: UDPSink, timeout: float) -> None:
+                 question: tuple[bytes, int, int], sent: bytes, address: tuple[str, int], sink: UDPSink,
+                 timeout: float) -> None:
         self.owner = owner
         self.sock: _socket.socket | None = sock
         self.fd = sock.fileno()
@@ -195,6 +207,7 @@ class _UDPSocket:
         self.batch = owner.batch                 # opened during this epoll batch: its events are not ours
         self.qid = qid
         self.question = question
+        self.sent = sent                         # the question section as sent
         self.address = address
         self.sink: UDPSink | None = sink
         self.timeout = timeout
@@ -220,7 +233,7 @@ class _UDPSocket:
             address = self.address
             if len(data) >= 12 and (data[0] << 8 | data[1]) == self.qid and source[0] == address[0] \
                     and source[1] == address[1]:
-                reply = wire.check_reply(data, self.question)
+                reply = _match_reply(data, self.sent, self.question)
                 if reply is not None:
                     sink = self.sink
                     self.close()
@@ -417,7 +430,8 @@ class UDPClient:
             sock.close()
             sink.udp_error(f"{upstream}: send failed: {e.strerror or e}")
             return
-        query = _UDPSocket(self, sock, upstream, qid, (qname, qtype, qclass), address, sink, timeout)
+        query = _UDPSocket(self, sock, upstream, qid, (qname, qtype, qclass), packet[12:16 + len(qname)], address,
+                           sink, timeout)
         self.watch(query)
         self.stats.sent += 1
         deadline = self.reactor.seconds() + timeout

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from smartdns import wire
-from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry, make_entry_from_wire
+from smartdns.cache import AnswerCache, CacheKey, Entry, make_entry, make_entry_from_wire, packed_key
 from smartdns.config import DEFAULT_MAX_OUTSTANDING, CacheConfig
 from smartdns.errors import UpstreamError
 from smartdns.forwarder import Forwarder
@@ -270,9 +270,11 @@ class ForwardResolver:
             ttl = clamp(struct.unpack_from("!I", message, offset)[0] & 0x7FFFFFFF)
             struct.pack_into("!I", message, offset, ttl)
             lifetime = ttl if lifetime is None else min(lifetime, ttl)
-        entry = make_entry_from_wire(wire.NOERROR, bytes(message), offsets, lifetime or 0, now, self.config.serve_stale)
+        packed = packed_key(key)
+        entry = make_entry_from_wire(wire.NOERROR, message, offsets, lifetime or 0, now, self.config.serve_stale,
+                                     packed)
         if lifetime and keep:
-            self.cache.put(key, entry)
+            self.cache.put(key, entry, packed)
         return entry
 
     def _failed(self, reason: Failure, key: CacheKey) -> Entry:

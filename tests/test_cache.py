@@ -300,6 +300,31 @@ class StoredFormTests(CacheCase):
             assert found is not None
             self.assertEqual(found.wire, whole)
 
+    def test_made_in_stored_form_is_stored_the_same(self) -> None:
+        """An entry made with its packed key (``make_entry_from_wire(..., key)``) is already in
+        the form ``put`` keeps: the same bytes as one made whole and then stored, the same
+        message back; under another key's question it is made whole."""
+        from smartdns.cache import packed_key
+        cache = self.make()
+        now = self.clock.seconds()
+        made = positive("www.example.com", now, serve_stale=30)
+        message, offsets = made.wire, made.ttl_offsets
+        k = packed_key(key("www.example.com"))
+        direct = make_entry_from_wire(wire.NOERROR, bytearray(message), offsets, 300, now, 30, k)
+        cache.put(key("www.example.com"), made)
+        self.assertEqual(direct.packed, made.packed)
+        whole = make_entry_from_wire(wire.NOERROR, message, offsets, 300, now, 30)
+        self.assertEqual(len(direct.packed), len(whole.packed) - len(question("www.example.com")))
+        cache.put(key("www.example.com"), direct, k)
+        self.assertTrue(cache.touch(k, direct))
+        found = cache.get(key("www.example.com"))
+        assert found is not None
+        self.assertEqual((found.wire, found.ttl_offsets, found.stale_until), (message, offsets, now + 330))
+        other = make_entry_from_wire(wire.NOERROR, message, offsets, 300, now, 30,
+                                     packed_key(key("www.example.com", qtype=wire.AAAA)))
+        self.assertEqual(other.packed, whole.packed)
+        self.assertEqual(other.wire, message)
+
     def test_client_question_spliced(self) -> None:
         """``patched(question=...)`` gives the message with the client's spelling of the question."""
         cache = self.make()

@@ -312,3 +312,38 @@ class ReactorReaderSourcePortTests(SourcePortTests):
 
     def setUp(self) -> None:
         self.patch(forwarder_module, "_HAVE_EPOLL", False)
+
+
+class ReplyMatchTests(unittest.TestCase):
+    """``_match_reply`` (the UDP sockets' quick check) accepts and reads exactly what
+    ``wire.check_reply`` does."""
+
+    def variants(self, qname: bytes, qtype: int) -> list[bytes]:
+        query = wire.parse_query(wire.encode_query(0x1234, qname, qtype))
+        good = answer(query)
+        flags_at, qd_at, q_at = 2, 4, wire.HEADER.size
+        end = q_at + len(qname)
+        return [
+            good,
+            good[:q_at] + good[q_at:end].upper() + good[end:],                       # 0x20-style echo
+            good[:flags_at] + bytes([good[flags_at] & 0x7F]) + good[flags_at + 1:],   # QR clear
+            good[:qd_at] + b"\x00\x00" + good[qd_at + 2:],                             # no question
+            good[:qd_at] + b"\x00\x02" + good[qd_at + 2:],                             # two questions
+            good[:end] + struct.pack("!HH", qtype ^ 1, wire.IN) + good[end + 4:],      # another type
+            good[:end] + struct.pack("!HH", qtype, wire.CH) + good[end + 4:],          # another class
+            good[:end + 2],                                                            # cut in the question
+            good[:q_at] + b"\x05other" + good[end - 1:],                               # another name
+            good[:wire.HEADER.size],                                                   # header only
+        ]
+
+    def test_quick_check_agrees_with_check_reply(self) -> None:
+        for qname, qtype in ((wire.from_text("www.example.net"), wire.A), (wire.ROOT, wire.NS),
+                             (wire.from_text("MiXeD.Example"), wire.AAAA)):
+            sent = qname + struct.pack("!HH", qtype, wire.IN)
+            question = (qname, qtype, wire.IN)
+            for i, data in enumerate(self.variants(qname, qtype)):
+                quick = forwarder_module._match_reply(data, sent, question)
+                full = wire.check_reply(data, question)
+                self.assertEqual(quick is None, full is None, (qname, i))
+                if quick is not None and full is not None:
+                    self.assertEqual((quick.data, quick.flags, quick.qend), (full.data, full.flags, full.qend))

@@ -238,24 +238,87 @@ static void queue_send(int index, const char *head, size_t head_len, PyObject *h
 
 
 PyDoc_STRVAR(serve_doc,
-"serve(fd, size, replay, now, counts, misses) -> (read, more)\n\n"
+"serve(fd, size, replay, now, counts, misses, handle=None, waiting=None) -> (read, more)\n\n"
 "Read up to 64 datagrams of at most ``size`` bytes from the non-blocking UDP socket ``fd``.\n"
 "A datagram whose (source host, bytes after the ID) is a key of ``replay`` whose entry\n"
 "(answer after the ID, valid until, tally) is still valid at ``now`` is answered with its\n"
-"ID and that answer, and ``counts[tally]`` goes up by one; every other datagram is appended\n"
-"to ``misses`` as (data, address).  ``read`` is how many datagrams were read, ``more`` is\n"
-"False once the socket had no more to read.  A receive error other than EAGAIN, EINTR or\n"
-"ECONNREFUSED is raised as OSError after the datagrams already read are handled.");
+"ID and that answer, and ``counts[tally]`` goes up by one.  Every other datagram is, with\n"
+"``handle``, passed to ``handle(data, host, False, port)``: bytes returned are sent to the\n"
+"datagram's source, None sends nothing, and anything else (or the exception raised) is\n"
+"appended to the list ``waiting`` as (data, address, outcome) for the caller to finish.\n"
+"Without ``handle``, and always for a scoped IPv6 source (host with '%'), the datagram is\n"
+"appended to ``misses`` as (data, address).  ``read`` is how many datagrams were read,\n"
+"``more`` is False once the socket had no more to read.  A receive error other than EAGAIN,\n"
+"EINTR or ECONNREFUSED is raised as OSError.");
+
+
+/* Pass one datagram to ``handle``; queue bytes for sending, put anything else in ``waiting``.
+ * Returns the new queue length, or -1 on an error of our own (memory). */
+static int dispatch(PyObject *handle, PyObject *waiting, PyObject *host, const char *data, Py_ssize_t len,
+                    const struct sockaddr_storage *name, socklen_t name_len, int queued)
+{
+    PyObject *whole = PyBytes_FromStringAndSize(data, len);
+    if (whole == NULL)
+        return -1;
+    uint16_t port = ntohs(name->ss_family == AF_INET ? ((const struct sockaddr_in *)name)->sin_port
+                                                     : ((const struct sockaddr_in6 *)name)->sin6_port);
+    PyObject *port_number = PyLong_FromLong(port);
+    if (port_number == NULL) {
+        Py_DECREF(whole);
+        return -1;
+    }
+    PyObject *args[4] = {whole, host, Py_False, port_number};
+    PyObject *outcome = PyObject_Vectorcall(handle, args, 4, NULL);
+    Py_DECREF(port_number);
+    if (outcome != NULL && PyBytes_CheckExact(outcome)) {
+        queue_send(queued, NULL, 0, outcome, PyBytes_AS_STRING(outcome), (size_t)PyBytes_GET_SIZE(outcome),
+                   name, name_len);
+        Py_DECREF(outcome);                   /* queue_send holds its own reference */
+        Py_DECREF(whole);
+        return queued + 1;
+    }
+    if (outcome == Py_None) {
+        Py_DECREF(outcome);
+        Py_DECREF(whole);
+        return queued;
+    }
+    if (outcome == NULL) {                    /* the handler raised: the caller logs it */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {   /* KeyboardInterrupt, SystemExit */
+            Py_DECREF(whole);
+            return -1;
+        }
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL && value != NULL)
+            PyException_SetTraceback(value, traceback);
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        outcome = value != NULL ? value : Py_NewRef(Py_None);
+    }
+    PyObject *addr = address_tuple(name, host);
+    PyObject *item = addr ? PyTuple_Pack(3, whole, addr, outcome) : NULL;
+    int ok = item != NULL && PyList_Append(waiting, item) == 0;
+    Py_XDECREF(item);
+    Py_XDECREF(addr);
+    Py_DECREF(outcome);
+    Py_DECREF(whole);
+    return ok ? queued : -1;
+}
 
 static PyObject *serve(PyObject *module, PyObject *args)
 {
     int fd;
     Py_ssize_t size;
-    PyObject *replay, *counts, *misses;
+    PyObject *replay, *counts, *misses, *handle = Py_None, *waiting = Py_None;
     double now;
-    if (!PyArg_ParseTuple(args, "inO!dO!O!", &fd, &size, &PyDict_Type, &replay, &now, &PyDict_Type, &counts,
-                          &PyList_Type, &misses))
+    if (!PyArg_ParseTuple(args, "inO!dO!O!|OO", &fd, &size, &PyDict_Type, &replay, &now, &PyDict_Type, &counts,
+                          &PyList_Type, &misses, &handle, &waiting))
         return NULL;
+    if (handle != Py_None && (!PyCallable_Check(handle) || !PyList_Check(waiting))) {
+        PyErr_SetString(PyExc_TypeError, "handle must be callable, with a list for waiting");
+        return NULL;
+    }
     if (size < 12 || size > MAX_DATAGRAM) {
         PyErr_SetString(PyExc_ValueError, "size out of range");
         return NULL;
@@ -328,6 +391,13 @@ static PyObject *serve(PyObject *module, PyObject *args)
         } else if (!failed) {
             if (PyErr_Occurred()) {              /* PyFloat_AsDouble on something odd */
                 failed = 1;
+            } else if (handle != Py_None && PyUnicode_FindChar(host, '%', 0, PyUnicode_GET_LENGTH(host), 1) < 0) {
+                int now_queued = dispatch(handle, waiting, host, data, len, name, recv_msgs[i].msg_hdr.msg_namelen,
+                                          queued);
+                if (now_queued < 0)
+                    failed = 1;
+                else
+                    queued = now_queued;
             } else {
                 PyObject *whole = PyBytes_FromStringAndSize(data, len);
                 PyObject *addr = whole ? address_tuple(name, host) : NULL;

@@ -56,7 +56,7 @@ try:
     from smartdns import _udp           # optional C module (setup.py); DNSDatagramPort
 except ImportError:                     # pragma: no cover - depends on the build
     _udp = None                         # type: ignore[assignment]
-from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort,
+from smartdns.txtyping import (TypedInt16StringReceiver, TypedTimeoutMixin, TypedUDPPort, failure_of,
                                lose_connection, peer_host, peer_port, udp_socket)
 
 log = Logger()
@@ -726,14 +726,23 @@ def respond(handler: QueryHandler, data: bytes, client: str, tcp: bool,
     or ``send(answer, target)`` is called when it is ready); nothing escapes."""
     try:
         result = handler.handle(data, client, tcp, port)
-    except Exception:
-        log.failure("unexpected error answering a query from {client}", client=client)
-        result = handler.servfail(data, tcp)
+    except Exception as e:
+        return settle(handler, data, client, tcp, send, target, failure_of(e))
     if result is None or isinstance(result, (bytes, list)):
         return result
-    # A forwarded answer: a failure becomes SERVFAIL, never silence (one callback: each one
-    # added to the Deferred is a measurable share of a cache miss).
-    result.addBoth(_answered_later, handler, data, tcp, send, target)
+    return settle(handler, data, client, tcp, send, target, result)
+
+
+def settle(handler: QueryHandler, data: bytes, client: str, tcp: bool, send: Callable[[bytes, Any], None],
+           target: Any, outcome: Failure | defer.Deferred[bytes | None]) -> bytes | None:
+    """``respond`` for an outcome of the handler that is not an answer: an error is logged and
+    answered SERVFAIL (returned, for the caller to send); a Deferred (a forwarded answer)
+    sends its answer when it fires, a failure then becoming SERVFAIL, never silence (one
+    callback: each one added to the Deferred is a measurable share of a cache miss)."""
+    if isinstance(outcome, Failure):
+        log.failure("unexpected error answering a query from {client}", outcome, client=client)
+        return handler.servfail(data, tcp)
+    outcome.addBoth(_answered_later, handler, data, tcp, send, target)
     return None
 
 
@@ -812,9 +821,11 @@ class DNSDatagramPort(TypedUDPPort):
 
     - ``_read_batched``, when the optional C module ``smartdns._udp`` is built (setup.py): up
       to 64 datagrams per ``recvmmsg`` and answers per ``sendmmsg``, the replay lookup in C.
-      It only stores and looks up: the answers are the handler's, and a datagram the table
-      does not answer comes back to Python as (data, address), formatted as the socket module
-      formats it.
+      It decides nothing: a datagram the table does not answer is passed to the handler's
+      ``handle`` (what ``respond`` does, without its frame), and the bytes returned are sent;
+      anything else (a Deferred, an error raised) comes back here and is finished by
+      ``settle``, as ``respond`` finishes it.  Addresses are formatted as the socket module
+      formats them.
     - ``_read_each``, in Python: ``recvfrom`` and ``sendto`` per datagram.  Answers ready at
       once are sent in bursts of up to ``REPLAY_SEND_BURST``, after that many queries have
       been read (or the socket is empty): a client woken by the first answer of a burst is
@@ -846,27 +857,32 @@ class DNSDatagramPort(TypedUDPPort):
         size = self.maxPacketSize
         serve = _udp.serve
         send_all = _udp.send_all
+        handle = handler.handle
         received = proto.datagramReceived
         reply = proto._send
         misses: list[tuple[bytes, Any]] = []
+        waiting: list[tuple[bytes, Any, Any]] = []
         burst: list[tuple[bytes, Any]] = []
         counts: dict[Tally, int] = {}
         try:
             for _ in range(UDP_READ_BUDGET // _udp.BATCH):
+                # The module calls the handler itself (``respond`` without its frame) and sends
+                # the answers it returns at once; what is left comes back here.
                 try:
-                    _read, more = serve(fd, size, replay, clock(), counts, misses)
+                    _read, more = serve(fd, size, replay, clock(), counts, misses, handle, waiting)
                 except OSError as e:
                     log.warn("UDP receive failed: {error}", error=e)
                     more = False
                 for data, addr in misses:
-                    host = addr[0]
-                    if "%" in host:
-                        received(data, addr)       # a scoped IPv6 address: the protocol's path
-                        continue
-                    answer = respond(handler, data, host, False, reply, addr, addr[1])
-                    if answer is not None:
-                        burst.append((answer, addr))   # type: ignore[arg-type]  # bytes: UDP never streams
+                    received(data, addr)           # a scoped IPv6 address: the protocol's path
                 misses.clear()
+                for data, addr, outcome in waiting:
+                    if isinstance(outcome, BaseException):
+                        outcome = failure_of(outcome)   # the exception the handler raised
+                    answer = settle(handler, data, addr[0], False, reply, addr, outcome)
+                    if answer is not None:
+                        burst.append((answer, addr))
+                waiting.clear()
                 if burst:
                     send_all(fd, family, burst)
                 if not more:

@@ -16,6 +16,7 @@ import struct
 
 import dns.flags
 import dns.message
+import dns.rcode
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.trial import unittest
@@ -178,6 +179,21 @@ class ReplayTests(unittest.TestCase):
         self.assertEqual({a[2:] for a in answers}, {self.handler.replay[(OTHER, data[2:])][0]})
         client.settimeout(0.2)
         self.assertRaises(socket.timeout, client.recv, 4096)      # nothing sent twice
+
+    @defer.inlineCallbacks
+    def test_an_error_in_the_handler_is_answered_servfail_and_logged(self):
+        """An exception escaping the handler never stops the port: the client gets SERVFAIL
+        with its ID, and the error is logged with the handler's own frames."""
+        def boom(data: bytes, client: str, tcp: bool, port: int = 0) -> bytes:
+            raise RuntimeError("boom")
+
+        self.handler.handle = boom       # type: ignore[method-assign]
+        data = with_id(dns.message.make_query("www.proto.test", "A").to_wire(), 4321)
+        reply = dns.message.from_wire((yield self.ask(data, OTHER)))
+        self.assertEqual((reply.id, reply.rcode()), (4321, dns.rcode.SERVFAIL))
+        errors = self.flushLoggedErrors(RuntimeError)
+        self.assertEqual([str(e.value) for e in errors], ["boom"])
+        self.assertIn("boom", [frame[0] for frame in errors[0].frames])
 
     @defer.inlineCallbacks
     def test_tcp_answers_are_not_recorded(self):

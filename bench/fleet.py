@@ -142,6 +142,24 @@ def git_rev(tree: str) -> str:
         return "?"
 
 
+def run_meta(script: str, argv: list[str], smartdns_label: str, tree: str, python: str) -> dict[str, Any]:
+    """What every bench script records about its run (the machine, the smartdns tree and its
+    interpreter, BIND), and how busy other processes kept the CPUs over one second first."""
+    fo0, t0 = foreign_ticks(), time.monotonic()
+    time.sleep(1)
+    return {
+        "argv": [script] + list(argv),
+        "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
+        "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                           if line.startswith("model name")), "?"),
+        "smartdns": "%s (%s, first on PYTHONPATH)" % (smartdns_label, tree),
+        "interpreter": interpreter(python, tree),
+        "bench_interpreter": sys.version,
+        "named": named_version(),
+        "other_processes_cpu_before": foreign_percent(fo0, foreign_ticks(), time.monotonic() - t0),
+    }
+
+
 def named_version() -> str:
     try:
         return subprocess.run(["named", "-v"], capture_output=True, text=True, timeout=30).stdout.strip()
@@ -597,22 +615,12 @@ def main(argv: list[str]) -> int:
         sys.exit("nsupdate not found (apt-get install bind9-dnsutils)")
     started = datetime.datetime.now(datetime.timezone.utc)
     python = os.path.join(REPO, ".venv", "bin", "python")
-    fo0, t0 = foreign_ticks(), time.monotonic()
-    time.sleep(1)
     meta = {
         "started": started.isoformat(timespec="seconds"),
-        "argv": ["bench/fleet.py"] + list(argv),
-        "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
-        "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                           if line.startswith("model name")), "?"),
-        "smartdns": "%s (%s, first on PYTHONPATH)" % (git_rev(args.smartdns_tree), args.smartdns_tree),
-        "interpreter": interpreter(python, args.smartdns_tree),
-        "bench_interpreter": sys.version,
-        "named": named_version(),
+        **run_meta("bench/fleet.py", argv, git_rev(args.smartdns_tree), args.smartdns_tree, python),
         "client": args.client, "poll_interval_s": args.poll_interval, "timeout_s": args.timeout,
         "warmup": args.warmup, "zone": ZONE, "edited": NAME + " A (replaced)",
         "percentiles": "linear interpolation between closest ranks; a failed edit counts as the timeout",
-        "other_processes_cpu_before": foreign_percent(fo0, foreign_ticks(), time.monotonic() - t0),
     }
     if meta["other_processes_cpu_before"] > 10:
         log("WARNING: other processes are using %.0f%% of a CPU: propagation times include waiting for it"

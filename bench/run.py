@@ -476,18 +476,17 @@ def python_line(info):
 
 # ---------------------------------------------------------------- upstream (NSD)
 
-def start_upstream(args, data):
-    d = os.path.join(args.workdir, "nsd")
-    os.makedirs(d, exist_ok=True)
-    conf = os.path.join(d, "nsd.conf")
-    write_if_changed(conf, """\
+def nsd_conf(port, zonesdir, d, zone, zonefile, minimal=False):
+    """An nsd.conf serving ``zone`` from ``zonefile`` on 127.0.0.1:``port``, one server process,
+    its state and log in ``d`` (the upstream; the local-wide peer adds minimal responses)."""
+    return """\
 server:
   ip-address: 127.0.0.1
   port: {port}
   server-count: 1
   username: ""
   chroot: ""
-  zonesdir: "{data}"
+  zonesdir: "{zonesdir}"
   database: ""
   zonelistfile: "{d}/zone.list"
   xfrdfile: "{d}/xfrd.state"
@@ -495,13 +494,20 @@ server:
   logfile: "{d}/nsd.log"
   verbosity: 1
   hide-version: yes
-remote-control:
+{minimal}remote-control:
   control-enable: no
 zone:
   name: {zone}
   zonefile: {zonefile}
-""".format(port=args.upstream_port, data=data.dir, d=d, zone=UPSTREAM_ZONE,
-           zonefile=os.path.basename(data.upstream_zone)))
+""".format(port=port, zonesdir=zonesdir, d=d, zone=zone, zonefile=os.path.basename(zonefile),
+           minimal="  minimal-responses: yes\n" if minimal else "")
+
+
+def start_upstream(args, data):
+    d = os.path.join(args.workdir, "nsd")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nsd.conf")
+    write_if_changed(conf, nsd_conf(args.upstream_port, data.dir, d, UPSTREAM_ZONE, data.upstream_zone))
     if probe(args.upstream_port, "ns1." + UPSTREAM_ZONE) is not None:
         sys.exit("port %d already answers DNS: stop that server or pass --upstream-port" % args.upstream_port)
     p = Proc("nsd", ["nsd", "-d", "-c", conf], os.path.join(args.logdir, "nsd.log"),
@@ -876,29 +882,8 @@ class NSDAuth(Server):
 
     def prepare(self, max_entries, wide=False):
         conf = os.path.join(self.dir, "nsd.conf")
-        write_if_changed(conf, """\
-server:
-  ip-address: 127.0.0.1
-  port: {port}
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "{data}"
-  database: ""
-  zonelistfile: "{d}/zone.list"
-  xfrdfile: "{d}/xfrd.state"
-  pidfile: ""
-  logfile: "{d}/nsd.log"
-  verbosity: 1
-  hide-version: yes
-  minimal-responses: yes
-remote-control:
-  control-enable: no
-zone:
-  name: {zone}
-  zonefile: {zonefile}
-""".format(port=self.port, data=self.data.dir, d=self.dir, zone=WIDE_ZONE,
-           zonefile=os.path.basename(self.data.wide_zone)))
+        write_if_changed(conf, nsd_conf(self.port, self.data.dir, self.dir, WIDE_ZONE, self.data.wide_zone,
+                                        minimal=True))
         return ["nsd", "-d", "-c", conf], None, self.dir
 
     def version(self):

@@ -42,7 +42,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import re
 import select
@@ -71,7 +70,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from run import Proc, cpu_seconds, foreign_percent, foreign_ticks  # noqa: E402  (bench/run.py)
-from fleet import free_port, git_rev, interpreter, named_version, percentile, secondary_toml  # noqa: E402
+from fleet import free_port, git_rev, percentile, run_meta, secondary_toml  # noqa: E402
 
 BIG = "big.test"
 LOCAL = "local.test"
@@ -560,24 +559,16 @@ def main(argv: list[str]) -> int:
             sys.exit("--nice %d: %s (run as root, or --nice 0)" % (args.nice, e))
     started = datetime.datetime.now(datetime.timezone.utc)
     python = os.path.join(REPO, ".venv", "bin", "python")
-    fo0, t0 = foreign_ticks(), time.monotonic()
-    time.sleep(1)
+    label = (git_rev(args.smartdns_tree) if not args.smartdns_tree.startswith(args.workdir)
+             else os.path.basename(args.smartdns_tree))
     meta = {
         "started": started.isoformat(timespec="seconds"),
-        "argv": ["bench/secondary_stall.py"] + list(argv),
-        "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
-        "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                           if line.startswith("model name")), "?"),
-        "smartdns": "%s (%s, first on PYTHONPATH)" % (git_rev(args.smartdns_tree) if not args.smartdns_tree.startswith(
-            args.workdir) else os.path.basename(args.smartdns_tree), args.smartdns_tree),
-        "interpreter": interpreter(python, args.smartdns_tree),
-        "bench_interpreter": sys.version, "named": named_version(),
+        **run_meta("bench/secondary_stall.py", argv, label, args.smartdns_tree, python),
         "records": args.records, "qps": args.qps, "mode": args.mode, "windows": args.windows,
         "pinning": {"smartdns": args.server_cpu, "named and bench": args.client_cpu}, "nice": args.nice,
         "target": "p99 of local answers in the window <= %g ms" % TARGET_P99_MS,
         "window": "from the NOTIFY's send to the first SOA answer with the new serial",
         "percentiles": "linear interpolation between closest ranks, over answered queries; lost counted apart",
-        "other_processes_cpu_before": foreign_percent(fo0, foreign_ticks(), time.monotonic() - t0),
     }
     if meta["other_processes_cpu_before"] > 10:
         log("WARNING: other processes are using %.0f%% of a CPU" % meta["other_processes_cpu_before"])

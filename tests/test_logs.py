@@ -8,6 +8,7 @@ import signal
 import subprocess
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import LogLevel, Logger, globalLogPublisher, formatEvent
 from twisted.trial import unittest
 
@@ -137,19 +138,21 @@ class TwistdLogTests(unittest.TestCase):
         except FileNotFoundError:
             return ""
 
-    def test_worker_lines_have_one_timestamp(self) -> None:
+    @defer.inlineCallbacks
+    def test_worker_lines_have_one_timestamp(self):
         """A worker's line is ``TIME [worker 1 namespace#level] text``: its own time, once."""
         _process, logfile = self.start("info")
         pattern = re.compile(rf"^{TIMESTAMP} \[worker 1 smartdns\.service#info\] serving generation 1: ", re.M)
-        poll(lambda: pattern.search(self.read(logfile)), "the worker's start in the log")
+        yield poll(lambda: pattern.search(self.read(logfile)), "the worker's start in the log")
         for line in self.read(logfile).splitlines():
             if "worker 1" in line and not line.startswith("\t"):
                 self.assertEqual(len(re.findall(TIMESTAMP, line)), 1, line)
 
-    def test_level_applies_to_every_process(self) -> None:
+    @defer.inlineCallbacks
+    def test_level_applies_to_every_process(self):
         """At "warn", no process logs info lines (twistd's own included); warnings still show."""
         process, logfile = self.start("warn")
-        poll(lambda: "open resolver" in self.read(logfile), "the open-resolver warning")
+        yield poll(lambda: "open resolver" in self.read(logfile), "the open-resolver warning")
         # The worker is up once SIGTERM stops it cleanly; its info lines would be in by then.
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=STOP_TIMEOUT_SECONDS)

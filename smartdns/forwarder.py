@@ -81,27 +81,25 @@ class Stats:
 
     def replied(self, upstream: str, rcode: int, seconds: float) -> None:
         """A reply from ``upstream`` after ``seconds``."""
-        row = self.tried(upstream)
+        row = self.per_upstream.get(upstream) or self.tried(upstream)
         row[2 + bisect.bisect_left(ANSWER_BUCKETS, seconds)] += 1
         row[-1] += seconds
         key = (upstream, rcode)
         self.rcodes[key] = self.rcodes.get(key, 0) + 1
 
 
-class _RandomPool:
-    """16-bit values from the OS CSPRNG, fetched 4 KiB at a time: one ``os.urandom`` call per
-    2,048 query IDs instead of one per ID (RFC 5452 wants them unpredictable, not per-syscall)."""
-
-    def __init__(self) -> None:
-        self._values: list[int] = []
-
-    def __call__(self) -> int:
-        if not self._values:
-            self._values = list(memoryview(os.urandom(RANDOM_BATCH_BYTES)).cast("H"))
-        return self._values.pop()
+_random_values: list[int] = []
 
 
-_random16 = _RandomPool()
+def _random16() -> int:
+    """A 16-bit value from the OS CSPRNG, fetched 4 KiB at a time: one ``os.urandom`` call per
+    2,048 query IDs or ports instead of one per value (RFC 5452 wants them unpredictable, not
+    per-syscall)."""
+    try:
+        return _random_values.pop()
+    except IndexError:
+        _random_values.extend(memoryview(os.urandom(RANDOM_BATCH_BYTES)).cast("H"))
+        return _random_values.pop()
 
 
 class _Pending:
@@ -663,8 +661,12 @@ class Pool:
 
     def order(self, now: float) -> Sequence[Upstream]:
         """Upstreams in the order to try: by policy, healthy ones first, down ones as a last resort."""
-        if self.policy == "sequential" and not any(h.down_until > now for h in self.health.values()):
-            return self.upstreams       # the common case: nothing is down, nothing to reorder
+        if self.policy == "sequential":
+            for health in self.health.values():
+                if health.down_until > now:
+                    break
+            else:
+                return self.upstreams   # the common case: nothing is down, nothing to reorder
         ups = list(self.upstreams)
         if self.policy == "round_robin" and ups:
             start = self.next_start % len(ups)

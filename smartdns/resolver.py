@@ -28,6 +28,8 @@ log = Logger()
 STALE_ANSWER_AFTER_SECONDS = 1.8    # RFC 8767 §5: client response timer before answering stale
 PREFETCH_FRACTION = 0.1         # refresh an entry asked for in the last 10% of its TTL
 PREFETCH_MIN_TTL_SECONDS = 10   # entries shorter than this are not worth prefetching
+_TYPE_AND_TTL = struct.Struct("!H2xI")   # a record's type and TTL, read from 4 bytes before the TTL
+_TTL = struct.Struct("!I")
 
 
 def _group(records: tuple[wire.Record, ...], keep: Any) -> tuple[wire.RRset, ...]:
@@ -133,7 +135,7 @@ class ForwardResolver:
         """``resolve``, but with serve-stale on: if an expired entry is at hand and the upstream has
         not answered within the client response timer, answer stale now and let the refresh go
         on in the background (RFC 8767 §5)."""
-        self.cache.count_miss()
+        self.cache.counters.misses += 1          # AnswerCache.count_miss, without the call
         stale = self.cache.get_stale(key) if self.config.serve_stale else None
         d = self.resolve(key)
         if stale is None:
@@ -257,19 +259,21 @@ class ForwardResolver:
         cut = wire.answer_prefix(reply, key[0])
         if cut is None:
             return None
-        message, offsets = cut
+        message, offsets = cut          # at least one record; the message is a copy of the reply
         qtype = key[1]
-        ends_with_data = qtype == wire.ANY or any(
-            struct.unpack_from("!H", message, o - 4)[0] == qtype for o in offsets)
-        if not ends_with_data and (struct.unpack_from("!H", message, offsets[-1] - 4)[0] != wire.CNAME
-                                   or reply.data[8:10] != b"\x00\x00"):
-            return None     # a dangling CNAME with authority data may be CNAME-then-NODATA (RFC 2308 §5)
+        ends_with_data = qtype == wire.ANY
         clamp = self.cache.clamp_ttl
-        lifetime = None
-        for offset in offsets:
-            ttl = clamp(struct.unpack_from("!I", message, offset)[0] & 0x7FFFFFFF)
-            struct.pack_into("!I", message, offset, ttl)
-            lifetime = ttl if lifetime is None else min(lifetime, ttl)
+        lifetime: int | None = None
+        rtype = 0
+        for offset in offsets:          # one pass: the types seen, and the TTLs clamped in place
+            rtype, ttl = _TYPE_AND_TTL.unpack_from(message, offset - 4)
+            ends_with_data = ends_with_data or rtype == qtype
+            ttl = clamp(ttl & 0x7FFFFFFF)
+            _TTL.pack_into(message, offset, ttl)
+            if lifetime is None or ttl < lifetime:
+                lifetime = ttl
+        if not ends_with_data and (rtype != wire.CNAME or reply.data[8:10] != b"\x00\x00"):
+            return None     # a dangling CNAME with authority data may be CNAME-then-NODATA (RFC 2308 §5)
         packed = packed_key(key)
         entry = make_entry_from_wire(wire.NOERROR, message, offsets, lifetime or 0, now, self.config.serve_stale,
                                      packed)

@@ -455,7 +455,10 @@ class UDPClient:
                 if deadline > now:
                     break
                 heapq.heappop(deadlines)
-                query.expire()              # may send again (the next upstream): pushed, perhaps armed
+                try:
+                    query.expire()          # may send again (the next upstream): pushed, perhaps armed
+                except Exception:
+                    log.failure("expiring an upstream query failed")
             else:
                 heapq.heappop(deadlines)    # answered or failed already
         if deadlines and (self._timer is None or deadlines[0][0] < self._timer_at):
@@ -756,14 +759,22 @@ class _Walk:
                     return
             self.answered(reply)
         except Exception:
-            if not self.result.called:
-                self.result.errback()
-            else:
-                raise
+            self._crashed()
 
     def udp_error(self, message: str) -> None:
         """The UDP query failed: on to the next upstream."""
-        self._failed(message)
+        try:
+            self._failed(message)
+        except Exception:
+            self._crashed()
+
+    def _crashed(self) -> None:
+        """A bug while handling a UDP outcome: the query fails (the server answers SERVFAIL)
+        rather than the exception reaching the socket loop or the deadline timer."""
+        if not self.result.called:
+            self.result.errback()
+        else:
+            log.failure("upstream walk failed after answering")
 
     def answered(self, reply: wire.Reply) -> None:
         forwarder = self.forwarder

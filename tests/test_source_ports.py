@@ -287,6 +287,23 @@ class SourcePortTests(unittest.TestCase):
         self.assertEqual(forwarder.udp.sockets, [])
 
     @defer.inlineCallbacks
+    def test_a_bug_handling_a_reply_fails_that_query_only(self):
+        """An exception while a UDP reply is handled (here: counting it) fails that query's
+        Deferred instead of reaching the socket loop, which would fail every query in flight."""
+        up = RecordingUpstream(self)
+        forwarder = self.forwarder([up.upstream])
+
+        def broken(upstream: str, rcode: int, seconds: float) -> None:
+            raise RuntimeError("counting failed")
+
+        self.patch(forwarder.stats, "replied", broken)
+        yield self.assertFailure(forwarder.query(wire.from_text("bug.example.net"), wire.A), RuntimeError)
+        self.assertEqual(forwarder.udp.sockets, [])
+        self.patch(forwarder.stats, "replied", Stats.replied.__get__(forwarder.stats))
+        reply = yield forwarder.query(wire.from_text("ok.example.net"), wire.A)
+        self.assertEqual(answered_address(reply), "198.51.100.7")
+
+    @defer.inlineCallbacks
     def test_answered_queries_leave_no_deadlines_behind(self):
         """Answered queries' deadlines are dropped: all at once when nothing is outstanding, and
         by compaction while a slow query keeps the timer busy, so the heap stays bounded."""

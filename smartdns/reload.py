@@ -35,7 +35,8 @@ GIL; what made the reactor wait for the builder, and what is done about it:
   would have kept every replaced snapshot forever; now a replaced snapshot is freed by
   reference counting (tests/test_reload.py checks it, with the freeze on).  bench/zone_load.py
   --serve, medians of 3 in the same hour: p99 during the overlay reload 42.8 -> 6.1 ms, during
-  the base reload 522 -> 33 ms (max 611 -> 97 ms: the largest resize above), nothing lost.
+  the base reload 522 -> 33 ms (max 611 -> 97 ms: the largest resize above), nothing lost; a
+  second set of 3: 6.5 and 9.0 ms (max 49 ms).
 - Freeing what a reload replaces: the last reference to a million-name node dictionary going
   away frees it in one C call, 0.2 s, on the reactor (where the query handler lets go of the
   old snapshot).  The swap hands the replaced snapshot's own dictionaries to ``Retirement``

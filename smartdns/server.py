@@ -65,6 +65,7 @@ _sniff, _render_plain, _RRset = wire.sniff, wire.render_plain, wire.RRset    # t
 CHAOS_NAMES = frozenset(wire.from_text(n) for n in ("version.bind", "version.server", "id.server", "hostname.bind"))
 TRANSFER_TYPES = frozenset({wire.AXFR, wire.IXFR})
 MEMO_MAX_ENTRIES = 100_000        # shaped answers kept per snapshot
+LANE_HEADS_MAX_ENTRIES = 4_096    # the first-sight lane's (shape code, client class) → header parts
 CLIENT_CACHE_ENTRIES = 65_536     # client addresses whose line and recursion right are remembered
 REPLAY_MAX_ENTRIES = 65_536       # (client, query) pairs answered inside the UDP read loop
 UDP_READ_BUDGET = 1024            # datagrams read per readiness event before other sockets get a turn
@@ -180,6 +181,10 @@ class QueryHandler:
         # The first-sight lane's tallies by (TCP, line, qtype, rcode): one per counter key, shared by
         # every answer it keeps (a Tally counts by identity, and these carry nothing else).
         self._lane_tallies: dict[tuple[bool, str | None, int, int], Tally] = {}
+        # The first-sight lane's (flags, OPT, size limit) by (shape code, (line, may recurse)):
+        # ``Shaper.plain`` for the RA of that client's chain.  Emptied with the memo when the
+        # snapshot (its chains) or the shaper changes.
+        self._lane_heads: dict[tuple[int, tuple[str | None, bool]], tuple[int, bytes | None, int]] = {}
         # UDP answers by (client address, query after the ID): (answer after the ID, valid until,
         # Tally).  Read by DNSDatagramPort; only ever cleared in place, since the port holds a
         # reference while it reads.
@@ -195,6 +200,7 @@ class QueryHandler:
         if size != self.shaper.max_udp_payload:
             self.shaper = Shaper(size)
             self._memo.clear()
+            self._lane_heads.clear()
             self.replay.clear()
 
     def set_chaos_version(self, text: str) -> None:
@@ -235,6 +241,7 @@ class QueryHandler:
         snap = self.snapshot()
         if snap is not self._memo_snapshot:
             self._memo.clear()
+            self._lane_heads.clear()
             self._clients.clear()
             self.replay.clear()
             self._chains = self.compose(snap)
@@ -342,16 +349,21 @@ class QueryHandler:
         found = plain_answer(snap, line, qkey, qtype)
         if found is None:
             return None
-        recursive = self._chains.chains[info].recursive   # type: ignore[union-attr]
         if type(found) is _RRset:
-            flags, opt, limit = self.shaper.plain(code, recursive)
-            message = _render_plain(data[0] << 8 | data[1], flags, question, found, opt, limit)
+            head = self._lane_heads.get((code, info))
+            if head is None:
+                recursive = self._chains.chains[info].recursive   # type: ignore[union-attr]
+                if len(self._lane_heads) >= LANE_HEADS_MAX_ENTRIES:   # codes carry the EDNS size: bounded
+                    self._lane_heads.clear()
+                head = self._lane_heads[(code, info)] = self.shaper.plain(code, recursive)
+            flags, opt, limit = head
+            message = _render_plain(data[:2], flags, question, found, opt, limit)
             if message is None:
                 return None
             rcode = wire.NOERROR
         else:
             result: Result = found   # type: ignore[assignment]
-            result.ra = recursive
+            result.ra = self._chains.chains[info].recursive   # type: ignore[union-attr]
             message = self.shaper.shape(shape_from_code(code), data[0] << 8 | data[1], question, result,
                                         self.reactor.seconds())
             rcode = result.rcode

@@ -806,27 +806,33 @@ def render(
     return r.finish(id_, flags), tuple(r.ttl_offsets)
 
 
-def render_plain(id_: int, flags: int, question: bytes, rrset: RRset, opt: bytes | None,
+def render_plain(qid: bytes, flags: int, question: bytes, rrset: RRset, opt: bytes | None,
                  limit: int) -> bytes | None:
-    """``render(id_, flags, question, ((rrset,),), opt=opt, limit=limit)[0]`` when ``rrset`` is
-    owned by the question's name spelled byte for byte as in the question (so each owner is a
-    pointer to offset 12), its RDATA holds no compressible names, and it fits; else None (ask
-    ``render``).  A few joins instead of the renderer's per-record bookkeeping: the first-sight
-    lane's renderer, checked against ``render`` by the fast-lane tests."""
+    """``render(id, flags, question, ((rrset,),), opt=opt, limit=limit)[0]`` (``qid``: the ID's
+    two bytes as the query carried them) when ``rrset`` is owned by the question's name spelled
+    byte for byte as in the question (so each owner is a pointer to offset 12), its RDATA holds
+    no compressible names, and it fits; else None (ask ``render``).  A few joins instead of the
+    renderer's per-record bookkeeping: the first-sight lane's renderer, checked against
+    ``render`` by the fast-lane tests."""
     if rrset.name != question[:-4]:
         return None
     rdatas = rrset.rdatas
+    fixed = RR_FIXED.pack
     if len(rdatas) == 1:
-        rdata = b"".join(rdatas[0])
-        message = b"".join((HEADER.pack(id_, flags, 1, 1, 0, 1 if opt else 0), question, b"\xc0\x0c",
-                            RR_FIXED.pack(rrset.rtype, rrset.rclass, rrset.ttl, len(rdata)), rdata, opt or b""))
+        parts = rdatas[0]
+        rdata = parts[0] if len(parts) == 1 else b"".join(parts)
+        message = b"".join((qid, _HEADER_AFTER_ID.pack(flags, 1, 1, 0, 1 if opt else 0), question, b"\xc0\x0c",
+                            fixed(rrset.rtype, rrset.rclass, rrset.ttl, len(rdata)), rdata, opt or b""))
     else:
-        fixed = RR_FIXED.pack
         rtype, rclass, ttl = rrset.rtype, rrset.rclass, rrset.ttl
         body = b"".join([b"\xc0\x0c" + fixed(rtype, rclass, ttl, len(rdata)) + rdata
                          for rdata in [b"".join(parts) for parts in rdatas]])
-        message = b"".join((HEADER.pack(id_, flags, 1, len(rdatas), 0, 1 if opt else 0), question, body, opt or b""))
+        message = b"".join((qid, _HEADER_AFTER_ID.pack(flags, 1, len(rdatas), 0, 1 if opt else 0), question, body,
+                            opt or b""))
     return message if len(message) <= limit else None
+
+
+_HEADER_AFTER_ID = struct.Struct("!HHHHH")      # HEADER without the ID: flags and the four counts
 
 
 def header_only(id_: int, flags: int, question: bytes = b"", opt: bytes | None = None) -> bytes:

@@ -442,7 +442,7 @@ class RenderPlainTests(unittest.SynchronousTestCase):
             for opt in opts:
                 for limit in (512, 600, 700, 800, 1232, 65535):
                     flags = wire.FLAG_QR | wire.FLAG_AA | wire.FLAG_RD
-                    plain = wire.render_plain(0xBEEF, flags, question, rrset, opt, limit)
+                    plain = wire.render_plain(b"\xbe\xef", flags, question, rrset, opt, limit)
                     full = wire.render(0xBEEF, flags, question, ((rrset,),), opt=opt, limit=limit)[0]
                     if plain is None:
                         declined += 1
@@ -457,7 +457,7 @@ class RenderPlainTests(unittest.SynchronousTestCase):
         """An owner spelled unlike the question is written out by ``render``: declined."""
         rrset = wire.make_rrset(wire.from_text("www.example."), wire.A, 300, [ipv4("192.0.2.1")])
         question = wire.from_text("WWW.example.") + struct.pack("!HH", wire.A, wire.IN)
-        self.assertIsNone(wire.render_plain(1, wire.FLAG_QR, question, rrset, None, 512))
+        self.assertIsNone(wire.render_plain(b"\x00\x01", wire.FLAG_QR, question, rrset, None, 512))
 
 
 class TruncationTests(unittest.SynchronousTestCase):

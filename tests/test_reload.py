@@ -6,6 +6,7 @@ import os
 import struct
 import threading
 import weakref
+from typing import Any
 
 import dns.message
 import dns.query
@@ -69,19 +70,24 @@ def start_live(testcase: unittest.TestCase, config: str = CONFIG, **service_opti
     return base, service
 
 
+def start_service(case: Any, zones: dict[str, str]) -> None:
+    """CONFIG and ``zones`` in a temp dir; sets ``base``, ``path``, ``clock`` (a task.Clock)
+    and ``service`` on ``case``, whose reloads run in the caller's thread (``sync_run``)."""
+    case.base = os.path.abspath(case.mktemp())
+    write_tree(case.base, {"smartdns.toml": CONFIG, **zones})
+    case.path = os.path.join(case.base, "smartdns.toml")
+    case.clock = task.Clock()
+    files = ZoneFileCache()
+    config, snapshot = load(case.path, files)
+    case.service = SmartDNSService(config, snapshot, case.clock, files=files)
+    case.service.reloader._run = sync_run
+
+
 class ReloadTests(unittest.TestCase):
     """Reloads with a task.Clock and real files in a temp dir."""
 
     def setUp(self) -> None:
-        self.base = os.path.abspath(self.mktemp())
-        write_tree(self.base, {"smartdns.toml": CONFIG, "zones/example.test.zone": ZONE_V1,
-                               "zones/other.test.zone": ZONE_V1})
-        self.path = os.path.join(self.base, "smartdns.toml")
-        self.clock = task.Clock()
-        files = ZoneFileCache()
-        config, snapshot = load(self.path, files)
-        self.service = SmartDNSService(config, snapshot, self.clock, files=files)
-        self.service.reloader._run = sync_run
+        start_service(self, {"zones/example.test.zone": ZONE_V1, "zones/other.test.zone": ZONE_V1})
 
     def write(self, rel: str, text: str) -> None:
         write_tree(self.base, {rel: text})
@@ -496,15 +502,8 @@ class ReplacedSnapshotTests(unittest.SynchronousTestCase):
 
     def setUp(self) -> None:
         self.patch(background, "FREEZE_MIN_OBJECTS", 0)      # freeze these small builds too
-        self.base = os.path.abspath(self.mktemp())
-        write_tree(self.base, {"smartdns.toml": CONFIG, "zones/example.test.zone": self.zone(1),
-                               "zones/office/example.test.zone": "www 60 A 10.1.1.1\n"})
-        self.path = os.path.join(self.base, "smartdns.toml")
-        self.clock = task.Clock()
-        files = ZoneFileCache()
-        config, snapshot = load(self.path, files)
-        self.service = SmartDNSService(config, snapshot, self.clock, files=files)
-        self.service.reloader._run = sync_run
+        start_service(self, {"zones/example.test.zone": self.zone(1),
+                             "zones/office/example.test.zone": "www 60 A 10.1.1.1\n"})
         self.origin = wire.from_text("example.test")
 
     def zone(self, version: int) -> str:

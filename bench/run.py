@@ -1073,14 +1073,23 @@ def run_server(args, data, name):
               "jobs_run": [j for j in args.jobs if j in srv.jobs]}
     if jobs:
         run_standard_jobs(args, data, srv, jobs, result)
-    if WIDE_JOB in args.jobs and WIDE_JOB in srv.jobs:
-        try:
-            result["jobs"][WIDE_JOB] = run_wide(args, data, srv)
-        except Exception as e:
-            import traceback
-            traceback.print_exc()
-            result["jobs"][WIDE_JOB] = {"error": "%s: %s" % (type(e).__name__, e)}
     return result
+
+
+def run_wide_jobs(args, data, results):
+    """The local-wide job of every server that runs it, the servers taking turns (run_wide);
+    each server's result goes into its entry of ``results``."""
+    names = [name for name in args.servers if name in results and WIDE_JOB in results[name]["jobs_run"]]
+    if not names:
+        return
+    try:
+        wide = run_wide(args, data, [SERVERS[name](args, data) for name in names])
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        wide = {name: {"error": "%s: %s" % (type(e).__name__, e)} for name in names}
+    for name in names:
+        results[name]["jobs"][WIDE_JOB] = wide[name]
 
 
 def run_standard_jobs(args, data, srv, jobs, result):
@@ -1157,49 +1166,64 @@ def wide_once(args, data, srv, cmd, env, cwd, what, **kw):
         time.sleep(0.5)
 
 
-def run_wide(args, data, srv):
-    """local-wide: --repeat throughput runs and one latency run, each on a fresh server,
-    each sending every name at most once (dnsperf -n 1 over the shuffled query files)."""
-    name = srv.name
-    cmd, env, cwd = srv.prepare(args.cache_entries, wide=True)
-    r = {"cmd": " ".join(cmd), "notes": srv.wide_notes()}
-    log("%s %s: throughput, %d names once each from %s, x %d (a fresh server each)" % (
-        name, WIDE_JOB, data.wide_names, ",".join(data.wide_sources), args.repeat))
-    kept, every, retries = [], [], args.retries
-    while len(kept) < args.repeat:
-        res = wide_once(args, data, srv, cmd, env, cwd, "throughput %d" % (len(every) + 1),
-                        duration=None, runs=1, tag="%s-wide-tput" % name)
-        every.append(res)
-        if disturbed(res) and retries > 0:
-            retries -= 1
-            log("%s %s throughput: disturbed by other load (%.0f%% CPU), running again"
-                % (name, WIDE_JOB, res.get("cpu_other_processes", 0)))
-            continue
-        kept.append(res)
-    t = dict(sorted(kept, key=lambda x: x.get("qps", 0))[len(kept) // 2])
-    if len(every) > 1:
-        t["repeats"] = every
-    t["problems"] = problems(t) + t.pop("problems_extra", [])
-    core = t.get("busy_cpu%s" % args.server_cpu, 100)
-    if core < 85:
-        t["problems"].append("server's CPU only %.0f%% busy (dnsperf %.0f%%): not server-bound"
-                             % (core, t["cpu_dnsperf"]))
-    r["throughput"] = t
-    if args.latency_duration:
-        log("%s %s: latency at %d qps for %ds" % (name, WIDE_JOB, args.latency_qps, args.latency_duration))
-        lat = wide_once(args, data, srv, cmd, env, cwd, "latency", duration=args.latency_duration,
-                        qps=args.latency_qps, verbose=True, runs=1, tag="%s-wide-lat" % name)
-        lp = problems(lat) + lat.pop("problems_extra", [])
-        q = t.get("qps") or 0
-        if q and args.latency_qps > 0.7 * q:
-            lp.append("latency rate %d is >70%% of this server's capacity (%.0f qps): queueing"
-                      % (args.latency_qps, q))
-        lat["problems"] = lp
-        r["latency"] = lat
-    for k in ("throughput", "latency"):
-        if r.get(k, {}).get("problems"):
-            log("%s %s %s: %s" % (name, WIDE_JOB, k, "; ".join(r[k]["problems"])))
-    return r
+def run_wide(args, data, servers):
+    """local-wide for every server in ``servers``: --repeat throughput runs each, then one
+    latency run each, each run on a fresh server sending every name at most once (dnsperf -n 1
+    over the shuffled query files).  The throughput runs take turns (round 1 of every server,
+    then round 2, ...), so a slow stretch of a shared machine lands on every server alike
+    instead of on whichever ran then.  Returns {server name: result}."""
+    prepared = {srv.name: srv.prepare(args.cache_entries, wide=True) for srv in servers}
+    log("%s: throughput, %d names once each from %s, x %d per server, servers taking turns "
+        "(a fresh server each run): %s" % (WIDE_JOB, data.wide_names, ",".join(data.wide_sources), args.repeat,
+                                            ",".join(srv.name for srv in servers)))
+    kept = {srv.name: [] for srv in servers}
+    every = {srv.name: [] for srv in servers}
+    retries = {srv.name: args.retries for srv in servers}
+    while any(len(kept[srv.name]) < args.repeat for srv in servers):
+        for srv in servers:
+            name = srv.name
+            if len(kept[name]) >= args.repeat:
+                continue
+            cmd, env, cwd = prepared[name]
+            res = wide_once(args, data, srv, cmd, env, cwd, "throughput %d" % (len(every[name]) + 1),
+                            duration=None, runs=1, tag="%s-wide-tput" % name)
+            every[name].append(res)
+            if disturbed(res) and retries[name] > 0:
+                retries[name] -= 1
+                log("%s %s throughput: disturbed by other load (%.0f%% CPU), running again"
+                    % (name, WIDE_JOB, res.get("cpu_other_processes", 0)))
+                continue
+            kept[name].append(res)
+    out = {}
+    for srv in servers:
+        name = srv.name
+        cmd, env, cwd = prepared[name]
+        r = {"cmd": " ".join(cmd), "notes": srv.wide_notes(), "interleaved_with": [s.name for s in servers]}
+        t = dict(sorted(kept[name], key=lambda x: x.get("qps", 0))[len(kept[name]) // 2])
+        if len(every[name]) > 1:
+            t["repeats"] = every[name]
+        t["problems"] = problems(t) + t.pop("problems_extra", [])
+        core = t.get("busy_cpu%s" % args.server_cpu, 100)
+        if core < 85:
+            t["problems"].append("server's CPU only %.0f%% busy (dnsperf %.0f%%): not server-bound"
+                                 % (core, t["cpu_dnsperf"]))
+        r["throughput"] = t
+        if args.latency_duration:
+            log("%s %s: latency at %d qps for %ds" % (name, WIDE_JOB, args.latency_qps, args.latency_duration))
+            lat = wide_once(args, data, srv, cmd, env, cwd, "latency", duration=args.latency_duration,
+                            qps=args.latency_qps, verbose=True, runs=1, tag="%s-wide-lat" % name)
+            lp = problems(lat) + lat.pop("problems_extra", [])
+            q = t.get("qps") or 0
+            if q and args.latency_qps > 0.7 * q:
+                lp.append("latency rate %d is >70%% of this server's capacity (%.0f qps): queueing"
+                          % (args.latency_qps, q))
+            lat["problems"] = lp
+            r["latency"] = lat
+        for k in ("throughput", "latency"):
+            if r.get(k, {}).get("problems"):
+                log("%s %s %s: %s" % (name, WIDE_JOB, k, "; ".join(r[k]["problems"])))
+        out[name] = r
+    return out
 
 
 def file_tail(src_path, skip, workdir):
@@ -1533,6 +1557,8 @@ def main(argv):
             else:
                 results[name] = run_server(args, data, name)
             time.sleep(1)
+        if not args.memory and WIDE_JOB in args.jobs:
+            run_wide_jobs(args, data, results)
     finally:
         upstream.stop()
     out = {"meta": meta}

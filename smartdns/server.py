@@ -885,6 +885,9 @@ class DNSDatagramPort(TypedUDPPort):
                 except OSError as e:
                     log.warn("UDP receive failed: {error}", error=e)
                     more = False
+                except Exception:               # (memory): this round ends, the port keeps listening
+                    log.failure("UDP batch failed")
+                    more = False
                 for data, addr in misses:
                     received(data, addr)           # a scoped IPv6 address: the protocol's path
                 misses.clear()

@@ -141,54 +141,6 @@ static PyObject *address_tuple(const struct sockaddr_storage *ss, PyObject *host
 }
 
 
-/* Parse an address tuple back into a sockaddr of ``family`` (for answers Python made). */
-static int sockaddr_of(PyObject *addr, int family, struct sockaddr_storage *ss, socklen_t *len)
-{
-    const char *host;
-    int port;
-    unsigned int flowinfo = 0, scope_id = 0;
-    memset(ss, 0, sizeof(*ss));
-    if (family == AF_INET) {
-        if (!PyArg_ParseTuple(addr, "si", &host, &port))
-            return -1;
-        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
-            PyErr_Format(PyExc_OSError, "not an IPv4 address: %s", host);
-            return -1;
-        }
-        *len = sizeof(*sin);
-        return 0;
-    }
-    if (!PyArg_ParseTuple(addr, "si|II", &host, &port, &flowinfo, &scope_id))
-        return -1;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons((uint16_t)port);
-    sin6->sin6_flowinfo = htonl(flowinfo);
-    sin6->sin6_scope_id = scope_id;
-    char plain[INET6_ADDRSTRLEN];
-    const char *percent = strchr(host, '%');
-    if (percent != NULL) {                     /* "fe80::1%eth0": the scope is in scope_id */
-        size_t n = (size_t)(percent - host);
-        if (n >= sizeof(plain)) {
-            PyErr_Format(PyExc_OSError, "not an IPv6 address: %s", host);
-            return -1;
-        }
-        memcpy(plain, host, n);
-        plain[n] = '\0';
-        host = plain;
-    }
-    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
-        PyErr_Format(PyExc_OSError, "not an IPv6 address: %s", host);
-        return -1;
-    }
-    *len = sizeof(*sin6);
-    return 0;
-}
-
-
 /* Send the first ``count`` queued messages; a message the kernel refuses (a full buffer, an
  * unreachable client) is dropped, as a UDP server drops it, and the rest still go. */
 static void flush_sends(int fd, int count)
@@ -224,8 +176,7 @@ static void queue_send(int index, const char *head, size_t head_len, PyObject *h
     iov[parts].iov_base = (void *)body;
     iov[parts].iov_len = body_len;
     parts++;
-    if (name != &send_names[index])
-        memcpy(&send_names[index], name, name_len);
+    memcpy(&send_names[index], name, name_len);
     struct msghdr *hdr = &send_msgs[index].msg_hdr;
     memset(hdr, 0, sizeof(*hdr));
     hdr->msg_name = &send_names[index];
@@ -419,58 +370,8 @@ static PyObject *serve(PyObject *module, PyObject *args)
 }
 
 
-PyDoc_STRVAR(send_all_doc,
-"send_all(fd, family, burst)\n\n"
-"Send every (answer, address) of the list ``burst`` from the UDP socket ``fd`` (address\n"
-"family ``family``), in batches of up to 64, then empty the list.  An answer the kernel\n"
-"refuses (a full buffer, an unreachable client) is dropped, as a UDP server drops it.");
-
-static PyObject *send_all(PyObject *module, PyObject *args)
-{
-    int fd, family;
-    PyObject *burst;
-    if (!PyArg_ParseTuple(args, "iiO!", &fd, &family, &PyList_Type, &burst))
-        return NULL;
-    if (family != AF_INET && family != AF_INET6) {
-        PyErr_SetString(PyExc_ValueError, "family must be AF_INET or AF_INET6");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(burst);
-    int queued = 0;
-    int failed = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(burst, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(item, 0))) {
-            PyErr_SetString(PyExc_TypeError, "burst items must be (bytes, address)");
-            failed = 1;
-            break;
-        }
-        PyObject *answer = PyTuple_GET_ITEM(item, 0);
-        socklen_t len;
-        if (sockaddr_of(PyTuple_GET_ITEM(item, 1), family, &send_names[queued], &len) < 0) {
-            failed = 1;
-            break;
-        }
-        queue_send(queued, NULL, 0, answer, PyBytes_AS_STRING(answer), (size_t)PyBytes_GET_SIZE(answer),
-                   &send_names[queued], len);
-        if (++queued == BATCH) {
-            flush_sends(fd, queued);
-            queued = 0;
-        }
-    }
-    if (queued)
-        flush_sends(fd, queued);
-    if (PyList_SetSlice(burst, 0, n, NULL) < 0)
-        return NULL;
-    if (failed)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-
 static PyMethodDef methods[] = {
     {"serve", serve, METH_VARARGS, serve_doc},
-    {"send_all", send_all, METH_VARARGS, send_all_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -863,18 +863,14 @@ class DNSDatagramPort(TypedUDPPort):
         handler = proto.handler
         replay = handler.current_replay()
         clock = handler.reactor.seconds
-        sock = self.socket
-        fd = sock.fileno()
-        family = sock.family
+        fd = self.socket.fileno()
         size = self.maxPacketSize
         serve = _udp.serve
-        send_all = _udp.send_all
         handle = handler.handle
         received = proto.datagramReceived
         reply = proto._send
         misses: list[tuple[bytes, Any]] = []
         waiting: list[tuple[bytes, Any, Any]] = []
-        burst: list[tuple[bytes, Any]] = []
         counts: dict[Tally, int] = {}
         try:
             for _ in range(UDP_READ_BUDGET // _udp.BATCH):
@@ -891,15 +887,13 @@ class DNSDatagramPort(TypedUDPPort):
                 for data, addr in misses:
                     received(data, addr)           # a scoped IPv6 address: the protocol's path
                 misses.clear()
-                for data, addr, outcome in waiting:
+                for data, addr, outcome in waiting:    # rare: a forwarded answer, or an error
                     if isinstance(outcome, BaseException):
                         outcome = failure_of(outcome)   # the exception the handler raised
                     answer = settle(handler, data, addr[0], False, reply, addr, outcome)
                     if answer is not None:
-                        burst.append((answer, addr))
+                        reply(answer, addr)             # SERVFAIL for the error
                 waiting.clear()
-                if burst:
-                    send_all(fd, family, burst)
                 if not more:
                     return
         finally:

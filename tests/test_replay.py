@@ -370,15 +370,6 @@ class BatchedLoopTests(unittest.TestCase):
         self.assertRaises(TypeError, self.udp.serve, listener.fileno(), 512, [], 0.0, {}, [])
         self.assertRaises(ValueError, self.udp.serve, listener.fileno(), 1 << 20, {}, 0.0, {}, [])
         self.assertRaises(OSError, self.udp.serve, -1, 512, {}, 0.0, {}, [])
-        burst = [(b"x", ("not an address", 53))]
-        self.assertRaises(OSError, self.udp.send_all, listener.fileno(), socket.AF_INET, burst)
-
-    def test_send_all_sends_every_answer_and_empties_the_burst(self):
-        listener, client = self.pair()
-        burst = [(b"answer%d" % i, client.getsockname()) for i in range(150)]   # more than two batches
-        self.udp.send_all(listener.fileno(), socket.AF_INET, burst)
-        self.assertEqual(burst, [])
-        self.assertEqual([client.recv(512) for _ in range(150)], [b"answer%d" % i for i in range(150)])
 
     @defer.inlineCallbacks
     def test_both_loops_answer_a_mixed_burst_alike(self):
